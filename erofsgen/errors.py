@@ -1,0 +1,48 @@
+"""Exception hierarchy: every error says whose fault it is."""
+
+from __future__ import annotations
+
+
+class ErofsgenError(Exception):
+    """Base class of every error erofsgen raises on purpose."""
+
+
+class InvalidInputError(ErofsgenError, ValueError):
+    """The caller's input (a tree, a path, an option) cannot be turned into an image."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+class CorruptImageError(ErofsgenError):
+    """The image breaks a rule of the format; names where (offset, nid, area)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        offset: int | None = None,
+        nid: int | None = None,
+        area: str | None = None,
+    ) -> None:
+        self.offset = offset
+        self.nid = nid
+        self.area = area
+        where = []
+        if area is not None:
+            where.append(area)
+        if nid is not None:
+            where.append(f"nid {nid}")
+        if offset is not None:
+            where.append(f"offset {offset:#x}")
+        prefix = f"{' '.join(where)}: " if where else ""
+        super().__init__(prefix + message)
+
+
+class UnsupportedFeatureError(ErofsgenError):
+    """The image uses a format feature this version of erofsgen cannot handle."""
+
+
+class NotFoundError(ErofsgenError, FileNotFoundError):
+    """A path looked up in an image does not exist."""
