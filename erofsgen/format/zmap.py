@@ -113,10 +113,11 @@ def compact_entry_position(layout: CompactLayout, lcn: int) -> tuple[int, int]:
 
 
 def compact_index_size(layout: CompactLayout, total: int) -> int:
-    """Bytes of the whole compacted index area (the trailing 4B pack rounded up)."""
+    """Bytes of the whole compacted index area: every 4B pack is whole (8 bytes), so a half-filled
+    one, leading or trailing, still counts in full (the kernel's nextpackoff is the pack's end)."""
     trailing = total - layout.initial_4b - layout.compacted_2b if total > layout.initial_4b else 0
     lead = min(total, layout.initial_4b)
-    return lead * 4 + layout.compacted_2b * 2 + (trailing + 1) // 2 * 8
+    return (lead + 1) // 2 * 8 + layout.compacted_2b * 2 + (trailing + 1) // 2 * 8
 
 
 def pack_geometry(unit: int, lclusterbits: int) -> tuple[int, int, int]:
