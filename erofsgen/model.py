@@ -1,0 +1,197 @@
+"""A typed filesystem tree that knows nothing about EROFS.
+
+Sources (a directory walk, the builder API) produce it; the writer validates it, plans a layout
+and emits an image. A hard link is the same non-directory node reachable under several names,
+so link counts are derived from the tree rather than stored.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol, cast
+
+
+@dataclass(slots=True)
+class Metadata:
+    """What every inode carries besides its type and payload."""
+
+    mode: int = 0o644  # permission bits incl. setuid/setgid/sticky (no file type bits)
+    uid: int = 0
+    gid: int = 0
+    mtime_ns: int = 0  # nanoseconds since the epoch; may be negative
+    xattrs: dict[bytes, bytes] = field(default_factory=dict)  # full name (with prefix) -> value
+
+
+class DataSource(Protocol):
+    """Where a regular file's bytes come from; read only while the image is emitted."""
+
+    @property
+    def size(self) -> int: ...
+
+    def describe(self) -> str:
+        """A path or label naming the data in error messages."""
+        ...
+
+    def open(self) -> BinaryIO:
+        """A binary file positioned at the data's first byte."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BytesData:
+    """File data held in memory (small files from the API)."""
+
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def describe(self) -> str:
+        return f"<{len(self.data)} bytes>"
+
+    def open(self) -> BinaryIO:
+        return io.BytesIO(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class PathData:
+    """File data read from a path when emitted; `size` is what the source had when scanned."""
+
+    path: bytes | str
+    size: int
+
+    def describe(self) -> str:
+        return os.fsdecode(self.path)
+
+    def open(self) -> BinaryIO:
+        return open(self.path, "rb", buffering=0)
+
+
+@dataclass(frozen=True, slots=True)
+class FileObjectData:
+    """A window of a seekable binary file object owned by the caller."""
+
+    fileobj: BinaryIO
+    offset: int
+    size: int
+    label: str = "<file object>"
+
+    def describe(self) -> str:
+        return self.label
+
+    def open(self) -> BinaryIO:
+        self.fileobj.seek(self.offset)
+        return cast(BinaryIO, _Unclosable(self.fileobj))
+
+
+class _Unclosable(io.RawIOBase):
+    """Lets the emitter close what it opened without closing the caller's file object."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._inner.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("no file descriptor")
+
+
+@dataclass(eq=False, slots=True)
+class Node:
+    """Base of every tree node. Identity matters: one node under two names is a hard link."""
+
+    meta: Metadata
+
+    @property
+    def file_type(self) -> int:
+        """The stat.S_IF* constant of this node."""
+        raise NotImplementedError
+
+
+@dataclass(eq=False, slots=True)
+class File(Node):
+    data: DataSource = field(default_factory=lambda: BytesData(b""))
+
+    @property
+    def file_type(self) -> int:
+        return stat.S_IFREG
+
+
+@dataclass(eq=False, slots=True)
+class Directory(Node):
+    children: dict[bytes, Node] = field(default_factory=dict)
+
+    @property
+    def file_type(self) -> int:
+        return stat.S_IFDIR
+
+
+@dataclass(eq=False, slots=True)
+class Symlink(Node):
+    target: bytes = b""
+
+    @property
+    def file_type(self) -> int:
+        return stat.S_IFLNK
+
+
+@dataclass(eq=False, slots=True)
+class Device(Node):
+    """A character (`block=False`) or block device node."""
+
+    block: bool = False
+    major: int = 0
+    minor: int = 0
+
+    @property
+    def file_type(self) -> int:
+        return stat.S_IFBLK if self.block else stat.S_IFCHR
+
+
+@dataclass(eq=False, slots=True)
+class Fifo(Node):
+    @property
+    def file_type(self) -> int:
+        return stat.S_IFIFO
+
+
+@dataclass(eq=False, slots=True)
+class Socket(Node):
+    @property
+    def file_type(self) -> int:
+        return stat.S_IFSOCK
+
+
+def iter_tree(root: Directory, path: bytes = b"") -> Iterator[tuple[bytes, Node]]:
+    """Every (path, node) pair below and including root, breadth first, names sorted bytewise.
+
+    A hard-linked node appears once per name. Paths are relative, b"" for the root.
+    """
+    yield path, root
+    queue: deque[tuple[bytes, Directory]] = deque([(path, root)])
+    while queue:
+        dir_path, directory = queue.popleft()
+        for name in sorted(directory.children):
+            child = directory.children[name]
+            child_path = dir_path + b"/" + name if dir_path else name
+            yield child_path, child
+            if isinstance(child, Directory):
+                queue.append((child_path, child))
+
+
+def full_mode(node: Node) -> int:
+    """st_mode: file type bits plus permission bits."""
+    return node.file_type | (node.meta.mode & 0o7777)

@@ -1,0 +1,52 @@
+"""Options of the image writer, as one typed value."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from ..errors import InvalidInputError
+
+
+class InodeFormat(Enum):
+    """Which inode core to use: the smallest that holds the inode, or one of them for all."""
+
+    AUTO = "auto"
+    COMPACT = "compact"  # -E force-inode-compact: extended only where compact cannot hold it
+    EXTENDED = "extended"  # -E force-inode-extended
+
+
+# Called as progress(done, total) while data is emitted; units are bytes of file data.
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOptions:
+    """How to lay out an image. File times and owners are the tree's business, not this."""
+
+    block_size: int = 4096
+    # The superblock's time base (compact inodes take it as their mtime). None: the most common
+    # mtime of the tree, which makes the most inodes compact and keeps the image reproducible.
+    build_time_ns: int | None = None
+    uuid: uuid.UUID | None = None  # None: derived from the image's content
+    label: str = ""
+    xattrs: bool = True  # False drops every xattr (mkfs -x -1)
+    xattr_share_threshold: int = 2  # an xattr on more than this many inodes goes to the shared area
+    xattr_prefixes: tuple[bytes, ...] = ()  # long name prefixes, e.g. b"trusted.overlay."
+    inode_format: InodeFormat = InodeFormat.AUTO
+    inline_data: bool = True  # False: -E noinline_data
+    sb_checksum: bool = True  # False: -E nosbcrc
+
+    def __post_init__(self) -> None:
+        if self.block_size not in (512, 1024, 2048, 4096):
+            raise InvalidInputError(f"block size {self.block_size} is not one of 512, 1024, 2048, 4096")
+        if len(self.label.encode()) > 15:
+            raise InvalidInputError(f"volume label {self.label!r} is longer than 15 bytes")
+        if self.xattr_share_threshold < 0:
+            raise InvalidInputError("xattr share threshold must not be negative")
+
+    @property
+    def blkszbits(self) -> int:
+        return self.block_size.bit_length() - 1
