@@ -1,0 +1,59 @@
+"""The image writer: validate a tree, plan its layout, emit it atomically."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+from ..model import Directory
+from .emit import Emitter
+from .options import InodeFormat, ProgressCallback, WriteOptions
+from .output import atomic_output
+from .plan import Layout, plan_image
+
+__all__ = ["ImageSummary", "InodeFormat", "Layout", "WriteOptions", "plan_image", "write_image"]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSummary:
+    """What was written."""
+
+    path: str
+    inodes: int
+    blocks: int
+    block_size: int
+    uuid: uuid.UUID
+    root_nid: int
+    build_time_ns: int
+
+    @property
+    def size(self) -> int:
+        return self.blocks * self.block_size
+
+
+def write_image(
+    root: Directory,
+    output: str | os.PathLike[str],
+    options: WriteOptions | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+) -> ImageSummary:
+    """Write `root` as an EROFS image at `output`.
+
+    The image is written to a temporary file beside `output` and renamed into place, so an
+    error or an interrupt leaves neither a partial image nor the temporary file.
+    """
+    options = options or WriteOptions()
+    layout = plan_image(root, options)
+    with atomic_output(output) as fd:
+        image_uuid = Emitter(layout, fd, progress).emit()
+    return ImageSummary(
+        path=os.fspath(output),
+        inodes=len(layout.inodes),
+        blocks=layout.blocks,
+        block_size=options.block_size,
+        uuid=image_uuid,
+        root_nid=layout.root.nid,
+        build_time_ns=layout.build_time_ns,
+    )

@@ -1,0 +1,246 @@
+"""The emitting pass: turns a Layout into bytes at the offsets the plan chose."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+
+from ..format.constants import (
+    EROFS_NULL_ADDR,
+    EROFS_SUPER_MAGIC_V1,
+    EROFS_SUPER_OFFSET,
+    DataLayout,
+    FeatureCompat,
+    FeatureIncompat,
+    FileType,
+    InodeVersion,
+)
+from ..format.dirent import file_type_of_mode
+from ..format.inode import (
+    INODE_COMPACT,
+    INODE_EXTENDED,
+    InodeCompactRec,
+    InodeExtendedRec,
+    encode_rdev,
+    i_format,
+    xattr_icount,
+)
+from ..format.superblock import CHECKSUM_OFFSET, SUPERBLOCK, SuperBlockRec, checksum_length, sb_checksum
+from ..model import Device, Directory, File, Symlink, full_mode
+from .dirs import directory_block
+from .options import ProgressCallback
+from .plan import Layout, PlannedInode
+from .sources import FileReader
+from .validate import show
+
+WINDOW_FLUSH = 1 << 20
+
+
+class MetadataWriter:
+    """Buffers metadata written in increasing offset order; refuses to overlap what came before."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.start = 0
+        self.buf = bytearray()
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.buf)
+
+    def write(self, offset: int, data: bytes) -> None:
+        if offset < self.end:
+            raise AssertionError(f"metadata at {offset:#x} overlaps what was written up to {self.end:#x}")
+        if self.buf and (offset - self.end > 4096 or len(self.buf) > WINDOW_FLUSH):
+            self.flush()
+        if not self.buf:
+            self.start = offset
+        self.buf += bytes(offset - self.end)
+        self.buf += data
+
+    def flush(self) -> None:
+        if self.buf:
+            os.pwrite(self.fd, self.buf, self.start)
+            self.start += len(self.buf)
+            self.buf.clear()
+
+
+class Emitter:
+    def __init__(self, layout: Layout, fd: int, progress: ProgressCallback | None) -> None:
+        self.layout = layout
+        self.fd = fd
+        self.bs = layout.options.block_size
+        self.meta = MetadataWriter(fd)
+        self.progress = progress
+        self.done = 0
+        self.by_node = {id(p.node): p for p in layout.inodes}
+
+    def emit(self) -> uuid.UUID:
+        layout = self.layout
+        if layout.prefix_table:
+            self.meta.write(EROFS_SUPER_OFFSET + SUPERBLOCK.size, layout.prefix_table)
+        shared_offset = layout.xattr_blkaddr * self.bs
+        shared_pending = bool(layout.shared.data)
+        for plan in layout.inodes:
+            if shared_pending and plan.offset >= shared_offset:
+                self.meta.write(shared_offset, layout.shared.data)
+                shared_pending = False
+            self.meta.write(plan.offset, self.inode_record(plan))
+        if shared_pending:
+            self.meta.write(shared_offset, layout.shared.data)
+        self.meta.flush()
+        if self.meta.end > layout.data_start * self.bs:
+            raise AssertionError("metadata ran into the data area")
+        os.ftruncate(self.fd, layout.blocks * self.bs)
+        return self.finish_superblock()
+
+    def inode_record(self, plan: PlannedInode) -> bytes:
+        """Core, xattr body and inline tail of one inode; writes its data blocks on the way."""
+        tail = self.write_data(plan)
+        return self.inode_core(plan) + plan.xattr_body + tail
+
+    def write_data(self, plan: PlannedInode) -> bytes:
+        """Write the inode's whole blocks; return its inline tail."""
+        node = plan.node
+        full = plan.nblocks * self.bs if plan.layout is DataLayout.FLAT_INLINE else plan.size
+        addr = plan.startblk * self.bs
+        if isinstance(node, File):
+            with FileReader(node, show(plan.path)) as reader:
+                if full:
+                    reader.copy_to(self.fd, addr, full)
+                tail = reader.read(plan.tail_size) if plan.tail_size else b""
+                reader.finish()
+            self.done += plan.size
+            if self.progress is not None:
+                self.progress(self.done, self.layout.total_data)
+            return tail
+        if isinstance(node, Symlink):
+            if full:
+                os.pwrite(self.fd, node.target[:full], addr)
+            return node.target[full:]
+        if isinstance(node, Directory):
+            return self.write_directory(plan, addr)
+        return b""
+
+    def write_directory(self, plan: PlannedInode, addr: int) -> bytes:
+        shape = plan.shape
+        assert shape is not None and plan.parent is not None
+        node = plan.node
+        assert isinstance(node, Directory)
+        targets = []
+        for name in shape.names:
+            if name == b".":
+                targets.append((plan.nid, int(FileType.DIR)))
+            elif name == b"..":
+                targets.append((plan.parent.nid, int(FileType.DIR)))
+            else:
+                child = self.by_node[id(node.children[name])]
+                targets.append((child.nid, int(file_type_of_mode(full_mode(child.node)))))
+        blocks = len(shape.splits)
+        whole = blocks if plan.layout is DataLayout.FLAT_PLAIN else blocks - 1
+        for b in range(whole):
+            os.pwrite(self.fd, directory_block(shape, b, targets, self.bs, self.bs), addr + b * self.bs)
+        if whole == blocks:
+            return b""
+        return directory_block(shape, blocks - 1, targets, self.bs, plan.tail_size)
+
+    def inode_core(self, plan: PlannedInode) -> bytes:
+        node = plan.node
+        meta = node.meta
+        if isinstance(node, Device):
+            i_u = encode_rdev(node.major, node.minor)
+        elif isinstance(node, File | Directory | Symlink):
+            i_u = plan.startblk if plan.nblocks else (EROFS_NULL_ADDR if plan.tail_size else 0)
+        else:
+            i_u = 0
+        icount = xattr_icount(len(plan.xattr_body))
+        mode = full_mode(node)
+        if plan.extended:
+            fmt = i_format(InodeVersion.EXTENDED, plan.layout)
+            sec, nsec = divmod(meta.mtime_ns, 10**9)
+            return INODE_EXTENDED.pack(
+                InodeExtendedRec(
+                    fmt, icount, mode, 0, plan.size, i_u, plan.ino, meta.uid, meta.gid,
+                    sec, nsec, plan.nlink, bytes(16),
+                )
+            )  # fmt: skip
+        fmt = i_format(InodeVersion.COMPACT, plan.layout)
+        return INODE_COMPACT.pack(
+            InodeCompactRec(
+                fmt, icount, mode, plan.nlink, plan.size, 0, i_u, plan.ino, meta.uid, meta.gid, bytes(4)
+            )
+        )
+
+    def superblock(self, image_uuid: uuid.UUID) -> SuperBlockRec:
+        layout = self.layout
+        options = layout.options
+        compat = FeatureCompat.MTIME | FeatureCompat.XATTR_FILTER
+        if options.sb_checksum:
+            compat |= FeatureCompat.SB_CHKSUM
+        incompat = FeatureIncompat(0)
+        if layout.prefix_count:
+            incompat |= FeatureIncompat.XATTR_PREFIXES
+            compat |= FeatureCompat.PLAIN_XATTR_PFX
+        sec, nsec = divmod(layout.build_time_ns, 10**9)
+        return SuperBlockRec(
+            magic=EROFS_SUPER_MAGIC_V1,
+            checksum=0,
+            feature_compat=int(compat),
+            blkszbits=options.blkszbits,
+            sb_extslots=0,
+            root_nid=layout.root.nid,
+            inos=len(layout.inodes),
+            epoch=sec,
+            fixed_nsec=nsec,
+            blocks=layout.blocks,
+            meta_blkaddr=0,
+            xattr_blkaddr=layout.xattr_blkaddr,
+            uuid=image_uuid.bytes,
+            volume_name=options.label.encode().ljust(16, b"\0"),
+            feature_incompat=int(incompat),
+            u1=0,
+            extra_devices=0,
+            devt_slotoff=0,
+            dirblkbits=0,
+            xattr_prefix_count=layout.prefix_count,
+            xattr_prefix_start=(EROFS_SUPER_OFFSET + SUPERBLOCK.size) // 4 if layout.prefix_count else 0,
+            packed_nid=0,
+            xattr_filter_reserved=0,
+            ishare_xattr_prefix_id=0,
+            reserved=bytes(2),
+            build_time=0,
+            rootnid_8b=0,
+            reserved2=bytes(8),
+        )
+
+    def finish_superblock(self) -> uuid.UUID:
+        """Write the superblock; derive the UUID from the image first if none was given."""
+        image_uuid = self.layout.options.uuid
+        if image_uuid is None:
+            os.pwrite(self.fd, SUPERBLOCK.pack(self.superblock(uuid.UUID(int=0))), EROFS_SUPER_OFFSET)
+            image_uuid = content_uuid(self.fd, self.layout.blocks * self.bs)
+        os.pwrite(self.fd, SUPERBLOCK.pack(self.superblock(image_uuid)), EROFS_SUPER_OFFSET)
+        if self.layout.options.sb_checksum:
+            end = EROFS_SUPER_OFFSET + checksum_length(self.bs)
+            head = os.pread(self.fd, end, 0)
+            os.pwrite(self.fd, sb_checksum(head, self.bs).to_bytes(4, "little"), CHECKSUM_OFFSET)
+        return image_uuid
+
+
+def content_uuid(fd: int, size: int) -> uuid.UUID:
+    """A UUID (version 8, "custom") from the SHA-256 of the image written with a zero UUID."""
+    digest = hashlib.sha256()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    pos = 0
+    while pos < size:
+        n = os.preadv(fd, [view[: min(len(buf), size - pos)]], pos)
+        if n <= 0:
+            break
+        digest.update(view[:n])
+        pos += n
+    raw = bytearray(digest.digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x80
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return uuid.UUID(bytes=bytes(raw))

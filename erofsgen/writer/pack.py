@@ -1,0 +1,90 @@
+"""Packing inode records into the metadata area with as little padding as possible.
+
+A record with inline data must sit inside one block (the kernel refuses inline data that
+crosses a block, and old kernels want a fast symlink's whole record in one block). Records
+without inline data may straddle blocks. So: rigid records go into blocks best-fit decreasing;
+then the others fill the gaps best-fit; whatever is left runs on contiguously after the last
+block, behind the shared xattr area, which must start on a block boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ..format.constants import EROFS_INODE_SLOT_SIZE
+
+SLOT = EROFS_INODE_SLOT_SIZE
+
+
+class Record(NamedTuple):
+    size: int  # bytes of core + xattr body + inline data
+    rigid: bool  # must not cross a block boundary
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    offsets: list[int]  # absolute byte offset of each record, in input order
+    shared_offset: int  # where the shared xattr area starts (a block boundary)
+    end: int  # first byte after all metadata
+
+
+def _aligned(size: int) -> int:
+    return -(-size // SLOT) * SLOT
+
+
+class _Blocks:
+    """Blocks holding rigid records, bucketed by free space (in slots) for best-fit lookups."""
+
+    def __init__(self, first_offset: int, block_size: int) -> None:
+        self.bs = block_size
+        self.fill: list[int] = []  # next free byte of each block
+        self.buckets: list[list[int]] = [[] for _ in range(block_size // SLOT + 1)]
+        self.first_block = first_offset // block_size
+        self.fill.append(_aligned(first_offset))
+        self.buckets[self._free(0) // SLOT].append(0)
+
+    def _free(self, index: int) -> int:
+        return (self.first_block + index + 1) * self.bs - self.fill[index]
+
+    def place(self, size: int, *, may_open: bool) -> int | None:
+        """Offset for `size` bytes in the fullest block that has room, opening one if allowed."""
+        need = _aligned(size)
+        for k in range(need // SLOT, len(self.buckets)):
+            if self.buckets[k]:
+                index = self.buckets[k].pop()
+                break
+        else:
+            if not may_open or need > self.bs:
+                return None
+            index = len(self.fill)
+            self.fill.append((self.first_block + index) * self.bs)
+        offset = self.fill[index]
+        self.fill[index] += need
+        self.buckets[self._free(index) // SLOT].append(index)
+        return offset
+
+    @property
+    def end(self) -> int:
+        return (self.first_block + len(self.fill)) * self.bs
+
+
+def pack_records(records: list[Record], meta_start: int, block_size: int, shared_size: int) -> Packed:
+    """Offsets for every record; the first record (the root) is placed first so its nid is small."""
+    blocks = _Blocks(meta_start, block_size)
+    offsets: list[int | None] = [None] * len(records)
+    rigid = sorted((i for i, r in enumerate(records) if r.rigid and i), key=lambda i: -records[i].size)
+    order = ([0] if records else []) + rigid
+    for i in order:
+        if records[i].rigid:
+            offsets[i] = blocks.place(records[i].size, may_open=True)
+    for i, record in enumerate(records):
+        if offsets[i] is None:
+            offsets[i] = blocks.place(record.size, may_open=False)
+    shared_offset = blocks.end
+    cursor = _aligned(shared_offset + shared_size)
+    for i, record in enumerate(records):
+        if offsets[i] is None:
+            offsets[i] = cursor
+            cursor += _aligned(record.size)
+    return Packed([o for o in offsets if o is not None], shared_offset, cursor)

@@ -1,0 +1,215 @@
+"""The planning pass: every inode's core, xattrs, data layout, nid and block address.
+
+Nothing is written here. Directories need their children's nids before they can be encoded, so
+the whole layout is decided first and `emit` only turns it into bytes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from ..errors import InvalidInputError
+from ..format.constants import (
+    EROFS_INODE_SLOT_SIZE,
+    EROFS_NULL_ADDR,
+    EROFS_SB_BASE_SIZE,
+    EROFS_SUPER_OFFSET,
+    DataLayout,
+)
+from ..format.inode import INODE_COMPACT, INODE_EXTENDED
+from ..model import Directory, File, Node, Symlink
+from .dirs import DirectoryShape, shape_directory
+from .options import InodeFormat, WriteOptions
+from .pack import Record, pack_records
+from .validate import show, validate_tree
+from .xattrs import NameEncoder, SharedArea, build_shared_area, choose_shared, inode_xattr_body
+
+COMPACT_LIMIT = 0xFFFF  # nlink, uid and gid of a compact inode are 16 bits
+MAX_BLOCKS = 2**32 - 1  # block addresses are 32 bits without 48BIT
+
+
+@dataclass(eq=False, slots=True)
+class PlannedInode:
+    """One inode as it will be written. `offset` is its absolute byte position (nid * 32)."""
+
+    node: Node
+    path: bytes  # the first name it was found under, for messages
+    ino: int
+    nlink: int = 1
+    parent: PlannedInode | None = None  # directories: the target of ".."
+    extended: bool = False
+    layout: DataLayout = DataLayout.FLAT_PLAIN
+    size: int = 0
+    xattr_body: bytes = b""
+    tail_size: int = 0  # bytes stored inline after the inode (FLAT_INLINE)
+    nblocks: int = 0  # whole data blocks
+    shape: DirectoryShape | None = None
+    offset: int = 0
+    startblk: int = EROFS_NULL_ADDR
+
+    @property
+    def nid(self) -> int:
+        return self.offset // EROFS_INODE_SLOT_SIZE
+
+    @property
+    def core_size(self) -> int:
+        return INODE_EXTENDED.size if self.extended else INODE_COMPACT.size
+
+
+@dataclass(slots=True)
+class Layout:
+    """The complete plan of an image, in metadata order."""
+
+    options: WriteOptions
+    inodes: list[PlannedInode]  # sorted by offset
+    root: PlannedInode
+    build_time_ns: int
+    shared: SharedArea
+    xattr_blkaddr: int
+    prefix_table: bytes
+    prefix_count: int
+    meta_end: int  # first byte after all metadata
+    data_start: int  # first data block
+    blocks: int  # image size in blocks
+    total_data: int = field(default=0)  # bytes of file data to copy, for progress
+
+
+def collect_inodes(root: Directory) -> list[PlannedInode]:
+    """Unique inodes breadth first, names sorted, with link counts and parents."""
+    planned: dict[int, PlannedInode] = {}
+    root_plan = PlannedInode(root, b"", 1, nlink=2)
+    root_plan.parent = root_plan
+    planned[id(root)] = root_plan
+    order = [root_plan]
+    queue: deque[PlannedInode] = deque([root_plan])
+    while queue:
+        dir_plan = queue.popleft()
+        directory = dir_plan.node
+        assert isinstance(directory, Directory)
+        for name in sorted(directory.children):
+            child = directory.children[name]
+            found = planned.get(id(child))
+            if found is not None:
+                found.nlink += 1  # another name for the same node: a hard link
+                continue
+            path = dir_plan.path + b"/" + name if dir_plan.path else name
+            plan = PlannedInode(child, path, len(order) + 1)
+            planned[id(child)] = plan
+            order.append(plan)
+            if isinstance(child, Directory):
+                plan.parent = dir_plan
+                plan.nlink = 2
+                dir_plan.nlink += 1
+                queue.append(plan)
+    return order
+
+
+def choose_build_time(inodes: list[PlannedInode]) -> int:
+    """The most common non-negative mtime (ties: the earliest), so most inodes can be compact."""
+    counts = Counter(p.node.meta.mtime_ns for p in inodes if 0 <= p.node.meta.mtime_ns < 2**64 * 10**9)
+    if not counts:
+        return 0
+    best = max(counts.values())
+    return min(t for t, n in counts.items() if n == best)
+
+
+def needs_extended(plan: PlannedInode, build_time_ns: int, fmt: InodeFormat) -> bool:
+    meta = plan.node.meta
+    if fmt is InodeFormat.EXTENDED:
+        return True
+    too_big = plan.size > 0xFFFFFFFF or max(plan.nlink, meta.uid, meta.gid) > COMPACT_LIMIT
+    if fmt is InodeFormat.COMPACT:
+        return too_big
+    return too_big or meta.mtime_ns != build_time_ns
+
+
+def data_size(plan: PlannedInode, block_size: int) -> int:
+    node = plan.node
+    if isinstance(node, File):
+        return node.data.size
+    if isinstance(node, Symlink):
+        return len(node.target)
+    if isinstance(node, Directory):
+        plan.shape = shape_directory(list(node.children), block_size)
+        return plan.shape.size
+    return 0
+
+
+def choose_data_layout(plan: PlannedInode, options: WriteOptions) -> None:
+    """FLAT_INLINE when the tail fits in one block with its inode and xattrs, else FLAT_PLAIN."""
+    bs = options.block_size
+    tail = plan.size % bs
+    may_inline = options.inline_data or not isinstance(plan.node, File)
+    if tail and may_inline and plan.core_size + len(plan.xattr_body) + tail <= bs:
+        plan.layout = DataLayout.FLAT_INLINE
+        plan.tail_size = tail
+        plan.nblocks = plan.size // bs
+    else:
+        plan.layout = DataLayout.FLAT_PLAIN
+        plan.nblocks = -(-plan.size // bs)
+
+
+def plan_xattrs(inodes: list[PlannedInode], options: WriteOptions) -> tuple[NameEncoder, SharedArea]:
+    encoder = NameEncoder(options.xattr_prefixes)
+    if not options.xattrs:
+        return encoder, SharedArea(b"", {})
+    pairs = choose_shared((p.node.meta.xattrs for p in inodes), options.xattr_share_threshold)
+    shared = build_shared_area(pairs, encoder)
+    ids = {pair: off // 4 for pair, off in shared.offsets.items()}
+    for plan in inodes:
+        plan.xattr_body = inode_xattr_body(plan.node.meta.xattrs, ids, encoder, show(plan.path))
+    return encoder, shared
+
+
+def plan_image(root: Directory, options: WriteOptions) -> Layout:
+    """Decide everything about the image; raises InvalidInputError for what cannot be stored."""
+    validate_tree(root)
+    bs = options.block_size
+    inodes = collect_inodes(root)
+    build_time_ns = options.build_time_ns if options.build_time_ns is not None else choose_build_time(inodes)
+    if not 0 <= build_time_ns < 2**64 * 10**9:
+        raise InvalidInputError(f"build time {build_time_ns} ns is outside the superblock's range")
+    encoder, shared = plan_xattrs(inodes, options)
+    prefix_table = encoder.prefix_table()
+    total_data = 0
+    for plan in inodes:
+        plan.size = data_size(plan, bs)
+        plan.extended = needs_extended(plan, build_time_ns, options.inode_format)
+        choose_data_layout(plan, options)
+        if isinstance(plan.node, File):
+            total_data += plan.size
+
+    meta_start = EROFS_SUPER_OFFSET + EROFS_SB_BASE_SIZE + len(prefix_table)
+    records = [Record(p.core_size + len(p.xattr_body) + p.tail_size, p.tail_size > 0) for p in inodes]
+    packed = pack_records(records, meta_start, bs, len(shared.data))
+    for plan, offset in zip(inodes, packed.offsets, strict=True):
+        plan.offset = offset
+    if inodes[0].nid > 0xFFFF:
+        raise InvalidInputError(
+            "the root directory's inode does not fit a 16-bit nid (too many root xattrs?)"
+        )
+
+    inodes.sort(key=lambda p: p.offset)
+    data_start = -(-packed.end // bs)
+    block = data_start
+    for plan in inodes:
+        if plan.nblocks:
+            plan.startblk = block
+            block += plan.nblocks
+    if block > MAX_BLOCKS:
+        raise InvalidInputError(f"the image needs {block} blocks, over the 32-bit limit")
+    return Layout(
+        options=options,
+        inodes=inodes,
+        root=next(p for p in inodes if p.ino == 1),
+        build_time_ns=build_time_ns,
+        shared=shared,
+        xattr_blkaddr=packed.shared_offset // bs if shared.data else 0,
+        prefix_table=prefix_table,
+        prefix_count=len(encoder.long_prefixes) if prefix_table else 0,
+        meta_end=packed.end,
+        data_start=data_start,
+        blocks=max(block, -(-(EROFS_SUPER_OFFSET + EROFS_SB_BASE_SIZE) // bs)),
+        total_data=total_data,
+    )

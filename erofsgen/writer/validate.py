@@ -1,0 +1,87 @@
+"""Checks a tree against what EROFS and the kernel can hold, before any layout is planned.
+
+Every error names the path (relative to the image root) of the offending node.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import InvalidInputError
+from ..format.constants import EROFS_NAME_LEN, EROFS_PATH_MAX, XATTR_LIST_MAX, XATTR_NAME_MAX
+from ..model import Device, Directory, File, Node, Symlink, iter_tree
+
+MAX_ID = 2**32 - 1
+MAX_XATTR_VALUE = 65535  # e_value_size is 16 bits
+MAX_FILE_SIZE = 2**63 - 1
+MIN_TIME_NS = -(2**63) * 10**9
+MAX_TIME_NS = (2**63 - 1) * 10**9 + 999_999_999
+
+
+def show(path: bytes) -> str:
+    """A relative image path as the user should read it in a message."""
+    return "/" + os.fsdecode(path)
+
+
+def check_name(name: bytes, parent: bytes) -> None:
+    where = show(parent + b"/" + name if parent else name)
+    if not name or name in (b".", b".."):
+        raise InvalidInputError(f"invalid file name {name!r}", where)
+    if b"/" in name or b"\0" in name:
+        raise InvalidInputError("file name contains '/' or NUL", where)
+    if len(name) > EROFS_NAME_LEN:
+        raise InvalidInputError(f"file name is {len(name)} bytes, longer than {EROFS_NAME_LEN}", where)
+
+
+def check_node(node: Node, path: bytes) -> None:
+    where = show(path)
+    meta = node.meta
+    for what, value in (("uid", meta.uid), ("gid", meta.gid)):
+        if not 0 <= value <= MAX_ID:
+            raise InvalidInputError(f"{what} {value} is outside 0..{MAX_ID}", where)
+    if meta.mode & ~0o7777:
+        raise InvalidInputError(f"mode {meta.mode:#o} has bits outside 0o7777", where)
+    if not MIN_TIME_NS <= meta.mtime_ns <= MAX_TIME_NS:
+        raise InvalidInputError(f"mtime {meta.mtime_ns} ns is out of range", where)
+    check_xattrs(meta.xattrs, where)
+    if isinstance(node, Symlink):
+        if not 0 < len(node.target) < EROFS_PATH_MAX:
+            raise InvalidInputError(
+                f"symlink target is {len(node.target)} bytes; it must be 1..{EROFS_PATH_MAX - 1}", where
+            )
+    elif isinstance(node, File):
+        if not 0 <= node.data.size <= MAX_FILE_SIZE:
+            raise InvalidInputError(f"file size {node.data.size} is out of range", where)
+    elif isinstance(node, Device) and not (0 <= node.major < 4096 and 0 <= node.minor < 2**20):
+        raise InvalidInputError(f"device number {node.major}:{node.minor} does not fit 12:20 bits", where)
+
+
+def check_xattrs(xattrs: dict[bytes, bytes], where: str) -> None:
+    listed = 0
+    for name, value in xattrs.items():
+        if not name or len(name) > XATTR_NAME_MAX or b"\0" in name:
+            raise InvalidInputError(f"xattr name {name!r} is empty, too long or contains NUL", where)
+        if len(value) > MAX_XATTR_VALUE:
+            raise InvalidInputError(
+                f"xattr {os.fsdecode(name)} value is {len(value)} bytes, over {MAX_XATTR_VALUE}", where
+            )
+        listed += len(name) + 1
+    if listed > XATTR_LIST_MAX:
+        raise InvalidInputError(f"xattr names take {listed} bytes, over the kernel's {XATTR_LIST_MAX}", where)
+
+
+def validate_tree(root: Directory) -> None:
+    """Raise InvalidInputError for the first node the format or kernel cannot hold."""
+    seen_dirs: set[int] = set()
+    checked: set[int] = set()
+    for path, node in iter_tree(root):
+        key = id(node)
+        if isinstance(node, Directory):
+            if key in seen_dirs:
+                raise InvalidInputError("directory appears under more than one name", show(path))
+            seen_dirs.add(key)
+            for name in node.children:
+                check_name(name, path)
+        if key not in checked:
+            checked.add(key)
+            check_node(node, path)

@@ -1,0 +1,153 @@
+"""Xattr placement: which (name, value) pairs go to the shared area, inline bodies, long prefixes."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ..errors import InvalidInputError
+from ..format.constants import EROFS_XATTR_LONG_PREFIX, XATTR_PREFIXES, XattrIndex
+from ..format.xattr import (
+    XATTR_IBODY_HEADER,
+    XattrIbodyHeaderRec,
+    pack_long_prefix,
+    pack_xattr_entry,
+    split_xattr_name,
+    xattr_filter_bit,
+)
+
+MAX_SHARED_PER_INODE = 255  # h_shared_count is one byte
+MAX_XATTR_BODY = 12 + 4 * (0xFFFF - 1)  # i_xattr_icount is 16 bits
+
+XattrPair = tuple[bytes, bytes]  # (full name, value)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedName:
+    """A name as stored: e_name_index, suffix, and the (short index, suffix) the filter hashes."""
+
+    name_index: int
+    suffix: bytes
+    filter_index: int
+    filter_suffix: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LongPrefix:
+    base_index: XattrIndex
+    infix: bytes
+
+    @property
+    def full(self) -> bytes:
+        return XATTR_PREFIXES[self.base_index] + self.infix
+
+
+class NameEncoder:
+    """Splits full xattr names into prefix ids and suffixes, preferring the longest long prefix."""
+
+    def __init__(self, prefixes: Sequence[bytes]) -> None:
+        self.long_prefixes: list[LongPrefix] = []
+        for prefix in prefixes:
+            split = split_xattr_name(prefix)
+            if split is None or split[0] in (XattrIndex.POSIX_ACL_ACCESS, XattrIndex.POSIX_ACL_DEFAULT):
+                raise InvalidInputError(
+                    f"long xattr prefix {prefix!r} must start with user., trusted. or security."
+                )
+            if not split[1]:
+                raise InvalidInputError(f"long xattr prefix {prefix!r} adds nothing to its short prefix")
+            self.long_prefixes.append(LongPrefix(split[0], split[1]))
+        # Longest first, so the most specific prefix wins.
+        self._order = sorted(range(len(self.long_prefixes)), key=lambda k: -len(self.long_prefixes[k].full))
+        self.used: set[int] = set()
+
+    def encode(self, name: bytes, where: str) -> EncodedName:
+        for k in self._order:
+            prefix = self.long_prefixes[k]
+            if name.startswith(prefix.full):
+                self.used.add(k)
+                return EncodedName(
+                    EROFS_XATTR_LONG_PREFIX | k,
+                    name[len(prefix.full) :],
+                    prefix.base_index,
+                    name[len(XATTR_PREFIXES[prefix.base_index]) :],
+                )
+        split = split_xattr_name(name)
+        if split is None:
+            raise InvalidInputError(
+                f"xattr {os.fsdecode(name)} has no prefix EROFS can store "
+                "(user., trusted., security., system.posix_acl_*)",
+                where,
+            )
+        index, suffix = split
+        if len(suffix) > 255:
+            raise InvalidInputError(f"xattr name {os.fsdecode(name)} is too long", where)
+        return EncodedName(index, suffix, index, suffix)
+
+    def prefix_table(self) -> bytes:
+        """The long-prefix records, in id order (ids are positions in the option list)."""
+        if not self.used:
+            return b""
+        return b"".join(pack_long_prefix(p.base_index, p.infix) for p in self.long_prefixes)
+
+
+def entry_bytes(encoded: EncodedName, value: bytes) -> bytes:
+    return pack_xattr_entry(encoded.name_index, encoded.suffix, value)
+
+
+def choose_shared(per_inode: Iterable[dict[bytes, bytes]], threshold: int) -> list[XattrPair]:
+    """Pairs found on more than `threshold` inodes, in a stable (sorted) order."""
+    counts: Counter[XattrPair] = Counter()
+    for xattrs in per_inode:
+        counts.update(xattrs.items())
+    return sorted(pair for pair, n in counts.items() if n > threshold)
+
+
+@dataclass(slots=True)
+class SharedArea:
+    """The shared xattr entries, laid out back to back; ids are offsets / 4 from xattr_blkaddr."""
+
+    data: bytes
+    offsets: dict[XattrPair, int]  # pair -> byte offset inside `data`
+
+
+def build_shared_area(pairs: Sequence[XattrPair], encoder: NameEncoder) -> SharedArea:
+    chunks = []
+    offsets: dict[XattrPair, int] = {}
+    pos = 0
+    for name, value in pairs:
+        raw = entry_bytes(encoder.encode(name, "shared xattrs"), value)
+        offsets[(name, value)] = pos
+        chunks.append(raw)
+        pos += len(raw)
+    return SharedArea(b"".join(chunks), offsets)
+
+
+def inode_xattr_body(
+    xattrs: dict[bytes, bytes],
+    shared_ids: dict[XattrPair, int],
+    encoder: NameEncoder,
+    where: str,
+) -> bytes:
+    """The inline xattr body (header, shared ids, inline entries) of one inode, or b"" for none."""
+    if not xattrs:
+        return b""
+    ids: list[int] = []
+    inline: list[tuple[EncodedName, bytes]] = []
+    filter_bits = 0
+    for name in sorted(xattrs):
+        value = xattrs[name]
+        encoded = encoder.encode(name, where)
+        filter_bits |= 1 << xattr_filter_bit(encoded.filter_index, encoded.filter_suffix)
+        shared = shared_ids.get((name, value))
+        if shared is not None and len(ids) < MAX_SHARED_PER_INODE:
+            ids.append(shared)
+        else:
+            inline.append((encoded, value))
+    header = XATTR_IBODY_HEADER.pack(XattrIbodyHeaderRec(0xFFFFFFFF & ~filter_bits, len(ids), bytes(7)))
+    body = header + b"".join(i.to_bytes(4, "little") for i in sorted(ids))
+    body += b"".join(entry_bytes(e, v) for e, v in inline)
+    if len(body) > MAX_XATTR_BODY:
+        raise InvalidInputError(f"xattrs take {len(body)} bytes inline, over {MAX_XATTR_BODY}", where)
+    return body
