@@ -1,0 +1,235 @@
+"""`erofsgen pack SOURCE IMAGE`: build an image from a directory, with mkfs.erofs's options.
+
+Options keep mkfs.erofs 1.8's spellings and meanings. Times: `-T EPOCH` sets every file's mtime
+and the build time to EPOCH (with `--mkfs-time`, only the build time); without `-T`,
+SOURCE_DATE_EPOCH sets the build time and clamps newer mtimes to it (with `--mkfs-time`, only
+the build time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import InvalidInputError
+from ..sources.directory import tree_from_directory
+from ..transform import TreeOverrides, apply_overrides
+from ..writer.options import InodeFormat, WriteOptions
+from . import EXIT_OK
+from .progress import Progress
+
+NS = 10**9
+EXTENDED_OPTIONS = ("force-inode-compact", "force-inode-extended", "noinline_data", "nosbcrc")
+
+
+def register(subparsers: Any) -> None:
+    """Add the `pack` sub-command."""
+    parser = subparsers.add_parser(
+        "pack",
+        help="build an image from a directory",
+        description="Build an EROFS image from the directory SOURCE (mkfs.erofs-compatible options).",
+    )
+    parser.add_argument("source", metavar="SOURCE", help="directory to pack")
+    parser.add_argument("image", metavar="IMAGE", help="image file to write")
+    _add_layout_options(parser)
+    _add_time_options(parser)
+    _add_owner_options(parser)
+    parser.add_argument(
+        "--exclude-path",
+        action="append",
+        default=[],
+        metavar="X",
+        help="skip the path X relative to SOURCE (repeatable)",
+    )
+    parser.add_argument(
+        "--exclude-regex",
+        action="append",
+        default=[],
+        metavar="X",
+        help="skip paths matching the regular expression X (repeatable)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.set_defaults(func=run)
+
+
+def _add_layout_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-b",
+        dest="block_size",
+        type=int,
+        default=4096,
+        choices=(512, 1024, 2048, 4096),
+        metavar="SIZE",
+        help="block size: 512, 1024, 2048 or 4096 (default 4096)",
+    )
+    parser.add_argument(
+        "-U", dest="uuid", type=_uuid, metavar="UUID", help="volume UUID, or 'clear' (all zeros) or 'random'"
+    )
+    parser.add_argument("-L", dest="label", default="", metavar="LABEL", help="volume label (≤15 bytes)")
+    parser.add_argument(
+        "-x",
+        dest="xattr_threshold",
+        type=int,
+        default=2,
+        metavar="N",
+        help="share xattrs found on more than N inodes; -1 drops all xattrs",
+    )
+    parser.add_argument(
+        "-E",
+        dest="extended",
+        type=_extended,
+        action="append",
+        default=[],
+        metavar="OPT[,OPT...]",
+        help=f"extended options: {', '.join(EXTENDED_OPTIONS)}",
+    )
+    parser.add_argument(
+        "--xattr-prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="store xattrs starting with PREFIX under a long name prefix (repeatable)",
+    )
+
+
+def _add_time_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-T", dest="epoch", type=_epoch, metavar="EPOCH", help="give every file and the image this UNIX time"
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--all-time",
+        dest="mkfs_time",
+        action="store_false",
+        help="with -T: apply the time to every file too (default)",
+    )
+    scope.add_argument(
+        "--mkfs-time",
+        dest="mkfs_time",
+        action="store_true",
+        help="with -T or SOURCE_DATE_EPOCH: set only the image's build time",
+    )
+    parser.set_defaults(mkfs_time=False)
+
+
+def _add_owner_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--all-root", action="store_true", help="make every file owned by 0:0")
+    parser.add_argument("--force-uid", type=int, metavar="N", help="make every file owned by uid N")
+    parser.add_argument("--force-gid", type=int, metavar="N", help="make every file's group gid N")
+    parser.add_argument("--uid-offset", type=int, default=0, metavar="N", help="add N to every uid")
+    parser.add_argument("--gid-offset", type=int, default=0, metavar="N", help="add N to every gid")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Scan SOURCE, apply the overrides and write IMAGE."""
+    build_time_ns, mtime_ns, clamp_ns = _times(args, os.environ)
+    options = write_options(args, build_time_ns)
+    overrides = tree_overrides(args, mtime_ns, clamp_ns)
+    from ..writer import write_image
+
+    with Progress(quiet=args.quiet) as progress:
+        root = tree_from_directory(
+            args.source,
+            exclude_paths=args.exclude_path,
+            exclude_regexes=args.exclude_regex,
+            read_xattrs=options.xattrs,
+            on_progress=progress.scanned,
+        )
+        apply_overrides(root, overrides)
+        summary = write_image(root, args.image, options, progress=progress.written)
+    if not args.quiet:
+        print(
+            f"{args.image}: {summary.inodes} inodes, {summary.blocks} blocks of {summary.block_size} bytes, "
+            f"uuid {summary.uuid}"
+        )
+    return EXIT_OK
+
+
+def write_options(args: argparse.Namespace, build_time_ns: int | None) -> WriteOptions:
+    """The WriteOptions the parsed arguments ask for."""
+    extended = {opt for group in args.extended for opt in group}
+    return WriteOptions(
+        block_size=args.block_size,
+        build_time_ns=build_time_ns,
+        uuid=args.uuid,
+        label=args.label,
+        xattrs=args.xattr_threshold >= 0,
+        xattr_share_threshold=max(args.xattr_threshold, 0),
+        xattr_prefixes=tuple(os.fsencode(p) for p in args.xattr_prefix),
+        inode_format=_inode_format(args.extended),
+        inline_data="noinline_data" not in extended,
+        sb_checksum="nosbcrc" not in extended,
+    )
+
+
+def tree_overrides(args: argparse.Namespace, mtime_ns: int | None, clamp_ns: int | None) -> TreeOverrides:
+    """The owner and time rewrites the parsed arguments ask for."""
+    return TreeOverrides(
+        mtime_ns=mtime_ns,
+        clamp_mtime_ns=clamp_ns,
+        all_root=args.all_root,
+        force_uid=args.force_uid,
+        force_gid=args.force_gid,
+        uid_offset=args.uid_offset,
+        gid_offset=args.gid_offset,
+    )
+
+
+def _times(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[int | None, int | None, int | None]:
+    """(build time, fixed mtime, mtime clamp) in nanoseconds, from -T, --mkfs-time and the env."""
+    if args.epoch is not None:
+        epoch_ns = args.epoch * NS
+        return epoch_ns, None if args.mkfs_time else epoch_ns, None
+    source_date_epoch = environ.get("SOURCE_DATE_EPOCH", "")
+    if not source_date_epoch:
+        return None, None, None
+    try:
+        epoch_ns = _epoch(source_date_epoch) * NS
+    except argparse.ArgumentTypeError as exc:
+        raise InvalidInputError(f"SOURCE_DATE_EPOCH: {exc}") from None
+    return epoch_ns, None, None if args.mkfs_time else epoch_ns
+
+
+def _inode_format(groups: list[list[str]]) -> InodeFormat:
+    # As in mkfs.erofs, the last force-inode-* given wins.
+    chosen = InodeFormat.AUTO
+    for opt in (opt for group in groups for opt in group):
+        if opt == "force-inode-compact":
+            chosen = InodeFormat.COMPACT
+        elif opt == "force-inode-extended":
+            chosen = InodeFormat.EXTENDED
+    return chosen
+
+
+def _epoch(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a UNIX timestamp") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is a negative timestamp")
+    return value
+
+
+def _uuid(text: str) -> uuid.UUID:
+    if text == "clear":
+        return uuid.UUID(int=0)
+    if text == "random":
+        return uuid.uuid4()
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a UUID, 'clear' or 'random'") from None
+
+
+def _extended(text: str) -> list[str]:
+    opts = [opt for opt in text.split(",") if opt]
+    for opt in opts:
+        if opt not in EXTENDED_OPTIONS:
+            raise argparse.ArgumentTypeError(
+                f"unknown extended option {opt!r} (known: {', '.join(EXTENDED_OPTIONS)})"
+            )
+    return opts
