@@ -9,6 +9,7 @@ from .errors import (
     NotFoundError,
     UnsupportedFeatureError,
 )
+from .reader import Image, open_image
 from .sources import ImageBuilder, tree_from_directory
 from .writer.options import WriteOptions
 
@@ -17,11 +18,13 @@ __version__ = "0.1.0"
 __all__ = [
     "CorruptImageError",
     "ErofsgenError",
+    "Image",
     "ImageBuilder",
     "InvalidInputError",
     "NotFoundError",
     "UnsupportedFeatureError",
     "WriteOptions",
     "__version__",
+    "open_image",
     "tree_from_directory",
 ]

@@ -1,0 +1,174 @@
+"""Bounded byte access to an image's primary device and its extra (blob) devices.
+
+Every read names what it was for, so a short read or an offset past the end of a device becomes a
+`CorruptImageError` that says where. Block addresses of extra devices are resolved here, following
+the kernel's `erofs_map_dev`: with devices given, device k holds chunk-index device_id k; without
+them ("flat mode") every device lives in the primary at `uniaddr + blkaddr`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from ..errors import CorruptImageError, InvalidInputError
+
+PathLike = str | os.PathLike[str]
+SourceLike = str | os.PathLike[str] | BinaryIO
+
+
+@dataclass(frozen=True)
+class DeviceSlotInfo:
+    """One entry of the device table (slot `index` is chunk-index device_id `index + 1`)."""
+
+    index: int
+    tag: bytes
+    blocks: int
+    uniaddr: int
+    offset: int  # absolute byte offset of the slot in the primary device
+
+    @property
+    def tag_text(self) -> str:
+        """The NUL-terminated tag as text (undecodable bytes escaped)."""
+        return self.tag.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+class _Handle:
+    """A readable, seekable binary source: a file we opened, or one the caller gave us."""
+
+    def __init__(self, source: SourceLike, what: str) -> None:
+        self.what = what
+        self.owned = False
+        self.fd: int | None = None
+        if isinstance(source, str | os.PathLike):
+            try:
+                self.file: BinaryIO = open(source, "rb")  # noqa: SIM115 - closed by close()
+            except OSError as exc:
+                raise InvalidInputError(f"cannot open {what}: {exc.strerror}", os.fspath(source)) from exc
+            self.owned = True
+        else:
+            self.file = source
+        try:
+            self.fd = self.file.fileno()
+            os.fstat(self.fd)
+        except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+            self.fd = None
+        try:
+            self.size = self.file.seek(0, os.SEEK_END)
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"{what} is not seekable: {exc}") from exc
+
+    def pread(self, offset: int, size: int) -> bytes:
+        if self.fd is not None:
+            try:
+                return os.pread(self.fd, size, offset)
+            except OSError:
+                self.fd = None  # e.g. a pipe-like object; fall back to seek + read
+        self.file.seek(offset)
+        return self.file.read(size)
+
+    def close(self) -> None:
+        if self.owned:
+            self.file.close()
+
+
+class Storage:
+    """The primary device plus the extra devices given by the caller (maybe none)."""
+
+    def __init__(self, primary: SourceLike, devices: Sequence[SourceLike] = ()) -> None:
+        self._handles: list[_Handle] = []
+        try:
+            self._handles.append(_Handle(primary, "image"))
+            for i, dev in enumerate(devices):
+                self._handles.append(_Handle(dev, f"device {i + 1}"))
+        except BaseException:
+            self.close()
+            raise
+        self.slots: tuple[DeviceSlotInfo, ...] = ()
+        self.blksz = 4096
+
+    @property
+    def primary_size(self) -> int:
+        """Size in bytes of the primary device (the image file)."""
+        return self._handles[0].size
+
+    @property
+    def given_devices(self) -> int:
+        """How many extra devices the caller passed."""
+        return len(self._handles) - 1
+
+    @property
+    def flat_mode(self) -> bool:
+        """True when extra devices are read from the primary at their unified address."""
+        return self.given_devices == 0
+
+    def close(self) -> None:
+        """Close every file this object opened itself (never the caller's)."""
+        for handle in self._handles:
+            handle.close()
+        self._handles = []
+
+    def read(
+        self,
+        offset: int,
+        size: int,
+        *,
+        area: str,
+        nid: int | None = None,
+        device: int = 0,
+    ) -> bytes:
+        """Exactly `size` bytes at `offset` of `device` (0 = primary) or a CorruptImageError."""
+        if not self._handles:
+            raise ValueError("I/O operation on a closed image")
+        handle = self._handles[device]
+        if size < 0 or offset < 0 or offset + size > handle.size:
+            where = "image" if device == 0 else f"device {device}"
+            raise CorruptImageError(
+                f"{size} bytes at {offset:#x} run past the end of the {where} ({handle.size:#x} bytes)",
+                offset=offset,
+                nid=nid,
+                area=area,
+            )
+        if size == 0:
+            return b""
+        data = handle.pread(offset, size)
+        if len(data) != size:
+            raise CorruptImageError(
+                f"short read: {len(data)} of {size} bytes", offset=offset, nid=nid, area=area
+            )
+        return data
+
+    def locate(self, device_id: int, blkaddr: int, *, nid: int | None = None) -> tuple[int, int]:
+        """(device index, byte offset) of block `blkaddr` of chunk-index device `device_id`.
+
+        device_id 0 is the primary; with extra devices given, a primary block inside a device's
+        unified range is redirected to that device as the kernel does.
+        """
+        pos = blkaddr * self.blksz
+        if device_id == 0:
+            if self.flat_mode or not self.slots:
+                return 0, pos
+            for slot in self.slots:
+                start = slot.uniaddr * self.blksz
+                if slot.uniaddr and start <= pos < start + slot.blocks * self.blksz:
+                    return slot.index + 1, pos - start
+            return 0, pos
+        if device_id > len(self.slots):
+            raise CorruptImageError(
+                f"device id {device_id} but the device table has {len(self.slots)} slots",
+                nid=nid,
+                area="chunk index",
+            )
+        slot = self.slots[device_id - 1]
+        if not self.flat_mode:
+            return device_id, pos
+        flat = (slot.uniaddr + blkaddr) * self.blksz
+        if flat >= self.primary_size:
+            raise InvalidInputError(
+                f"nid {nid}: data lives on device slot {slot.index} (tag {slot.tag_text!r}, "
+                f"block {blkaddr}) which is not inside the primary image; pass the extra devices"
+            )
+        return 0, flat
