@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 
@@ -14,27 +13,28 @@ from ..format.constants import (
     FeatureCompat,
     FeatureIncompat,
     FileType,
-    InodeVersion,
 )
 from ..format.dirent import file_type_of_mode
 from ..format.inode import (
     INODE_COMPACT,
     INODE_EXTENDED,
-    InodeCompactRec,
-    InodeExtendedRec,
     encode_rdev,
-    i_format,
     xattr_icount,
 )
 from ..format.superblock import CHECKSUM_OFFSET, SUPERBLOCK, SuperBlockRec, checksum_length, sb_checksum
-from ..model import Device, Directory, File, Symlink, full_mode
+from ..model import Device, Directory, File, Symlink
+from .digest import ContentDigest
 from .dirs import directory_block
 from .options import ProgressCallback
 from .plan import Layout, PlannedInode
 from .sources import FileReader
-from .validate import show
 
 WINDOW_FLUSH = 1 << 20
+# The schema-derived struct codecs, called positionally on the hot path (fields in schema order).
+COMPACT_PACK = INODE_COMPACT.struct.pack
+EXTENDED_PACK = INODE_EXTENDED.struct.pack
+COMPACT_RESERVED = bytes(4)
+EXTENDED_RESERVED = bytes(16)
 
 
 class MetadataWriter:
@@ -75,8 +75,22 @@ class Emitter:
         self.progress = progress
         self.done = 0
         self.by_node = {id(p.node): p for p in layout.inodes}
+        self.digest: ContentDigest | None = None
 
     def emit(self) -> uuid.UUID:
+        layout = self.layout
+        # Full size up front: the digest worker may read any final range; holes read as zeros.
+        os.ftruncate(self.fd, layout.blocks * self.bs)
+        if layout.options.uuid is None:
+            self.digest = ContentDigest(self.fd, layout.data_start * self.bs)
+        try:
+            self.emit_areas()
+            return self.finish_superblock()
+        finally:
+            if self.digest is not None:
+                self.digest.close()
+
+    def emit_areas(self) -> None:
         layout = self.layout
         if layout.prefix_table:
             self.meta.write(EROFS_SUPER_OFFSET + SUPERBLOCK.size, layout.prefix_table)
@@ -87,13 +101,13 @@ class Emitter:
                 self.meta.write(shared_offset, layout.shared.data)
                 shared_pending = False
             self.meta.write(plan.offset, self.inode_record(plan))
+            if plan.nblocks and self.digest is not None:
+                self.digest.advance((plan.startblk + plan.nblocks) * self.bs)
         if shared_pending:
             self.meta.write(shared_offset, layout.shared.data)
         self.meta.flush()
         if self.meta.end > layout.data_start * self.bs:
             raise AssertionError("metadata ran into the data area")
-        os.ftruncate(self.fd, layout.blocks * self.bs)
-        return self.finish_superblock()
 
     def inode_record(self, plan: PlannedInode) -> bytes:
         """Core, xattr body and inline tail of one inode; writes its data blocks on the way."""
@@ -106,7 +120,7 @@ class Emitter:
         full = plan.nblocks * self.bs if plan.layout is DataLayout.FLAT_INLINE else plan.size
         addr = plan.startblk * self.bs
         if isinstance(node, File):
-            with FileReader(node, show(plan.path)) as reader:
+            with FileReader(node, plan.path) as reader:
                 if full:
                     reader.copy_to(self.fd, addr, full)
                 tail = reader.read(plan.tail_size) if plan.tail_size else b""
@@ -136,7 +150,7 @@ class Emitter:
                 targets.append((plan.parent.nid, int(FileType.DIR)))
             else:
                 child = self.by_node[id(node.children[name])]
-                targets.append((child.nid, int(file_type_of_mode(full_mode(child.node)))))
+                targets.append((child.nid, file_type_of_mode(child.mode)))
         blocks = len(shape.splits)
         whole = blocks if plan.layout is DataLayout.FLAT_PLAIN else blocks - 1
         for b in range(whole):
@@ -155,22 +169,17 @@ class Emitter:
         else:
             i_u = 0
         icount = xattr_icount(len(plan.xattr_body))
-        mode = full_mode(node)
+        mode = plan.mode
         if plan.extended:
-            fmt = i_format(InodeVersion.EXTENDED, plan.layout)
             sec, nsec = divmod(meta.mtime_ns, 10**9)
-            return INODE_EXTENDED.pack(
-                InodeExtendedRec(
-                    fmt, icount, mode, 0, plan.size, i_u, plan.ino, meta.uid, meta.gid,
-                    sec, nsec, plan.nlink, bytes(16),
-                )
+            return EXTENDED_PACK(
+                plan.layout_format, icount, mode, 0, plan.size, i_u, plan.ino, meta.uid, meta.gid,
+                sec, nsec, plan.nlink, EXTENDED_RESERVED,
             )  # fmt: skip
-        fmt = i_format(InodeVersion.COMPACT, plan.layout)
-        return INODE_COMPACT.pack(
-            InodeCompactRec(
-                fmt, icount, mode, plan.nlink, plan.size, 0, i_u, plan.ino, meta.uid, meta.gid, bytes(4)
-            )
-        )
+        return COMPACT_PACK(
+            plan.layout_format, icount, mode, plan.nlink, plan.size, 0, i_u, plan.ino, meta.uid, meta.gid,
+            COMPACT_RESERVED,
+        )  # fmt: skip
 
     def superblock(self, image_uuid: uuid.UUID) -> SuperBlockRec:
         layout = self.layout
@@ -219,28 +228,11 @@ class Emitter:
         image_uuid = self.layout.options.uuid
         if image_uuid is None:
             os.pwrite(self.fd, SUPERBLOCK.pack(self.superblock(uuid.UUID(int=0))), EROFS_SUPER_OFFSET)
-            image_uuid = content_uuid(self.fd, self.layout.blocks * self.bs)
+            assert self.digest is not None
+            image_uuid = self.digest.finish(self.layout.blocks * self.bs, self.layout.data_start * self.bs)
         os.pwrite(self.fd, SUPERBLOCK.pack(self.superblock(image_uuid)), EROFS_SUPER_OFFSET)
         if self.layout.options.sb_checksum:
             end = EROFS_SUPER_OFFSET + checksum_length(self.bs)
             head = os.pread(self.fd, end, 0)
             os.pwrite(self.fd, sb_checksum(head, self.bs).to_bytes(4, "little"), CHECKSUM_OFFSET)
         return image_uuid
-
-
-def content_uuid(fd: int, size: int) -> uuid.UUID:
-    """A UUID (version 8, "custom") from the SHA-256 of the image written with a zero UUID."""
-    digest = hashlib.sha256()
-    buf = bytearray(1 << 20)
-    view = memoryview(buf)
-    pos = 0
-    while pos < size:
-        n = os.preadv(fd, [view[: min(len(buf), size - pos)]], pos)
-        if n <= 0:
-            break
-        digest.update(view[:n])
-        pos += n
-    raw = bytearray(digest.digest()[:16])
-    raw[6] = (raw[6] & 0x0F) | 0x80
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    return uuid.UUID(bytes=bytes(raw))

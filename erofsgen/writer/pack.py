@@ -10,16 +10,14 @@ block, behind the shared xattr area, which must start on a block boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from ..format.constants import EROFS_INODE_SLOT_SIZE
 
 SLOT = EROFS_INODE_SLOT_SIZE
 
 
-class Record(NamedTuple):
-    size: int  # bytes of core + xattr body + inline data
-    rigid: bool  # must not cross a block boundary
+# (bytes of core + xattr body + inline data, whether it must stay inside one block)
+Record = tuple[int, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,18 +71,18 @@ def pack_records(records: list[Record], meta_start: int, block_size: int, shared
     """Offsets for every record; the first record (the root) is placed first so its nid is small."""
     blocks = _Blocks(meta_start, block_size)
     offsets: list[int | None] = [None] * len(records)
-    rigid = sorted((i for i, r in enumerate(records) if r.rigid and i), key=lambda i: -records[i].size)
+    rigid = sorted((i for i, (_, r) in enumerate(records) if r and i), key=lambda i: -records[i][0])
     order = ([0] if records else []) + rigid
     for i in order:
-        if records[i].rigid:
-            offsets[i] = blocks.place(records[i].size, may_open=True)
-    for i, record in enumerate(records):
+        if records[i][1]:
+            offsets[i] = blocks.place(records[i][0], may_open=True)
+    for i, (size, _) in enumerate(records):
         if offsets[i] is None:
-            offsets[i] = blocks.place(record.size, may_open=False)
+            offsets[i] = blocks.place(size, may_open=False)
     shared_offset = blocks.end
     cursor = _aligned(shared_offset + shared_size)
-    for i, record in enumerate(records):
+    for i, (size, _) in enumerate(records):
         if offsets[i] is None:
             offsets[i] = cursor
-            cursor += _aligned(record.size)
+            cursor += _aligned(size)
     return Packed([o for o in offsets if o is not None], shared_offset, cursor)

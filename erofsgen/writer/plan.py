@@ -16,12 +16,13 @@ from ..format.constants import (
     EROFS_SB_BASE_SIZE,
     EROFS_SUPER_OFFSET,
     DataLayout,
+    InodeVersion,
 )
-from ..format.inode import INODE_COMPACT, INODE_EXTENDED
-from ..model import Directory, File, Node, Symlink
+from ..format.inode import INODE_COMPACT, INODE_EXTENDED, i_format
+from ..model import Directory, File, Node, Symlink, full_mode
 from .dirs import DirectoryShape, shape_directory
 from .options import InodeFormat, WriteOptions
-from .pack import Record, pack_records
+from .pack import pack_records
 from .validate import show, validate_tree
 from .xattrs import NameEncoder, SharedArea, build_shared_area, choose_shared, inode_xattr_body
 
@@ -36,6 +37,7 @@ class PlannedInode:
     node: Node
     path: bytes  # the first name it was found under, for messages
     ino: int
+    mode: int  # st_mode: type and permission bits
     nlink: int = 1
     parent: PlannedInode | None = None  # directories: the target of ".."
     extended: bool = False
@@ -51,6 +53,11 @@ class PlannedInode:
     @property
     def nid(self) -> int:
         return self.offset // EROFS_INODE_SLOT_SIZE
+
+    @property
+    def layout_format(self) -> int:
+        """i_format: core version and data layout."""
+        return i_format(InodeVersion.EXTENDED if self.extended else InodeVersion.COMPACT, self.layout)
 
     @property
     def core_size(self) -> int:
@@ -78,7 +85,7 @@ class Layout:
 def collect_inodes(root: Directory) -> list[PlannedInode]:
     """Unique inodes breadth first, names sorted, with link counts and parents."""
     planned: dict[int, PlannedInode] = {}
-    root_plan = PlannedInode(root, b"", 1, nlink=2)
+    root_plan = PlannedInode(root, b"", 1, full_mode(root), nlink=2)
     root_plan.parent = root_plan
     planned[id(root)] = root_plan
     order = [root_plan]
@@ -94,7 +101,7 @@ def collect_inodes(root: Directory) -> list[PlannedInode]:
                 found.nlink += 1  # another name for the same node: a hard link
                 continue
             path = dir_plan.path + b"/" + name if dir_plan.path else name
-            plan = PlannedInode(child, path, len(order) + 1)
+            plan = PlannedInode(child, path, len(order) + 1, full_mode(child))
             planned[id(child)] = plan
             order.append(plan)
             if isinstance(child, Directory):
@@ -158,7 +165,8 @@ def plan_xattrs(inodes: list[PlannedInode], options: WriteOptions) -> tuple[Name
     shared = build_shared_area(pairs, encoder)
     ids = {pair: off // 4 for pair, off in shared.offsets.items()}
     for plan in inodes:
-        plan.xattr_body = inode_xattr_body(plan.node.meta.xattrs, ids, encoder, show(plan.path))
+        if plan.node.meta.xattrs:
+            plan.xattr_body = inode_xattr_body(plan.node.meta.xattrs, ids, encoder, show(plan.path))
     return encoder, shared
 
 
@@ -181,7 +189,7 @@ def plan_image(root: Directory, options: WriteOptions) -> Layout:
             total_data += plan.size
 
     meta_start = EROFS_SUPER_OFFSET + EROFS_SB_BASE_SIZE + len(prefix_table)
-    records = [Record(p.core_size + len(p.xattr_body) + p.tail_size, p.tail_size > 0) for p in inodes]
+    records = [(p.core_size + len(p.xattr_body) + p.tail_size, p.tail_size > 0) for p in inodes]
     packed = pack_records(records, meta_start, bs, len(shared.data))
     for plan, offset in zip(inodes, packed.offsets, strict=True):
         plan.offset = offset

@@ -10,42 +10,39 @@ from typing import BinaryIO
 
 from ..errors import InvalidInputError
 from ..model import File
+from .validate import show
 
 COPY_CHUNK = 1 << 20
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
 
 
 class FileReader:
-    """Sequential reader over one file's data that can also copy straight into the image."""
+    """Sequential reader over one file's data that can also copy straight into the image.
 
-    def __init__(self, node: File, where: str) -> None:
-        self.where = where
+    A file that shrinks shows as a short copy or read; one that grows, as a size mismatch at
+    `finish`. `path` is the image path, formatted only when an error needs it.
+    """
+
+    def __init__(self, node: File, path: bytes) -> None:
+        self.path = path
         self.expected = node.data.size
         self.pos = 0
         try:
             self.file: BinaryIO = node.data.open()
         except OSError as exc:
-            raise InvalidInputError(
-                f"cannot read {node.data.describe()}: {exc.strerror or exc}", where
-            ) from None
+            raise self.error(f"cannot read {node.data.describe()}: {exc.strerror or exc}") from None
         self.fd: int | None = None
         with contextlib.suppress(OSError, io.UnsupportedOperation):
             self.fd = self.file.fileno()
-        if self.fd is not None and os.fstat(self.fd).st_size != self.expected:
-            self.close()
-            raise InvalidInputError("file changed size since it was scanned", where)
 
     def __enter__(self) -> FileReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
         self.file.close()
 
-    def _short(self) -> InvalidInputError:
-        return InvalidInputError(f"file shrank while packing (ended at byte {self.pos})", self.where)
+    def error(self, message: str) -> InvalidInputError:
+        return InvalidInputError(message, show(self.path))
 
     def copy_to(self, dst_fd: int, dst_offset: int, length: int) -> None:
         """Copy the next `length` bytes to the image at `dst_offset`, in the kernel when it can."""
@@ -55,12 +52,11 @@ class FileReader:
                 while done < length:
                     n = os.copy_file_range(self.fd, dst_fd, length - done, self.pos + done, dst_offset + done)
                     if n == 0:
-                        self.pos += done
-                        raise self._short()
+                        raise self.error(f"file shrank while packing (ended at byte {self.pos + done})")
                     done += n
             except OSError as exc:
                 if exc.errno not in _NO_KERNEL_COPY:
-                    raise InvalidInputError(f"read failed: {exc.strerror}", self.where) from None
+                    raise self.error(f"read failed: {exc.strerror}") from None
                 os.lseek(self.fd, self.pos + done, os.SEEK_SET)
         self.pos += done
         while done < length:
@@ -70,19 +66,22 @@ class FileReader:
 
     def read(self, length: int) -> bytes:
         """Exactly the next `length` bytes."""
-        data = os.pread(self.fd, length, self.pos) if self.fd is not None else self.file.read(length)
-        if len(data) < length:
-            while len(data) < length:  # short reads of pipes and odd file objects
-                more = self.file.read(length - len(data)) if self.fd is None else b""
+        if self.fd is not None:
+            data = os.pread(self.fd, length, self.pos)
+        else:
+            data = self.file.read(length)
+            while len(data) < length:  # file objects may return short reads
+                more = self.file.read(length - len(data))
                 if not more:
-                    self.pos += len(data)
-                    raise self._short()
+                    break
                 data += more
+        if len(data) < length:
+            raise self.error(f"file shrank while packing (ended at byte {self.pos + len(data)})")
         self.pos += length
         return data
 
     def finish(self) -> None:
         """Fail if the file grew while it was copied."""
-        grown = os.fstat(self.fd).st_size != self.expected if self.fd is not None else bool(self.file.read(1))
+        grown = bool(self.file.read(1)) if self.fd is None else os.fstat(self.fd).st_size != self.expected
         if grown:
-            raise InvalidInputError("file changed size while packing", self.where)
+            raise self.error("file changed size while packing")

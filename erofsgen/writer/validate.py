@@ -24,6 +24,14 @@ def show(path: bytes) -> str:
 
 
 def check_name(name: bytes, parent: bytes) -> None:
+    if (
+        name
+        and len(name) <= EROFS_NAME_LEN
+        and name not in (b".", b"..")
+        and b"/" not in name
+        and b"\0" not in name
+    ):
+        return  # the common case, without formatting a message
     where = show(parent + b"/" + name if parent else name)
     if not name or name in (b".", b".."):
         raise InvalidInputError(f"invalid file name {name!r}", where)
@@ -34,16 +42,22 @@ def check_name(name: bytes, parent: bytes) -> None:
 
 
 def check_node(node: Node, path: bytes) -> None:
-    where = show(path)
     meta = node.meta
+    where = show(path) if meta.xattrs else ""
     for what, value in (("uid", meta.uid), ("gid", meta.gid)):
         if not 0 <= value <= MAX_ID:
-            raise InvalidInputError(f"{what} {value} is outside 0..{MAX_ID}", where)
+            raise InvalidInputError(f"{what} {value} is outside 0..{MAX_ID}", show(path))
     if meta.mode & ~0o7777:
-        raise InvalidInputError(f"mode {meta.mode:#o} has bits outside 0o7777", where)
+        raise InvalidInputError(f"mode {meta.mode:#o} has bits outside 0o7777", show(path))
     if not MIN_TIME_NS <= meta.mtime_ns <= MAX_TIME_NS:
-        raise InvalidInputError(f"mtime {meta.mtime_ns} ns is out of range", where)
-    check_xattrs(meta.xattrs, where)
+        raise InvalidInputError(f"mtime {meta.mtime_ns} ns is out of range", show(path))
+    if meta.xattrs:
+        check_xattrs(meta.xattrs, where)
+    check_payload(node, path)
+
+
+def check_payload(node: Node, path: bytes) -> None:
+    where = show(path)
     if isinstance(node, Symlink):
         if not 0 < len(node.target) < EROFS_PATH_MAX:
             raise InvalidInputError(

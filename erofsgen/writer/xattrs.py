@@ -100,7 +100,8 @@ def choose_shared(per_inode: Iterable[dict[bytes, bytes]], threshold: int) -> li
     """Pairs found on more than `threshold` inodes, in a stable (sorted) order."""
     counts: Counter[XattrPair] = Counter()
     for xattrs in per_inode:
-        counts.update(xattrs.items())
+        if xattrs:
+            counts.update(xattrs.items())
     return sorted(pair for pair, n in counts.items() if n > threshold)
 
 
