@@ -19,9 +19,10 @@ ID_MAX = 2**32 - 1
 class TreeOverrides:
     """What to force on every inode; the defaults change nothing.
 
-    Owners: `all_root` (or `force_uid`/`force_gid`) replaces the id, then the offset is added,
-    as mkfs.erofs does. Times: `mtime_ns` sets every mtime (mkfs `-T`) and wins over
-    `clamp_mtime_ns`, which lowers mtimes newer than it (SOURCE_DATE_EPOCH).
+    Owners: `force_uid`/`force_gid`, else `all_root`, replaces the id (the more specific option
+    wins; mkfs.erofs lets the last one given win), then the offset is added, as mkfs.erofs does.
+    Times: `mtime_ns` sets every mtime (mkfs `-T`) and wins over `clamp_mtime_ns`, which lowers
+    mtimes newer than it (SOURCE_DATE_EPOCH).
     """
 
     mtime_ns: int | None = None
@@ -52,8 +53,9 @@ def apply_overrides(root: Directory, overrides: TreeOverrides) -> None:
     """
     if overrides.is_noop:
         return
-    uid_base = 0 if overrides.all_root else overrides.force_uid
-    gid_base = 0 if overrides.all_root else overrides.force_gid
+    root_id = 0 if overrides.all_root else None
+    uid_base = overrides.force_uid if overrides.force_uid is not None else root_id
+    gid_base = overrides.force_gid if overrides.force_gid is not None else root_id
     seen: set[int] = set()
     for path, node in iter_tree(root):
         if id(node) in seen:
