@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import TextIO
 
@@ -17,8 +18,15 @@ class Progress:
     Use as a context manager so the line is cleared however the command ends.
     """
 
-    def __init__(self, *, quiet: bool = False, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
+        self._clock = clock
         self.enabled = not quiet and self.stream.isatty()
         self._last = 0.0
         self._drawn = False
@@ -58,7 +66,7 @@ class Progress:
     def _due(self, *, final: bool) -> bool:
         if not self.enabled:
             return False
-        now = time.monotonic()
+        now = self._clock()
         if not final and now - self._last < UPDATE_INTERVAL:
             return False
         self._last = now
