@@ -282,3 +282,29 @@ def test_writes_a_real_image(tmp_path: Path) -> None:
     assert len(data) % 4096 == 0
     assert data[1024:1028] == bytes.fromhex("e2e1f5e0")
     assert [p.name for p in tmp_path.iterdir()] == ["out.img"]
+
+
+def test_image_reads_back(tmp_path: Path) -> None:
+    image = tmp_path / "out.img"
+    blob = io.BytesIO(b"head" + bytes(range(256)) * 40)
+    blob.seek(4)
+    with ImageBuilder(image, mtime=1_700_000_000) as b:
+        b.add_file("etc/hosts", data=b"127.0.0.1 localhost\n", mode=0o600, uid=5, gid=6)
+        b.add_file("blob", fileobj=blob)
+        b.link("etc/hosts.bak", "etc/hosts")
+        b.setxattr("etc/hosts", "user.origin", b"builder")
+        b.symlink("lib", "usr/lib")
+        b.mknod("dev/sda", "b", 8, 0, mtime_ns=123)
+        b.mkdir("etc", mode=0o750)
+    with erofsgen.open_image(image) as img:
+        assert img.read_bytes("etc/hosts.bak") == b"127.0.0.1 localhost\n"
+        assert img.read_bytes("blob") == bytes(range(256)) * 40
+        assert img.xattrs("etc/hosts") == {"user.origin": b"builder"}
+        hosts = img.stat("etc/hosts")
+        assert (hosts.mode & 0o7777, hosts.uid, hosts.gid, hosts.nlink) == (0o600, 5, 6, 2)
+        assert hosts.mtime_ns == 1_700_000_000 * 10**9
+        assert img.readlink("lib") == "usr/lib"
+        dev = img.stat("dev/sda")
+        assert (stat.S_ISBLK(dev.mode), dev.major, dev.minor, dev.mtime_ns) == (True, 8, 0, 123)
+        assert img.stat("etc").mode & 0o7777 == 0o750
+        assert sorted(img.listdir("/")) == ["blob", "dev", "etc", "lib"]

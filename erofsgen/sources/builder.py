@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, TypedDict, Unpack
@@ -258,8 +258,8 @@ class ImageBuilder:
         source: str | bytes | os.PathLike[str] | os.PathLike[bytes],
         name: Name = "",
         *,
-        exclude_paths: tuple[str | bytes, ...] = (),
-        exclude_regexes: tuple[str | bytes, ...] = (),
+        exclude_paths: Iterable[str | bytes] = (),
+        exclude_regexes: Iterable[str | bytes] = (),
         read_xattrs: bool = True,
         **meta: Unpack[EntryOptions],
     ) -> Directory:
