@@ -1,0 +1,1 @@
+"""Test harness: scenario trees and snapshots, kernel mounts, erofs-utils."""
