@@ -136,9 +136,11 @@ class _Walker:
         directory: Directory,
         stack: list[tuple[bytes, bytes, Directory]],
     ) -> None:
-        rel = rel_dir + b"/" + name if rel_dir else name
-        if self._filtering and self._is_excluded(rel):
-            return
+        rel = b""  # only exclusions need the relative path
+        if self._filtering:
+            rel = rel_dir + b"/" + name if rel_dir else name
+            if self._is_excluded(rel):
+                return
         node = self._node(path)
         directory.children[name] = node
         if type(node) is Directory:
