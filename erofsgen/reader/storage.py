@@ -166,7 +166,9 @@ class Storage:
         if not self.flat_mode:
             return device_id, pos
         flat = (slot.uniaddr + blkaddr) * self.blksz
-        if flat >= self.primary_size:
+        # uniaddr 0 would overlay the primary's own blocks (mkfs 1.5 writes no unified
+        # addresses): such a device cannot be read in flat mode.
+        if not slot.uniaddr or flat >= self.primary_size:
             raise InvalidInputError(
                 f"nid {nid}: data lives on device slot {slot.index} (tag {slot.tag_text!r}, "
                 f"block {blkaddr}) which is not inside the primary image; pass the extra devices"
