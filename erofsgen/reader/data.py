@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..errors import CorruptImageError
 from ..format.constants import FeatureIncompat
-from .datamap import Segment, map_uncompressed
+from .datamap import Segment, check_bounds, map_uncompressed
 from .decompress import decode_extent
 from .inode import InodeInfo
 from .storage import Storage
@@ -29,6 +29,8 @@ class InodeData:
         self.inode = inode
         self.size = inode.size
         self._zmap: ZMap | None = ZMap(storage, sb, inode) if inode.compressed and inode.size else None
+        if not inode.compressed:
+            check_bounds(storage, sb, inode)
         self._extent: Extent | None = None
         self._extent_data = b""
         self._segment: Segment | None = None

@@ -97,6 +97,35 @@ def map_chunk(storage: Storage, sb: SuperblockInfo, inode: InodeInfo, offset: in
     return Segment(start, length, device, phys)
 
 
+def check_bounds(storage: Storage, sb: SuperblockInfo, inode: InodeInfo) -> None:
+    """Refuse an uncompressed inode whose block run or chunk array lies beyond the image.
+
+    Checked up front so an absurd i_size fails at once instead of after reading gigabytes.
+    """
+    bs = sb.block_size
+    if inode.layout == DataLayout.CHUNK_BASED:
+        assert inode.chunk_array_offset is not None
+        end = inode.chunk_array_offset + inode.chunk_count * inode.chunk_entry_size
+        what = "chunk array"
+    else:
+        nblocks = -(-inode.size // bs) - (1 if inode.layout == DataLayout.FLAT_INLINE and inode.size else 0)
+        if (
+            inode.startblk in (None, EROFS_NULL_ADDR)
+            or nblocks <= 0
+            or (storage.slots and not storage.flat_mode)
+        ):
+            return
+        assert inode.startblk is not None
+        end = (inode.startblk + nblocks) * bs
+        what = "data blocks"
+    if end > storage.primary_size:
+        raise CorruptImageError(
+            f"{what} of a {inode.size}-byte file end at {end:#x}, beyond the image",
+            nid=inode.nid,
+            area=what,
+        )
+
+
 def map_uncompressed(storage: Storage, sb: SuperblockInfo, inode: InodeInfo, offset: int) -> Segment:
     """Dispatch on the layout of an uncompressed inode."""
     if inode.layout == DataLayout.CHUNK_BASED:

@@ -31,6 +31,7 @@ from ..format.zmap import (
     MAP_HEADER,
     MapHeaderRec,
     compact_entry_position,
+    compact_index_size,
     compact_layout,
     decode_compacted_bits,
     full_index_offset,
@@ -100,6 +101,7 @@ class ZMap:
         self.compact_layout = compact_layout(
             inode.inode_end, self.totalidx, bool(self.advise & MapAdvise.COMPACTED_2B)
         )
+        self._check_index_bounds()
         self.idata_size = 0
         self.idata_offset = 0
         self.tail_head_lcn = -1
@@ -128,6 +130,16 @@ class ZMap:
             self.advise & MapAdvise.BIG_PCLUSTER_2
         ):
             raise self._corrupt("inconsistent BIG_PCLUSTER_1/2 advise for compacted indexes")
+
+    def _check_index_bounds(self) -> None:
+        """Every lcluster of the file needs an entry: the index must fit in the image."""
+        if self.inode.layout == DataLayout.COMPRESSED_FULL:
+            lcount = -(-self.inode.size >> self.lclusterbits)
+            end = full_index_offset(self.inode.inode_end) + lcount * LCLUSTER_INDEX.size
+        else:
+            end = self.compact_layout.ebase + compact_index_size(self.compact_layout, self.totalidx)
+        if end > self.storage.primary_size:
+            raise self._corrupt(f"index of a {self.inode.size}-byte file ends at {end:#x}, beyond the image")
 
     def _find_tail(self) -> None:
         """ztailpacking: the tail pcluster sits right after the pack holding the last lcluster."""
