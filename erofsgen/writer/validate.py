@@ -11,7 +11,8 @@ from ..errors import InvalidInputError
 from ..format.constants import EROFS_NAME_LEN, EROFS_PATH_MAX, XATTR_LIST_MAX, XATTR_NAME_MAX
 from ..model import Device, Directory, File, Node, Symlink, iter_tree
 
-MAX_ID = 2**32 - 1
+MAX_ID = 2**32 - 2  # (uid_t)-1 means "no id" to the kernel; it cannot own a file
+ACL_NAMES = (b"system.posix_acl_access", b"system.posix_acl_default")
 MAX_XATTR_VALUE = 65535  # e_value_size is 16 bits
 MAX_FILE_SIZE = 2**63 - 1
 MIN_TIME_NS = -(2**63) * 10**9
@@ -53,6 +54,7 @@ def check_node(node: Node, path: bytes) -> None:
         raise InvalidInputError(f"mtime {meta.mtime_ns} ns is out of range", show(path))
     if meta.xattrs:
         check_xattrs(meta.xattrs, where)
+        check_xattr_targets(node, meta.xattrs, where)
     check_payload(node, path)
 
 
@@ -82,6 +84,21 @@ def check_xattrs(xattrs: dict[bytes, bytes], where: str) -> None:
         listed += len(name) + 1
     if listed > XATTR_LIST_MAX:
         raise InvalidInputError(f"xattr names take {listed} bytes, over the kernel's {XATTR_LIST_MAX}", where)
+
+
+def check_xattr_targets(node: Node, xattrs: dict[bytes, bytes], where: str) -> None:
+    """Xattrs the kernel would refuse to read back from this kind of inode."""
+    plain = isinstance(node, File | Directory)
+    for name, value in xattrs.items():
+        if name.startswith(b"user.") and not plain:
+            raise InvalidInputError(
+                f"{os.fsdecode(name)}: user.* xattrs are only allowed on regular files and directories", where
+            )
+        if name in ACL_NAMES:
+            if isinstance(node, Symlink) or (name == ACL_NAMES[1] and not isinstance(node, Directory)):
+                raise InvalidInputError(f"{os.fsdecode(name)} is not allowed on this file type", where)
+            if len(value) < 4 or (len(value) - 4) % 8 or value[:4] != b"\x02\0\0\0":
+                raise InvalidInputError(f"{os.fsdecode(name)} is not a POSIX ACL (version 2) value", where)
 
 
 def validate_tree(root: Directory) -> None:
