@@ -32,7 +32,8 @@ def main() -> int:
     out = Path(args.keep or tempfile.mkdtemp(prefix="bench-pack-"))
     out.mkdir(parents=True, exist_ok=True)
     ours, theirs = out / "erofsgen.img", out / "mkfs.img"
-    print(f"source {args.source}; {tool_version([mkfs, '--help'])}; {os.cpu_count()} cpus")
+    version = tool_version([shutil.which("dump.erofs") or mkfs, "-V"])
+    print(f"source {args.source}; erofs-utils: {version}; {os.cpu_count()} cpus")
     argv_a = [sys.executable, "-m", "erofsgen", "pack", "--quiet", *args.extra, args.source, str(ours)]
     argv_b = [mkfs, "--quiet", *args.extra, str(theirs), args.source]
     compare("erofsgen", argv_a, "mkfs.erofs", argv_b, args.runs)
