@@ -11,7 +11,8 @@ from .errors import (
 )
 from .reader import Image, open_image
 from .sources import ImageBuilder, tree_from_directory
-from .writer.options import WriteOptions
+from .writer import ImageSummary, write_image
+from .writer.options import InodeFormat, WriteOptions
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,8 @@ __all__ = [
     "ErofsgenError",
     "Image",
     "ImageBuilder",
+    "ImageSummary",
+    "InodeFormat",
     "InvalidInputError",
     "NotFoundError",
     "UnsupportedFeatureError",
@@ -27,4 +30,5 @@ __all__ = [
     "__version__",
     "open_image",
     "tree_from_directory",
+    "write_image",
 ]
