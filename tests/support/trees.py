@@ -554,9 +554,18 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _getxattr(path: Path, name: str) -> bytes:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError as e:
+        # Listed but unreadable: Linux refuses user.* on anything but files and directories
+        # (ENODATA), which only a tree that no real filesystem can hold would contain.
+        raise OSError(e.errno, f"getxattr {name!r} of a listed xattr failed: {e.strerror}", str(path)) from e
+
+
 def _xattrs_of(path: Path) -> tuple[tuple[str, bytes], ...]:
     names = os.listxattr(path, follow_symlinks=False)
-    return tuple(sorted((n, os.getxattr(path, n, follow_symlinks=False)) for n in names))
+    return tuple(sorted((n, _getxattr(path, n)) for n in names))
 
 
 def _entry(path: Path, st: os.stat_result) -> Entry:
@@ -597,7 +606,11 @@ def snapshot(
     ignore_mtime: bool = False,
     ignore_owner: bool = False,
 ) -> TreeSnapshot:
-    """Record every path under `root` (not following symlinks)."""
+    """Record every path under `root` (not following symlinks).
+
+    Root reads everything except below an inode whose owner the kernel cannot map (uid/gid
+    4294967295 reads back as 65534 and costs root its DAC override): then this raises.
+    """
     entries: dict[str, Entry] = {}
     inodes: dict[tuple[int, int], set[str]] = {}
     for rel, path, st in _walk(root):
