@@ -9,7 +9,7 @@ import os
 from typing import BinaryIO
 
 from ..errors import InvalidInputError
-from ..model import File
+from ..model import File, PathData
 from .validate import show
 
 COPY_CHUNK = 1 << 20
@@ -20,26 +20,38 @@ class FileReader:
     """Sequential reader over one file's data that can also copy straight into the image.
 
     A file that shrinks shows as a short copy or read; one that grows, as a size mismatch at
-    `finish`. `path` is the image path, formatted only when an error needs it.
+    `finish`. `path` is the image path, formatted only when an error needs it. Path-backed
+    data is read through a bare descriptor: no file object per file.
     """
 
     def __init__(self, node: File, path: bytes) -> None:
         self.path = path
         self.expected = node.data.size
-        self.pos = 0
-        try:
-            self.file: BinaryIO = node.data.open()
-        except OSError as exc:
-            raise self.error(f"cannot read {node.data.describe()}: {exc.strerror or exc}") from None
+        self.pos = 0  # bytes consumed
+        self.base = 0  # descriptor offset of the data's first byte
+        self.file: BinaryIO | None = None
         self.fd: int | None = None
-        with contextlib.suppress(OSError, io.UnsupportedOperation):
-            self.fd = self.file.fileno()
+        data = node.data
+        try:
+            if isinstance(data, PathData):
+                self.fd = os.open(data.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            else:
+                self.file = data.open()
+        except OSError as exc:
+            raise self.error(f"cannot read {data.describe()}: {exc.strerror or exc}") from None
+        if self.file is not None:
+            with contextlib.suppress(OSError, io.UnsupportedOperation):
+                self.fd = self.file.fileno()
+                self.base = self.file.tell()
 
     def __enter__(self) -> FileReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
+        elif self.fd is not None:
+            os.close(self.fd)
 
     def error(self, message: str) -> InvalidInputError:
         return InvalidInputError(message, show(self.path))
@@ -50,14 +62,14 @@ class FileReader:
         if self.fd is not None:
             try:
                 while done < length:
-                    n = os.copy_file_range(self.fd, dst_fd, length - done, self.pos + done, dst_offset + done)
+                    src = self.base + self.pos + done
+                    n = os.copy_file_range(self.fd, dst_fd, length - done, src, dst_offset + done)
                     if n == 0:
                         raise self.error(f"file shrank while packing (ended at byte {self.pos + done})")
                     done += n
             except OSError as exc:
                 if exc.errno not in _NO_KERNEL_COPY:
                     raise self.error(f"read failed: {exc.strerror}") from None
-                os.lseek(self.fd, self.pos + done, os.SEEK_SET)
         self.pos += done
         while done < length:
             chunk = self.read(min(COPY_CHUNK, length - done))
@@ -67,21 +79,29 @@ class FileReader:
     def read(self, length: int) -> bytes:
         """Exactly the next `length` bytes."""
         if self.fd is not None:
-            data = os.pread(self.fd, length, self.pos)
+            data = os.pread(self.fd, length, self.base + self.pos)
         else:
-            data = self.file.read(length)
-            while len(data) < length:  # file objects may return short reads
-                more = self.file.read(length - len(data))
-                if not more:
-                    break
-                data += more
+            data = self._read_file(length)
         if len(data) < length:
             raise self.error(f"file shrank while packing (ended at byte {self.pos + len(data)})")
         self.pos += length
         return data
 
+    def _read_file(self, length: int) -> bytes:
+        assert self.file is not None
+        data = self.file.read(length)
+        while len(data) < length:  # file objects may return short reads
+            more = self.file.read(length - len(data))
+            if not more:
+                break
+            data += more
+        return data
+
     def finish(self) -> None:
         """Fail if the file grew while it was copied."""
-        grown = bool(self.file.read(1)) if self.fd is None else os.fstat(self.fd).st_size != self.expected
+        if self.fd is not None:
+            grown = os.fstat(self.fd).st_size != self.base + self.expected
+        else:
+            grown = bool(self._read_file(1))
         if grown:
             raise self.error("file changed size while packing")
