@@ -95,6 +95,12 @@ class Storage:
         """Size in bytes of the primary device (the image file)."""
         return self._handles[0].size
 
+    def device_size(self, device: int) -> int:
+        """Size in bytes of storage device `device` (0 = primary, k = the k-th device given)."""
+        if not 0 <= device < len(self._handles):
+            raise ValueError(f"no storage device {device}")
+        return self._handles[device].size
+
     @property
     def given_devices(self) -> int:
         """How many extra devices the caller passed."""
