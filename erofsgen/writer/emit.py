@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 
 from ..format.constants import (
     EROFS_NULL_ADDR,
@@ -27,7 +28,7 @@ from .digest import ContentDigest
 from .dirs import directory_block
 from .options import ProgressCallback
 from .plan import Layout, PlannedInode
-from .sources import FileReader
+from .pump import DataPump, FileJob
 
 WINDOW_FLUSH = 1 << 20
 # The schema-derived struct codecs, called positionally on the hot path (fields in schema order).
@@ -76,6 +77,7 @@ class Emitter:
         self.done = 0
         self.by_node = {id(p.node): p for p in layout.inodes}
         self.digest: ContentDigest | None = None
+        self.tails: Iterator[bytes] = iter(())
 
     def emit(self) -> uuid.UUID:
         layout = self.layout
@@ -83,12 +85,24 @@ class Emitter:
         os.ftruncate(self.fd, layout.blocks * self.bs)
         if layout.options.uuid is None:
             self.digest = ContentDigest(self.fd, layout.data_start * self.bs)
+        pump = DataPump(self.file_jobs(), self.fd)
+        self.tails = pump.tails()
         try:
             self.emit_areas()
             return self.finish_superblock()
         finally:
+            pump.close()
             if self.digest is not None:
                 self.digest.close()
+
+    def file_jobs(self) -> list[FileJob]:
+        """Every regular file, in the order emit_areas() will ask for its tail."""
+        jobs = []
+        for plan in self.layout.inodes:
+            if isinstance(plan.node, File):
+                full = plan.nblocks * self.bs if plan.layout is DataLayout.FLAT_INLINE else plan.size
+                jobs.append(FileJob(plan.node, plan.path, plan.startblk * self.bs, full, plan.tail_size))
+        return jobs
 
     def emit_areas(self) -> None:
         layout = self.layout
@@ -120,11 +134,7 @@ class Emitter:
         full = plan.nblocks * self.bs if plan.layout is DataLayout.FLAT_INLINE else plan.size
         addr = plan.startblk * self.bs
         if isinstance(node, File):
-            with FileReader(node, plan.path) as reader:
-                if full:
-                    reader.copy_to(self.fd, addr, full)
-                tail = reader.read(plan.tail_size) if plan.tail_size else b""
-                reader.finish()
+            tail = next(self.tails)  # its blocks are in the image once the tail is here
             self.done += plan.size
             if self.progress is not None:
                 self.progress(self.done, self.layout.total_data)
