@@ -1,0 +1,74 @@
+"""`erofsgen cat IMAGE PATH`: write a regular file's bytes to standard output, streamed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from ..errors import InvalidInputError
+from ..format.constants import FileType
+from ..reader import open_image
+from . import EXIT_OK
+
+PIECE = 1 << 20  # bytes per read: memory stays bounded whatever the file size
+
+
+def register(subparsers: Any) -> None:
+    """Add the `cat` sub-command."""
+    parser = subparsers.add_parser(
+        "cat",
+        help="write a file of an image to standard output",
+        description="Write the content of the regular file PATH of IMAGE to standard output.",
+    )
+    parser.add_argument("image", metavar="IMAGE", help="EROFS image")
+    parser.add_argument("path", metavar="PATH", help="file inside the image")
+    add_device_option(parser)
+    parser.set_defaults(func=run)
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """--device FILE (repeatable): the image's extra devices in device-table order."""
+    parser.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an extra (blob) device of the image, in device-table order (repeatable)",
+    )
+
+
+def stdout_gone() -> int:
+    """Call on BrokenPipeError: silence stdout so exiting does not fail again; returns EXIT_OK.
+
+    A reader that stops early (`| head`) is not an error of ours.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # stdout is not a real file (e.g. captured): nothing to silence
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    """Stream the file in pieces of PIECE bytes."""
+    with open_image(args.image, args.device) as image:
+        nid = image.lookup(args.path)
+        info = image.inode(nid)
+        if info.file_type == FileType.SYMLINK:
+            target = os.fsdecode(image.readlink_nid(nid))
+            raise InvalidInputError(f"is a symbolic link (to {target!a}), not followed", args.path)
+        if info.file_type != FileType.REG_FILE:
+            raise InvalidInputError(f"not a regular file ({info.file_type.name.lower()})", args.path)
+        out = sys.stdout.buffer
+        try:
+            with image.open_nid(nid, args.path) as src:
+                while piece := src.read(PIECE):
+                    out.write(piece)
+            out.flush()
+        except BrokenPipeError:
+            return stdout_gone()
+    return EXIT_OK
