@@ -26,6 +26,7 @@ from erofsgen.model import (
 )
 from erofsgen.writer import WriteOptions, write_image
 from erofsgen.writer.pack import pack_records
+from tests.support.image_snapshot import image_snapshot
 from tests.support.kernel import MountImage
 from tests.support.trees import Entry, TreeSnapshot, assert_same_tree, snapshot
 
@@ -150,6 +151,18 @@ def test_random_trees_mount_exactly(
     try:
         with kernel_mount(image) as mnt:
             assert_same_tree(expected_snapshot(tree), snapshot(mnt))
+    finally:
+        image.unlink()
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(tree=trees(), block_size=st.sampled_from([4096, 512, 1024, 2048]))
+def test_random_trees_read_back_exactly(tree: Directory, block_size: int, tmp_path: Path) -> None:
+    """The same round trip through erofsgen's reader: runs without root or a kernel."""
+    image = tmp_path / "random.img"
+    write_image(tree, image, WriteOptions(block_size=block_size))
+    try:
+        assert_same_tree(expected_snapshot(tree), image_snapshot(image))
     finally:
         image.unlink()
 

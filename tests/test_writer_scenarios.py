@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from erofsgen import open_image
 from erofsgen.cli import main as cli_main
 from tests.support.erofs_utils import ErofsUtils
+from tests.support.image_snapshot import image_snapshot
 from tests.support.kernel import MountImage
 from tests.support.trees import assert_same_tree, snapshot
 
@@ -29,6 +31,10 @@ def test_scenario_tree_mounts_exactly(
     expected = snapshot(scenario_tree)
     with kernel_mount(image) as mnt:
         assert_same_tree(expected, snapshot(mnt))
+    assert_same_tree(expected, image_snapshot(image))
+    with open_image(image) as img:
+        img.extract(tmp_path / "extracted")
+    assert_same_tree(expected, snapshot(tmp_path / "extracted"))
     # 1.5 can parse the image but chokes on 255-byte names (a bug of that version), so fsck
     # and dump are run on the short-name tree below.
 
