@@ -126,8 +126,12 @@ class _Extractor:
     def fill_dir(self, dfd: int, rel: bytes, nid: int, seen: set[int]) -> list[tuple[bytes, int]]:
         """Create the entries of one directory; returns its subdirectories to descend into."""
         subdirs = []
+        names: set[bytes] = set()
         for entry in self.image.scandir_nid(nid):
             check_name(entry.name, nid)
+            if entry.name in names:
+                raise CorruptImageError(f"duplicate entry name {entry.name!r}", nid=nid, area="directory")
+            names.add(entry.name)
             crel = rel + b"/" + entry.name if rel else entry.name
             info = self.image.inode(entry.nid)
             if not info.is_dir:

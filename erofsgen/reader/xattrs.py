@@ -68,6 +68,10 @@ def _entry_at(
             f"xattr entry of {size} bytes overruns its area", nid=nid, offset=base + pos, area="xattr"
         )
     suffix = buf[pos + 4 : pos + 4 + head.e_name_len]
+    if b"\0" in suffix:
+        raise CorruptImageError(
+            f"xattr name {suffix!r} contains NUL", nid=nid, offset=base + pos, area="xattr"
+        )
     value = buf[pos + 4 + head.e_name_len : pos + 4 + head.e_name_len + head.e_value_size]
     name = full_name(sb, head.e_name_index, suffix)
     return XattrRecord(head.e_name_index, suffix, value, base + pos, shared, name), size
