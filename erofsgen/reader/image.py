@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from ..errors import CorruptImageError, InvalidInputError, NotFoundError
 from ..format.constants import EROFS_PATH_MAX, FileType
 from . import dirs, xattrs
-from .data import InodeData
+from .data import ImageFile, InodeData
 from .datamap import Segment, map_uncompressed
-from .fileobj import ImageFile
 from .inode import InodeInfo, Stat, decode_inode, make_stat
 from .storage import SourceLike, Storage
 from .superblock import SuperblockInfo, read_superblock

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import CorruptImageError, UnsupportedFeatureError
-from ..format.constants import EROFS_XATTR_LONG_PREFIX_MASK
+from ..format.constants import EROFS_XATTR_LONG_PREFIX_MASK, XATTR_PREFIXES, XattrIndex
 from ..format.xattr import (
     XATTR_ENTRY_HEADER,
     XATTR_IBODY_HEADER,
@@ -22,6 +22,8 @@ from .storage import Storage
 from .superblock import SuperblockInfo, short_prefix
 
 _SHARED_ID_SIZE = 4
+# Defined by the format, but Linux has no handler for it: listxattr never shows these.
+_HIDDEN_PREFIX = XATTR_PREFIXES[XattrIndex.LUSTRE]
 
 
 @dataclass(frozen=True)
@@ -129,10 +131,11 @@ def records(storage: Storage, sb: SuperblockInfo, inode: InodeInfo) -> list[Xatt
 
 
 def xattr_dict(storage: Storage, sb: SuperblockInfo, inode: InodeInfo) -> dict[bytes, bytes]:
-    """Full name -> raw value; the first entry wins if a name repeats (as getxattr finds it)."""
+    """Full name -> raw value as listxattr/getxattr on a mount show them (lustre.* is hidden;
+    the first entry wins if a name repeats)."""
     result: dict[bytes, bytes] = {}
     for rec in records(storage, sb, inode):
-        if rec.name is not None:
+        if rec.name is not None and not rec.name.startswith(_HIDDEN_PREFIX):
             result.setdefault(rec.name, rec.value)
     return result
 
