@@ -163,13 +163,18 @@ def full_index(p: Plan) -> bytes:
 
 
 def _pack_base(p: Plan, lcns: list[int], big: bool) -> int:
-    for j, lcn in enumerate(lcns):
-        ltype, d0, _, pblk = p.entries[lcn]
-        if big and j == 0 and ltype == LclusterType.NONHEAD and d0 & Z_EROFS_LI_D0_CBLKCNT:
-            return p.entries[lcn - 1][3]  # its head is in the previous pack
-        if ltype != LclusterType.NONHEAD and pblk:
-            return pblk if big else pblk - 1
-    return 0
+    """The u32 at the end of a pack, chosen the way mkfs chooses it."""
+    if big:
+        for j, lcn in enumerate(lcns):
+            ltype, d0, _, pblk = p.entries[lcn]
+            if j == 0 and ltype == LclusterType.NONHEAD and d0 & Z_EROFS_LI_D0_CBLKCNT:
+                return p.entries[lcn - 1][3]  # its head is in the previous pack
+            if ltype != LclusterType.NONHEAD and pblk:
+                return pblk
+        return 0
+    # Without big pclusters: the block of the last head before the pack (first pcluster - 1).
+    before = [p.entries[k][3] for k in range(lcns[0]) if p.entries[k][0] != LclusterType.NONHEAD]
+    return before[-1] if before else p.pblk[0] - 1
 
 
 def compact_index(p: Plan, *, two_byte: bool, big: bool) -> bytes:
@@ -355,6 +360,24 @@ def test_two_byte_packs(big: bool) -> None:
         data, extents = read_all(image)
         assert data == expected(exts)
         assert [e.logical for e in extents] == plan(exts, big=big).starts
+
+
+def test_worked_example_matches_mkfs_bytes() -> None:
+    # format doc §8.5/8.6: a real mkfs 1.8.10 -zlz4 file of 106890 bytes, 4 extents, 27 lclusters.
+    lengths = [28147, 56145 - 28147, 84514 - 56145, 106890 - 84514]
+    exts = [Ext(bytes([65 + i]) * n) for i, n in enumerate(lengths)]
+    p = plan(exts, big=False)
+    index = compact_index(p, two_byte=True, big=False)
+    assert index[:8] == bytes.fromhex("0010052000000000")  # HEAD1 ofs 0, last-in-pack delta1 5, base 0
+    assert index[-8:] == bytes.fromhex("8a01000004000000")  # dummy PLAIN ofs 394, base 4
+    data, extents = read_all(build_image(exts, layout=DataLayout.COMPRESSED_COMPACT, two_byte=True))
+    assert data == expected(exts)
+    assert [(e.logical, e.end, e.physical // BS) for e in extents] == [
+        (0, 28147, 1),
+        (28147, 56145, 2),
+        (56145, 84514, 3),
+        (84514, 106890, 4),
+    ]
 
 
 @pytest.mark.parametrize("layout", [DataLayout.COMPRESSED_FULL, DataLayout.COMPRESSED_COMPACT])
