@@ -234,16 +234,16 @@ def build_image(
     algs = {e.alg for e in exts if e.kind != LclusterType.PLAIN} | ({head2} if head2 is not None else set())
     head1 = next((e.alg for e in exts if e.kind == LclusterType.HEAD1), ALGS.LZ4)
     cfgs = algs != {ALGS.LZ4} or big or head2 is not None
-    advise = (MapAdvise.COMPACTED_2B if two_byte else 0) | (
-        MapAdvise.BIG_PCLUSTER_1 | MapAdvise.BIG_PCLUSTER_2 if big else 0
-    )
-    advise |= (MapAdvise.INLINE_PCLUSTER if ztail else 0) | (
-        MapAdvise.INTERLACED_PCLUSTER if interlaced else 0
-    )
-    incompat = (FeatureIncompat.ZERO_PADDING if zero_padding else 0) | (
-        FeatureIncompat.COMPR_CFGS if cfgs else 0
-    )
-    incompat |= FeatureIncompat.ZTAILPACKING if ztail else 0
+    advise = MapAdvise(0)
+    for flag, on in (
+        (MapAdvise.COMPACTED_2B, two_byte),
+        (MapAdvise.BIG_PCLUSTER_1 | MapAdvise.BIG_PCLUSTER_2, big),
+        (MapAdvise.INLINE_PCLUSTER, ztail),
+        (MapAdvise.INTERLACED_PCLUSTER, interlaced),
+    ):
+        advise |= flag if on else 0
+    incompat = FeatureIncompat.ZERO_PADDING if zero_padding else FeatureIncompat(0)
+    incompat |= (FeatureIncompat.COMPR_CFGS if cfgs else 0) | (FeatureIncompat.ZTAILPACKING if ztail else 0)
     nblocks = max(p.pblk[-1] + exts[-1].blocks, 2) + 1
     img = bytearray(nblocks * BS)
     cfg = cfg_records(algs) if cfgs else b""
@@ -251,21 +251,7 @@ def build_image(
     img[1024:1152] = SUPERBLOCK.pack(_superblock(nblocks, incompat, u1))
     img[1152 : 1152 + len(cfg)] = cfg
     assert 1152 + len(cfg) <= NID * 32
-    img[NID * 32 : INODE_END] = INODE_COMPACT.pack(
-        InodeCompactRec(
-            i_format(InodeVersion.COMPACT, layout),
-            0,
-            stat.S_IFREG | 0o644,
-            1,
-            p.size,
-            0,
-            0,
-            0,
-            0,
-            0,
-            bytes(4),
-        )
-    )
+    img[NID * 32 : INODE_END] = _inode(layout, p.size)
     algtype = head1 | ((head2 if head2 is not None else head1) << 4)
     tail = _store_pclusters(img, exts, p, zero_padding=zero_padding, interlaced=interlaced, ztail=ztail)
     img[map_header_offset(INODE_END) : map_header_offset(INODE_END) + 8] = MAP_HEADER.pack(
@@ -280,6 +266,11 @@ def build_image(
     img[start + len(index) : start + len(index) + len(tail)] = tail
     assert (start + len(index)) % BS + len(tail) <= BS
     return bytes(img)
+
+
+def _inode(layout: DataLayout, size: int) -> bytes:
+    fmt = i_format(InodeVersion.COMPACT, layout)
+    return INODE_COMPACT.pack(InodeCompactRec(fmt, 0, stat.S_IFREG | 0o644, 1, size, 0, 0, 0, 0, 0, bytes(4)))
 
 
 def _superblock(nblocks: int, incompat: int, u1: int) -> SuperBlockRec:

@@ -26,7 +26,7 @@ from ..format.constants import (
     XattrIndex,
 )
 from ..format.device import DEVICE_SLOT
-from ..format.superblock import SUPERBLOCK, checksum_length, sb_checksum, sb_size, volume_label
+from ..format.superblock import SUPERBLOCK, SuperBlockRec, checksum_length, sb_checksum, sb_size, volume_label
 from ..format.xattr import XattrLongPrefix
 from ..format.zmap import COMPRESSION_CONFIGS
 from .storage import DeviceSlotInfo, Storage
@@ -210,15 +210,7 @@ def _verify_checksum(storage: Storage, rec_checksum: int, blksz: int) -> bool:
     return sb_checksum(block0, blksz) == rec_checksum
 
 
-def read_superblock(storage: Storage, *, strict_checksum: bool = True) -> SuperblockInfo:
-    """Decode the superblock and everything the mount path derives from it.
-
-    Raises CorruptImageError for a bad magic/block size/checksum (the checksum only when
-    `strict_checksum`), UnsupportedFeatureError for incompat features this reader lacks, and
-    InvalidInputError when the caller gave a different number of devices than the table holds.
-    """
-    raw = storage.read(EROFS_SUPER_OFFSET, SUPERBLOCK.size, area="superblock")
-    rec = SUPERBLOCK.unpack(raw, area="superblock")
+def _check_basics(rec: SuperBlockRec) -> None:
     if rec.magic != EROFS_SUPER_MAGIC_V1:
         raise CorruptImageError(f"bad magic {rec.magic:#010x}: not an EROFS image", offset=EROFS_SUPER_OFFSET)
     if not EROFS_MIN_BLKSZBITS <= rec.blkszbits <= MAX_BLKSZBITS:
@@ -228,15 +220,24 @@ def read_superblock(storage: Storage, *, strict_checksum: bool = True) -> Superb
     if sb_size(rec.sb_extslots) > PAGE_SIZE - EROFS_SUPER_OFFSET:
         raise CorruptImageError(f"sb_extslots {rec.sb_extslots} too large", area="superblock")
     _check_features(rec.feature_incompat)
+
+
+def read_superblock(storage: Storage, *, strict_checksum: bool = True) -> SuperblockInfo:
+    """Decode the superblock and everything the mount path derives from it.
+
+    Raises CorruptImageError for a bad magic/block size/checksum (the checksum only when
+    `strict_checksum`), UnsupportedFeatureError for incompat features this reader lacks, and
+    InvalidInputError when the caller gave a different number of devices than the table holds.
+    """
+    rec = SUPERBLOCK.unpack(storage.read(EROFS_SUPER_OFFSET, SUPERBLOCK.size, area="superblock"))
+    _check_basics(rec)
     blksz = 1 << rec.blkszbits
-    compat = FeatureCompat(rec.feature_compat)
+    compat, incompat = FeatureCompat(rec.feature_compat), FeatureIncompat(rec.feature_incompat)
     verified: bool | None = None
     if compat & FeatureCompat.SB_CHKSUM:
         verified = _verify_checksum(storage, rec.checksum, blksz)
         if not verified and strict_checksum:
             raise CorruptImageError("superblock checksum mismatch", offset=EROFS_SUPER_OFFSET + 4)
-    incompat = FeatureIncompat(rec.feature_incompat)
-    extslots = storage.read(EROFS_SUPER_OFFSET + SUPERBLOCK.size, 16 * rec.sb_extslots, area="superblock")
     configs: dict[CompressionAlgorithm, dict[str, Any]] = {}
     if incompat & FeatureIncompat.COMPR_CFGS:
         algs = rec.u1
@@ -250,46 +251,25 @@ def read_superblock(storage: Storage, *, strict_checksum: bool = True) -> Superb
             f"extra devices don't match: the image has {ndev}, {storage.given_devices} were given"
         )
     storage.blksz = blksz
-    devices = _parse_devices(storage, ndev, rec.devt_slotoff)
-    storage.slots = devices
+    storage.slots = _parse_devices(storage, ndev, rec.devt_slotoff)
     prefixes: tuple[LongPrefix, ...] = ()
     if incompat & FeatureIncompat.XATTR_PREFIXES and rec.xattr_prefix_count:
         prefixes = _parse_long_prefixes(storage, rec.xattr_prefix_count, rec.xattr_prefix_start * 4)
-    return SuperblockInfo(
-        magic=rec.magic,
-        checksum=rec.checksum,
-        checksum_verified=verified,
+    fields = rec._asdict()
+    fields.update(
         feature_compat=compat,
         feature_incompat=incompat,
-        blkszbits=rec.blkszbits,
-        sb_extslots=rec.sb_extslots,
-        root_nid=rec.root_nid,
-        inos=rec.inos,
-        epoch=rec.epoch,
-        fixed_nsec=rec.fixed_nsec,
-        blocks=rec.blocks,
-        meta_blkaddr=rec.meta_blkaddr,
-        xattr_blkaddr=rec.xattr_blkaddr,
         uuid=uuid.UUID(bytes=rec.uuid),
         volume_name=volume_label(rec.volume_name),
+    )
+    return SuperblockInfo(
+        **fields,
+        checksum_verified=verified,
         volume_name_raw=rec.volume_name,
-        u1=rec.u1,
         available_compr_algs=algs,
         lz4_max_distance=lz4_distance,
-        extra_devices=rec.extra_devices,
-        devt_slotoff=rec.devt_slotoff,
-        dirblkbits=rec.dirblkbits,
-        xattr_prefix_count=rec.xattr_prefix_count,
-        xattr_prefix_start=rec.xattr_prefix_start,
-        packed_nid=rec.packed_nid,
-        xattr_filter_reserved=rec.xattr_filter_reserved,
-        ishare_xattr_prefix_id=rec.ishare_xattr_prefix_id,
-        build_time=rec.build_time,
-        rootnid_8b=rec.rootnid_8b,
-        reserved=rec.reserved,
-        reserved2=rec.reserved2,
-        extslots=extslots,
+        extslots=storage.read(EROFS_SUPER_OFFSET + SUPERBLOCK.size, 16 * rec.sb_extslots, area="superblock"),
         compression_configs=configs,
-        devices=devices,
+        devices=storage.slots,
         long_prefixes=prefixes,
     )
