@@ -18,6 +18,8 @@ import pytest
 import erofsgen
 from erofsgen.errors import InvalidInputError, NotFoundError
 from erofsgen.format.constants import DataLayout, FileType
+from erofsgen.format.device import DEVICE_SLOT
+from erofsgen.format.superblock import CHECKSUM_OFFSET, sb_checksum
 from erofsgen.reader import Image
 from erofsgen.reader.zmap import Extent
 from tests.support.erofs_utils import ErofsUtils
@@ -263,6 +265,27 @@ def test_blob_device(erofs_utils: ErofsUtils, scenario_tree_short_names: Path, t
         with pytest.raises(InvalidInputError, match="device slot 0"):
             img.read_bytes("sizes/s012289")
         assert img.read_bytes("sizes/s000000") == b""
+
+
+def test_blob_device_in_flat_mode(
+    erofs_utils: ErofsUtils, scenario_tree_short_names: Path, tmp_path: Path
+) -> None:
+    # Give the slot a unified address and append the blob: the kernel's flat layout.
+    image, blob = _blob_image(erofs_utils, tmp_path, scenario_tree_short_names)
+    primary = bytearray(image.read_bytes())
+    with erofsgen.open_image(image) as img:
+        slot = img.superblock.devices[0]
+    uniaddr = len(primary) // 4096
+    rec = DEVICE_SLOT.unpack(primary, slot.offset)._replace(uniaddr_lo=uniaddr)
+    primary[slot.offset : slot.offset + DEVICE_SLOT.size] = DEVICE_SLOT.pack(rec)
+    primary[CHECKSUM_OFFSET : CHECKSUM_OFFSET + 4] = sb_checksum(primary, 4096).to_bytes(4, "little")
+    flat = tmp_path / "flat"
+    flat.write_bytes(bytes(primary) + blob.read_bytes())
+    out = tmp_path / "out"
+    with erofsgen.open_image(flat) as img:
+        assert img.superblock.devices[0].uniaddr == uniaddr
+        img.extract(out)
+    assert_same_tree(snapshot(scenario_tree_short_names), snapshot(out))
 
 
 def test_large_files(erofs_utils: ErofsUtils, tmp_path: Path) -> None:

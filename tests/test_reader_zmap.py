@@ -248,10 +248,10 @@ def build_image(
     img = bytearray(nblocks * BS)
     cfg = cfg_records(algs) if cfgs else b""
     u1 = sum(1 << a for a in algs) if cfgs else 65535
-    img[1024:1152] = SUPERBLOCK.pack(_superblock(nblocks, incompat, u1))
+    img[1024:1152] = SUPERBLOCK.pack(superblock_rec(nblocks, incompat, u1))
     img[1152 : 1152 + len(cfg)] = cfg
     assert 1152 + len(cfg) <= NID * 32
-    img[NID * 32 : INODE_END] = _inode(layout, p.size)
+    img[NID * 32 : INODE_END] = inode_bytes(layout, p.size)
     algtype = head1 | ((head2 if head2 is not None else head1) << 4)
     tail = _store_pclusters(img, exts, p, zero_padding=zero_padding, interlaced=interlaced, ztail=ztail)
     img[map_header_offset(INODE_END) : map_header_offset(INODE_END) + 8] = MAP_HEADER.pack(
@@ -268,12 +268,14 @@ def build_image(
     return bytes(img)
 
 
-def _inode(layout: DataLayout, size: int) -> bytes:
+def inode_bytes(layout: DataLayout, size: int) -> bytes:
+    """A compact regular-file inode core with this layout and size."""
     fmt = i_format(InodeVersion.COMPACT, layout)
     return INODE_COMPACT.pack(InodeCompactRec(fmt, 0, stat.S_IFREG | 0o644, 1, size, 0, 0, 0, 0, 0, bytes(4)))
 
 
-def _superblock(nblocks: int, incompat: int, u1: int) -> SuperBlockRec:
+def superblock_rec(nblocks: int, incompat: int, u1: int) -> SuperBlockRec:
+    """A 4 KiB-block superblock record for the hand-built test images."""
     return SuperBlockRec(
         EROFS_SUPER_MAGIC_V1, 0, 0, 12, 0, NID, 1, 0, 0, nblocks, 0, 0, bytes(16), b"test".ljust(16, b"\0"),
         incompat, u1, 0, 0, 0, 0, 0, 0, 0, 0, bytes(2), 0, 0, bytes(8),
