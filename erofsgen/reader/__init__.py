@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+from .data import ImageFile, InodeData
+from .extract import ExtractResult
 from .image import DirEntry, Image, open_image
 from .inode import InodeInfo, Stat, decode_inode
 from .superblock import SuperblockInfo
 
-__all__ = ["DirEntry", "Image", "InodeInfo", "Stat", "SuperblockInfo", "decode_inode", "open_image"]
+__all__ = [
+    "DirEntry",
+    "ExtractResult",
+    "Image",
+    "ImageFile",
+    "InodeData",
+    "InodeInfo",
+    "Stat",
+    "SuperblockInfo",
+    "decode_inode",
+    "open_image",
+]
