@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CorruptImageError, InvalidInputError
 from ..format.constants import FileType
+from .datamap import map_uncompressed
 from .inode import InodeInfo
 
 if TYPE_CHECKING:
@@ -192,19 +193,32 @@ class _Extractor:
         self.result.files += 1
 
     def copy_data(self, info: InodeInfo, fd: int) -> None:
-        """Copy in bounded chunks; all-zero chunks become holes."""
+        """Copy in bounded chunks; holes of the mapping are skipped unread (a sparse file may
+        claim terabytes) and all-zero chunks become holes too."""
         with self.image.open_nid(info.nid) as src:
-            while True:
+            pos = 0
+            while pos < info.size:
+                hole_end = self.hole_end(info, pos)
+                if hole_end > pos:
+                    pos = src.seek(hole_end)
+                    continue
                 chunk = src.read(COPY_CHUNK)
                 if not chunk:
                     break
-                if chunk.count(0) == len(chunk):
-                    os.lseek(fd, len(chunk), os.SEEK_CUR)
-                    continue
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+                if chunk.count(0) != len(chunk):
+                    os.lseek(fd, pos, os.SEEK_SET)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                pos += len(chunk)
         os.ftruncate(fd, info.size)
+
+    def hole_end(self, info: InodeInfo, pos: int) -> int:
+        """End of the mapping hole holding `pos`, or `pos` itself when data is stored there."""
+        if info.compressed:
+            return pos
+        seg = map_uncompressed(self.image.storage, self.image.superblock, info, pos)
+        return seg.end if seg.device is None else pos
 
     def make_symlink(self, dfd: int, name: bytes, info: InodeInfo, rel: bytes) -> None:
         target = self.image.readlink_nid(info.nid)
