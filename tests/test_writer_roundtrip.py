@@ -28,7 +28,7 @@ from erofsgen.writer import WriteOptions, write_image
 from erofsgen.writer.pack import pack_records
 from tests.support.image_snapshot import image_snapshot
 from tests.support.kernel import MountImage
-from tests.support.trees import Entry, TreeSnapshot, assert_same_tree, snapshot
+from tests.support.trees import KIND_OF_MODE, Entry, TreeSnapshot, assert_same_tree, snapshot
 
 BLOCK_EDGES = [0, 1, 31, 32, 511, 512, 513, 1023, 1024, 2047, 2048, 4095, 4096, 4097, 8191, 8192, 8193]
 
@@ -107,10 +107,7 @@ def expected_snapshot(root: Directory) -> TreeSnapshot:
 
 def _entry(node: Node, names: int) -> Entry:
     mode = full_mode(node)
-    kind = {
-        stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFCHR: "chr",
-        stat.S_IFBLK: "blk", stat.S_IFIFO: "fifo", stat.S_IFSOCK: "sock",
-    }[stat.S_IFMT(mode)]  # fmt: skip
+    kind = KIND_OF_MODE[stat.S_IFMT(mode)]
     size = None
     if isinstance(node, File):
         assert isinstance(node.data, BytesData)

@@ -9,22 +9,12 @@ from pathlib import Path
 
 from erofsgen import open_image
 from erofsgen.reader.image import Image
-from tests.support.trees import Entry, TreeSnapshot
-
-_KINDS = {
-    stat.S_IFREG: "file",
-    stat.S_IFDIR: "dir",
-    stat.S_IFLNK: "symlink",
-    stat.S_IFCHR: "chr",
-    stat.S_IFBLK: "blk",
-    stat.S_IFIFO: "fifo",
-    stat.S_IFSOCK: "sock",
-}
+from tests.support.trees import KIND_OF_MODE, Entry, TreeSnapshot
 
 
 def _entry(img: Image, nid: int) -> Entry:
     st = img.stat_nid(nid)
-    kind = _KINDS[stat.S_IFMT(st.mode)]
+    kind = KIND_OF_MODE[stat.S_IFMT(st.mode)]
     content = None
     if kind == "file":
         digest = hashlib.sha256()

@@ -535,7 +535,7 @@ class TreeSnapshot:
         return TreeSnapshot(entries, hardlinks)
 
 
-_KINDS = {
+KIND_OF_MODE = {  # stat.S_IFMT -> Entry.kind
     stat.S_IFREG: "file",
     stat.S_IFDIR: "dir",
     stat.S_IFLNK: "symlink",
@@ -569,7 +569,7 @@ def _xattrs_of(path: Path) -> tuple[tuple[str, bytes], ...]:
 
 
 def _entry(path: Path, st: os.stat_result) -> Entry:
-    kind = _KINDS[stat.S_IFMT(st.st_mode)]
+    kind = KIND_OF_MODE[stat.S_IFMT(st.st_mode)]
     is_dev = kind in ("chr", "blk")
     return Entry(
         kind=kind,
