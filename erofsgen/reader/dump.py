@@ -67,6 +67,22 @@ from .xattrs import full_name
 from .zmap import ZMap
 
 _SHARED_ID_SIZE = 4
+_SharedXattrIdRecord = cs.Struct("id" / SharedXattrId)
+
+# The fixed-size structures by the kind name the dump gives them.
+FIXED_SCHEMAS: dict[str, Any] = {
+    "superblock": SuperBlock,
+    "device slot": DeviceSlot,
+    "inode (compact)": InodeCompact,
+    "inode (extended)": InodeExtended,
+    "xattr ibody header": XattrIbodyHeader,
+    "shared xattr id": _SharedXattrIdRecord,
+    "chunk index": ChunkIndex,
+    "chunk block map entry": ChunkBlockMapEntry,
+    "map header": MapHeader,
+    "lcluster index": LclusterIndex,
+    "dirent": Dirent,
+}
 _CONFIG_ALIGN = 4
 _HEX_FIELDS = frozenset(
     {"magic", "checksum", "feature_compat", "feature_incompat", "i_format", "h_name_filter", "h_advise"}
@@ -130,6 +146,16 @@ class DumpError:
 
 
 Item = Structure | DumpError
+
+
+def field_offset(item: Structure, name: str) -> int:
+    """Absolute offset of field `name` of a fixed-size structure (a kind in FIXED_SCHEMAS)."""
+    pos = item.offset
+    for sub in FIXED_SCHEMAS[item.kind].subcons:
+        if getattr(sub, "name", None) == name:
+            return pos
+        pos += sub.sizeof()
+    raise KeyError(f"{item.kind} has no field {name!r}")
 
 
 def _fields(container: Any) -> dict[str, Any]:
@@ -204,7 +230,9 @@ def superblock_items(image: Image) -> Iterator[Item]:
         base = sb.devt_slotoff * EROFS_DEVT_SLOT_SIZE
         for slot in sb.devices:
             off = base + slot.index * EROFS_DEVT_SLOT_SIZE
-            yield _parse(image, DeviceSlot, f"device slot {slot.index}", off, EROFS_DEVT_SLOT_SIZE)
+            yield _parse(
+                image, DeviceSlot, "device slot", off, EROFS_DEVT_SLOT_SIZE, note=f"slot {slot.index}"
+            )
         yield from _long_prefix_items(image)
     except ErofsgenError as exc:
         yield _error("superblock area", exc, None, None)
@@ -289,9 +317,7 @@ def _xattr_items(image: Image, info: InodeInfo, path: str | None) -> Iterator[It
     end = info.xattr_offset + info.xattr_size
     shared_ids = []
     for _ in range(header.fields["h_shared_count"]):
-        item = _parse(
-            image, cs.Struct("id" / SharedXattrId), "shared xattr id", pos, _SHARED_ID_SIZE, nid=nid
-        )
+        item = _parse(image, _SharedXattrIdRecord, "shared xattr id", pos, _SHARED_ID_SIZE, nid=nid)
         shared_ids.append(item.fields["id"])
         yield item
         pos += _SHARED_ID_SIZE
@@ -624,12 +650,14 @@ def to_json(item: Item) -> dict[str, Any]:
 
 
 __all__ = [
+    "FIXED_SCHEMAS",
     "DumpError",
     "Item",
     "RebuildReport",
     "Structure",
     "compact_packs",
     "escape_name",
+    "field_offset",
     "format_error",
     "format_text",
     "inode_items",
