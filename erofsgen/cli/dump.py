@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     with open_image(args.image, args.device, strict_checksum=False) as image:
         if args.path is not None:
             nid = image.lookup(args.path)
-            items = inode_items(image, nid, escape_name(os.fsencode(args.path)))
+            items = inode_items(image, nid, "/" + escape_name(os.fsencode(args.path)).strip("/"))
         elif args.nid is not None:
             items = inode_items(image, args.nid)
         else:
