@@ -5,7 +5,7 @@ Names are printed escaped (UTF-8 where valid, `\\xNN` for other bytes and contro
 in on-disk order, which for a valid image is bytewise name order. `-l` shows the mode string,
 link count, numeric owner and group, size (or `major, minor` for devices), the mtime in local
 time with nanoseconds, the name and `-> target` for symlinks; `-i` adds the inode number (the
-NID, as the kernel reports it).
+NID, as the kernel reports it); `-d` lists a directory itself.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("-l", dest="long", action="store_true", help="long listing format")
     parser.add_argument("-R", dest="recursive", action="store_true", help="list subdirectories recursively")
     parser.add_argument("-i", dest="inode", action="store_true", help="print each entry's NID first")
+    parser.add_argument(
+        "-d", dest="directory", action="store_true", help="list a directory itself, not its entries"
+    )
     add_device_option(parser)
     parser.set_defaults(func=run)
 
@@ -57,6 +60,7 @@ class _Lister:
         self.long = args.long
         self.show_nid = args.inode
         self.recursive = args.recursive
+        self.directory = args.directory
         self.status = EXIT_OK
 
     def trouble(self, what: str, exc: ErofsgenError) -> None:
@@ -106,7 +110,7 @@ class _Lister:
 
     def run(self, path: bytes) -> int:
         nid = self.image.lookup(path)
-        if not self.image.inode(nid).is_dir:
+        if self.directory or not self.image.inode(nid).is_dir:
             self.emit(path, nid, path)
             return self.status
         if not self.recursive:
