@@ -28,7 +28,7 @@ from .digest import ContentDigest
 from .dirs import directory_block
 from .options import ProgressCallback
 from .plan import Layout, PlannedInode
-from .pump import DataPump, FileJob
+from .pump import DataPump
 
 WINDOW_FLUSH = 1 << 20
 # The schema-derived struct codecs, called positionally on the hot path (fields in schema order).
@@ -51,13 +51,15 @@ class MetadataWriter:
         return self.start + len(self.buf)
 
     def write(self, offset: int, data: bytes) -> None:
-        if offset < self.end:
-            raise AssertionError(f"metadata at {offset:#x} overlaps what was written up to {self.end:#x}")
-        if self.buf and (offset - self.end > 4096 or len(self.buf) > WINDOW_FLUSH):
+        end = self.start + len(self.buf)
+        if offset < end:
+            raise AssertionError(f"metadata at {offset:#x} overlaps what was written up to {end:#x}")
+        if self.buf and (offset - end > 4096 or len(self.buf) > WINDOW_FLUSH):
             self.flush()
+            end = self.start
         if not self.buf:
-            self.start = offset
-        self.buf += bytes(offset - self.end)
+            self.start = end = offset
+        self.buf += bytes(offset - end)
         self.buf += data
 
     def flush(self) -> None:
@@ -85,7 +87,7 @@ class Emitter:
         os.ftruncate(self.fd, layout.blocks * self.bs)
         if layout.options.uuid is None:
             self.digest = ContentDigest(self.fd, layout.data_start * self.bs)
-        pump = DataPump(self.file_jobs(), self.fd)
+        pump = DataPump([p for p in layout.inodes if isinstance(p.node, File)], self.fd, self.bs)
         self.tails = pump.tails()
         try:
             self.emit_areas()
@@ -94,15 +96,6 @@ class Emitter:
             pump.close()
             if self.digest is not None:
                 self.digest.close()
-
-    def file_jobs(self) -> list[FileJob]:
-        """Every regular file, in the order emit_areas() will ask for its tail."""
-        jobs = []
-        for plan in self.layout.inodes:
-            if isinstance(plan.node, File):
-                full = plan.nblocks * self.bs if plan.layout is DataLayout.FLAT_INLINE else plan.size
-                jobs.append(FileJob(plan.node, plan.path, plan.startblk * self.bs, full, plan.tail_size))
-        return jobs
 
     def emit_areas(self) -> None:
         layout = self.layout

@@ -57,7 +57,7 @@ class PlannedInode:
     @property
     def layout_format(self) -> int:
         """i_format: core version and data layout."""
-        return i_format(InodeVersion.EXTENDED if self.extended else InodeVersion.COMPACT, self.layout)
+        return i_format(InodeVersion(int(self.extended)), self.layout)
 
     @property
     def core_size(self) -> int:

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from ..model import File
+from .plan import PlannedInode
 from .sources import FileReader
 
 BATCH = 64  # files per hand-over: fewer queue operations
@@ -21,25 +22,15 @@ DEPTH = 16  # batches in flight
 SWITCH_INTERVAL = 0.0001  # seconds; let a thread back from a syscall get the GIL promptly
 
 
-class FileJob:
-    """One file to copy: where its whole blocks go and how much tail to read."""
-
-    __slots__ = ("dst", "full", "node", "path", "tail")
-
-    def __init__(self, node: File, path: bytes, dst: int, full: int, tail: int) -> None:
-        self.node = node
-        self.path = path
-        self.dst = dst
-        self.full = full
-        self.tail = tail
-
-
-def copy_file(job: FileJob, fd: int) -> bytes:
+def copy_file(plan: PlannedInode, fd: int, block_size: int) -> bytes:
     """Copy one file's whole blocks into the image; return its inline tail."""
-    with FileReader(job.node, job.path) as reader:
-        if job.full:
-            reader.copy_to(fd, job.dst, job.full)
-        tail = reader.read(job.tail) if job.tail else b""
+    node = plan.node
+    assert isinstance(node, File)
+    with FileReader(node, plan.path) as reader:
+        if plan.nblocks:
+            full = plan.size - plan.tail_size if plan.tail_size else plan.size
+            reader.copy_to(fd, plan.startblk * block_size, full)
+        tail = reader.read(plan.tail_size) if plan.tail_size else b""
         reader.finish()
     return tail
 
@@ -47,9 +38,10 @@ def copy_file(job: FileJob, fd: int) -> bytes:
 class DataPump:
     """Runs `copy_file` over the jobs on a worker thread; `tails()` yields results in job order."""
 
-    def __init__(self, jobs: Sequence[FileJob], fd: int) -> None:
+    def __init__(self, jobs: Sequence[PlannedInode], fd: int, block_size: int) -> None:
         self.jobs = jobs
         self.fd = fd
+        self.block_size = block_size
         self.results: queue.Queue[list[bytes] | BaseException] = queue.Queue(maxsize=DEPTH)
         self.stopping = threading.Event()
         self.old_interval = sys.getswitchinterval()
@@ -62,7 +54,7 @@ class DataPump:
             for start in range(0, len(self.jobs), BATCH):
                 if self.stopping.is_set():
                     return
-                batch = [copy_file(job, self.fd) for job in self.jobs[start : start + BATCH]]
+                batch = [copy_file(job, self.fd, self.block_size) for job in self.jobs[start : start + BATCH]]
                 self.results.put(batch)
         except BaseException as exc:  # handed to the emitter at the file that failed
             self.results.put(exc)
