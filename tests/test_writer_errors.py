@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -119,3 +123,28 @@ def test_invalid_options() -> None:
         WriteOptions(block_size=8192)
     with pytest.raises(InvalidInputError, match="label"):
         WriteOptions(label="x" * 16)
+
+
+def test_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+    """A real SIGINT to a running `erofsgen pack`: exit 130, no image, no temporary file."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for i in range(400):  # enough data that the copy is still running when the signal lands
+        (source / f"f{i:03d}").write_bytes(os.urandom(256 * 1024))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    image = out_dir / "img.erofs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "erofsgen", "pack", "--quiet", str(source), str(image)],
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".tmp") for p in out_dir.iterdir()):
+        assert proc.poll() is None, "pack finished before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
+    assert list(out_dir.iterdir()) == []
