@@ -172,9 +172,11 @@ class _Checker:
 
     def run(self) -> list[Problem]:
         try:
-            self.check_superblock()
-            self.walk()
-            self.check_links()
+            for stage in (self.check_superblock, self.walk, self.check_links):
+                try:
+                    stage()
+                except ErofsgenError as exc:  # whatever the stage itself did not expect
+                    self.fail(exc, area="check")
         except _TooMany:
             self.problems.append(Problem(f"stopped after {self.limit} problems", area="check"))
         return self.problems
