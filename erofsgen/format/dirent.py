@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import construct as cs
@@ -44,14 +45,15 @@ def file_type_of_mode(mode: int) -> FileType:
     return _MODE_TO_FT.get(stat.S_IFMT(mode), FileType.UNKNOWN)
 
 
-def pack_dirent_block(entries: list[tuple[bytes, int, int]], size: int) -> bytes:
+def pack_dirent_block(entries: Sequence[tuple[bytes, int, int]], size: int) -> bytes:
     """One directory block from sorted (name, nid, file_type) entries, zero padded to `size`."""
     nameoff = DIRENT_SIZE * len(entries)
-    heads = []
-    for name, nid, ftype in entries:
-        heads.append(DIRENT.pack(DirentRec(nid, nameoff, ftype, 0)))
+    if nameoff + sum(len(name) for name, _, _ in entries) > size:
+        raise ValueError(f"directory entries overflow a {size}-byte block")
+    block = bytearray(size)
+    pack_into = DIRENT.struct.pack_into  # the schema-derived codec, positionally
+    for i, (name, nid, ftype) in enumerate(entries):
+        pack_into(block, i * DIRENT_SIZE, nid, nameoff, ftype, 0)
+        block[nameoff : nameoff + len(name)] = name
         nameoff += len(name)
-    body = b"".join(heads) + b"".join(name for name, _, _ in entries)
-    if len(body) > size:
-        raise ValueError(f"directory block overflow: {len(body)} > {size}")
-    return body + bytes(size - len(body))
+    return bytes(block)

@@ -37,11 +37,11 @@ def shape_directory(child_names: Sequence[bytes], block_size: int) -> DirectoryS
 
 
 def directory_block(
-    shape: DirectoryShape, block: int, targets: Sequence[tuple[int, int]], block_size: int, length: int
+    shape: DirectoryShape, block: int, entries: Sequence[tuple[bytes, int, int]], block_size: int, length: int
 ) -> bytes:
-    """Bytes of one directory block; `targets[i]` is (nid, file type) of `shape.names[i]`.
+    """Bytes of one directory block; `entries` are (name, nid, file type) in `shape.names` order.
 
     `length` is how much of the block is stored: a whole block, or the used part of an inline tail.
     """
-    entries = [(shape.names[i], *targets[i]) for i in shape.block_range(block)]
-    return pack_dirent_block(entries, block_size)[:length]
+    span = shape.block_range(block)
+    return pack_dirent_block(entries[span.start : span.stop], block_size)[:length]

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Iterator
 
 from ..format.constants import (
-    EROFS_NULL_ADDR,
     EROFS_SUPER_MAGIC_V1,
     EROFS_SUPER_OFFSET,
     DataLayout,
@@ -15,15 +14,13 @@ from ..format.constants import (
     FeatureIncompat,
     FileType,
 )
-from ..format.dirent import file_type_of_mode
 from ..format.inode import (
     INODE_COMPACT,
     INODE_EXTENDED,
-    encode_rdev,
     xattr_icount,
 )
 from ..format.superblock import CHECKSUM_OFFSET, SUPERBLOCK, SuperBlockRec, checksum_length, sb_checksum
-from ..model import Device, Directory, File, Symlink
+from ..model import Directory, File, Symlink
 from .digest import ContentDigest
 from .dirs import directory_block
 from .options import ProgressCallback
@@ -77,7 +74,6 @@ class Emitter:
         self.meta = MetadataWriter(fd)
         self.progress = progress
         self.done = 0
-        self.by_node = {id(p.node): p for p in layout.inodes}
         self.digest: ContentDigest | None = None
         self.tails: Iterator[bytes] = iter(())
 
@@ -142,35 +138,29 @@ class Emitter:
 
     def write_directory(self, plan: PlannedInode, addr: int) -> bytes:
         shape = plan.shape
-        assert shape is not None and plan.parent is not None
-        node = plan.node
-        assert isinstance(node, Directory)
-        targets = []
+        assert shape is not None and plan.parent is not None and plan.children is not None
+        # Both lists are in bytewise order; "." and ".." slot in among the children.
+        dots = {b".": (b".", plan.nid, FileType.DIR), b"..": (b"..", plan.parent.nid, FileType.DIR)}
+        children = iter(plan.children)
+        entries = []
         for name in shape.names:
-            if name == b".":
-                targets.append((plan.nid, int(FileType.DIR)))
-            elif name == b"..":
-                targets.append((plan.parent.nid, int(FileType.DIR)))
+            dot = dots.get(name)
+            if dot is None:
+                child_name, child = next(children)
+                entries.append((child_name, child.nid, child.ftype))
             else:
-                child = self.by_node[id(node.children[name])]
-                targets.append((child.nid, file_type_of_mode(child.mode)))
+                entries.append(dot)
         blocks = len(shape.splits)
         whole = blocks if plan.layout is DataLayout.FLAT_PLAIN else blocks - 1
         for b in range(whole):
-            os.pwrite(self.fd, directory_block(shape, b, targets, self.bs, self.bs), addr + b * self.bs)
+            os.pwrite(self.fd, directory_block(shape, b, entries, self.bs, self.bs), addr + b * self.bs)
         if whole == blocks:
             return b""
-        return directory_block(shape, blocks - 1, targets, self.bs, plan.tail_size)
+        return directory_block(shape, blocks - 1, entries, self.bs, plan.tail_size)
 
     def inode_core(self, plan: PlannedInode) -> bytes:
-        node = plan.node
-        meta = node.meta
-        if isinstance(node, Device):
-            i_u = encode_rdev(node.major, node.minor)
-        elif isinstance(node, File | Directory | Symlink):
-            i_u = plan.startblk if plan.nblocks else (EROFS_NULL_ADDR if plan.tail_size else 0)
-        else:
-            i_u = 0
+        meta = plan.node.meta
+        i_u = plan.i_u
         icount = xattr_icount(len(plan.xattr_body))
         mode = plan.mode
         if plan.extended:

@@ -16,10 +16,12 @@ from ..format.constants import (
     EROFS_SB_BASE_SIZE,
     EROFS_SUPER_OFFSET,
     DataLayout,
+    FileType,
     InodeVersion,
 )
-from ..format.inode import INODE_COMPACT, INODE_EXTENDED, i_format
-from ..model import Directory, File, Node, Symlink, full_mode
+from ..format.dirent import file_type_of_mode
+from ..format.inode import INODE_COMPACT, INODE_EXTENDED, encode_rdev, i_format
+from ..model import Device, Directory, File, Node, Symlink, full_mode
 from .dirs import DirectoryShape, shape_directory
 from .options import InodeFormat, WriteOptions
 from .pack import pack_records
@@ -38,8 +40,10 @@ class PlannedInode:
     path: bytes  # the first name it was found under, for messages
     ino: int
     mode: int  # st_mode: type and permission bits
+    ftype: int  # the dirent file type
     nlink: int = 1
     parent: PlannedInode | None = None  # directories: the target of ".."
+    children: list[tuple[bytes, PlannedInode]] | None = None  # directories: entries by name
     extended: bool = False
     layout: DataLayout = DataLayout.FLAT_PLAIN
     size: int = 0
@@ -49,6 +53,18 @@ class PlannedInode:
     shape: DirectoryShape | None = None
     offset: int = 0
     startblk: int = EROFS_NULL_ADDR
+    i_u: int = 0  # the core's union: first block, rdev, or 0
+
+    def finish(self, startblk: int) -> None:
+        """Record the first data block and derive the i_u the core will carry."""
+        self.startblk = startblk
+        node = self.node
+        if isinstance(node, Device):
+            self.i_u = encode_rdev(node.major, node.minor)
+        elif self.nblocks:
+            self.i_u = startblk
+        elif self.tail_size:
+            self.i_u = EROFS_NULL_ADDR  # inline data only: no block
 
     @property
     def nid(self) -> int:
@@ -85,7 +101,7 @@ class Layout:
 def collect_inodes(root: Directory) -> list[PlannedInode]:
     """Unique inodes breadth first, names sorted, with link counts and parents."""
     planned: dict[int, PlannedInode] = {}
-    root_plan = PlannedInode(root, b"", 1, full_mode(root), nlink=2)
+    root_plan = PlannedInode(root, b"", 1, full_mode(root), FileType.DIR, nlink=2, children=[])
     root_plan.parent = root_plan
     planned[id(root)] = root_plan
     order = [root_plan]
@@ -93,20 +109,24 @@ def collect_inodes(root: Directory) -> list[PlannedInode]:
     while queue:
         dir_plan = queue.popleft()
         directory = dir_plan.node
-        assert isinstance(directory, Directory)
+        assert isinstance(directory, Directory) and dir_plan.children is not None
         for name in sorted(directory.children):
             child = directory.children[name]
             found = planned.get(id(child))
             if found is not None:
                 found.nlink += 1  # another name for the same node: a hard link
+                dir_plan.children.append((name, found))
                 continue
             path = dir_plan.path + b"/" + name if dir_plan.path else name
-            plan = PlannedInode(child, path, len(order) + 1, full_mode(child))
+            mode = full_mode(child)
+            plan = PlannedInode(child, path, len(order) + 1, mode, file_type_of_mode(mode))
             planned[id(child)] = plan
             order.append(plan)
+            dir_plan.children.append((name, plan))
             if isinstance(child, Directory):
                 plan.parent = dir_plan
                 plan.nlink = 2
+                plan.children = []
                 dir_plan.nlink += 1
                 queue.append(plan)
     return order
@@ -202,9 +222,8 @@ def plan_image(root: Directory, options: WriteOptions) -> Layout:
     data_start = -(-packed.end // bs)
     block = data_start
     for plan in inodes:
-        if plan.nblocks:
-            plan.startblk = block
-            block += plan.nblocks
+        plan.finish(block if plan.nblocks else EROFS_NULL_ADDR)
+        block += plan.nblocks
     if block > MAX_BLOCKS:
         raise InvalidInputError(f"the image needs {block} blocks, over the 32-bit limit")
     return Layout(

@@ -18,7 +18,8 @@ from .plan import PlannedInode
 from .sources import FileReader
 
 BATCH = 64  # files per hand-over: fewer queue operations
-DEPTH = 16  # batches in flight
+DEPTH = 8  # batches in flight per worker
+WORKERS = 2  # system calls of two workers overlap each other and the emitter
 SWITCH_INTERVAL = 0.0001  # seconds; let a thread back from a syscall get the GIL promptly
 
 
@@ -36,44 +37,60 @@ def copy_file(plan: PlannedInode, fd: int, block_size: int) -> bytes:
 
 
 class DataPump:
-    """Runs `copy_file` over the jobs on a worker thread; `tails()` yields results in job order."""
+    """Runs `copy_file` over the jobs on worker threads; `tails()` yields results in job order.
 
-    def __init__(self, jobs: Sequence[PlannedInode], fd: int, block_size: int) -> None:
+    Worker k of n takes batches k, k + n, k + 2n, ... and has its own queue, so reading the
+    queues in turn gives the tails back in job order while the workers' system calls overlap.
+    """
+
+    def __init__(
+        self, jobs: Sequence[PlannedInode], fd: int, block_size: int, workers: int = WORKERS
+    ) -> None:
         self.jobs = jobs
         self.fd = fd
         self.block_size = block_size
-        self.results: queue.Queue[list[bytes] | BaseException] = queue.Queue(maxsize=DEPTH)
         self.stopping = threading.Event()
+        self.queues: list[queue.Queue[list[bytes] | BaseException]] = [
+            queue.Queue(maxsize=DEPTH) for _ in range(workers)
+        ]
         self.old_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL)
-        self.thread = threading.Thread(target=self._run, name="erofsgen-data", daemon=True)
-        self.thread.start()
+        self.threads = [
+            threading.Thread(target=self._run, args=(k,), name=f"erofsgen-data-{k}", daemon=True)
+            for k in range(workers)
+        ]
+        for thread in self.threads:
+            thread.start()
 
-    def _run(self) -> None:
+    def _run(self, k: int) -> None:
+        results = self.queues[k]
         try:
-            for start in range(0, len(self.jobs), BATCH):
+            for start in range(k * BATCH, len(self.jobs), len(self.queues) * BATCH):
                 if self.stopping.is_set():
                     return
                 batch = [copy_file(job, self.fd, self.block_size) for job in self.jobs[start : start + BATCH]]
-                self.results.put(batch)
-        except BaseException as exc:  # handed to the emitter at the file that failed
-            self.results.put(exc)
+                results.put(batch)
+        except BaseException as exc:  # handed to the emitter at the batch that failed
+            results.put(exc)
 
     def tails(self) -> Iterator[bytes]:
-        """Each job's tail, in order, once its data is in the image; re-raises the worker's error."""
+        """Each job's tail, in order, once its data is in the image; re-raises a worker's error."""
         remaining = len(self.jobs)
+        turn = 0
         while remaining:
-            item = self.results.get()
+            item = self.queues[turn].get()
             if isinstance(item, BaseException):
                 raise item
+            turn = (turn + 1) % len(self.queues)
             remaining -= len(item)
             yield from item
 
     def close(self) -> None:
-        """Stop the worker (it may be blocked on a full queue) and wait for it."""
+        """Stop the workers (they may be blocked on full queues) and wait for them."""
         self.stopping.set()
-        while self.thread.is_alive():
-            with contextlib.suppress(queue.Empty):
-                self.results.get(timeout=0.05)
-        self.thread.join()
+        for thread, results in zip(self.threads, self.queues, strict=True):
+            while thread.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    results.get(timeout=0.05)
+            thread.join()
         sys.setswitchinterval(self.old_interval)
