@@ -197,6 +197,7 @@ def _interesting(rng: random.Random, current: int, size: int, block_size: int) -
     top = (1 << (8 * size)) - 1
     choices = [0, 1, 2, top, top - 1, current + 1, current - 1, current ^ (1 << rng.randrange(8 * size))]
     choices += [rng.randrange(top + 1), 255, 256, 4095, 4096, block_size - 1, block_size, 1 << 15, 0x7FFF]
+    choices.append(1 << rng.randrange(8 * size))  # large but plausible sizes and counts
     return rng.choice(choices) & top
 
 
