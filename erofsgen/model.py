@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -75,7 +76,11 @@ class PathData:
 
 @dataclass(frozen=True, slots=True)
 class FileObjectData:
-    """A window of a seekable binary file object owned by the caller."""
+    """A window of a seekable binary file object owned by the caller.
+
+    Several windows may share one file object (tar-like use), and the writer reads files on
+    more than one thread, so each read seeks and reads under one lock, by explicit offset.
+    """
 
     fileobj: BinaryIO
     offset: int
@@ -86,23 +91,33 @@ class FileObjectData:
         return self.label
 
     def open(self) -> BinaryIO:
-        self.fileobj.seek(self.offset)
-        return cast(BinaryIO, _Unclosable(self.fileobj))
+        return cast(BinaryIO, _Window(self.fileobj, self.offset, self.size))
 
 
-class _Unclosable(io.RawIOBase):
-    """Lets the emitter close what it opened without closing the caller's file object."""
+_FILEOBJ_LOCK = threading.Lock()
 
-    def __init__(self, inner: BinaryIO) -> None:
+
+class _Window(io.RawIOBase):
+    """Reads [offset, offset + size) of a shared file object; closing it leaves the object open."""
+
+    def __init__(self, inner: BinaryIO, offset: int, size: int) -> None:
         super().__init__()
         self._inner = inner
+        self._pos = offset
+        self._end = offset + size
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._inner.read(len(buffer))
+        want = min(len(buffer), self._end - self._pos)
+        if want <= 0:
+            return 0
+        with _FILEOBJ_LOCK:
+            self._inner.seek(self._pos)
+            data = self._inner.read(want)
         buffer[: len(data)] = data
+        self._pos += len(data)
         return len(data)
 
     def fileno(self) -> int:

@@ -426,7 +426,8 @@ def _path_source(
         raise InvalidInputError(f"cannot stat {os.fsdecode(path)}: {exc.strerror}", where) from None
     if not stat.S_ISREG(st.st_mode):
         raise InvalidInputError(f"{os.fsdecode(path)} is not a regular file", where)
-    return PathData(os.fspath(path), st.st_size), st.st_mode & 0o7777
+    # The writer opens without following symlinks, so hand it the file the link leads to.
+    return PathData(os.path.realpath(os.fspath(path)), st.st_size), st.st_mode & 0o7777
 
 
 def _fileobj_source(fileobj: BinaryIO, size: int | None, where: str) -> FileObjectData:

@@ -18,6 +18,8 @@ class InodeFormat(Enum):
     EXTENDED = "extended"  # -E force-inode-extended
 
 
+MAX_LONG_PREFIXES = 128  # e_name_index holds 0x80 | id in 8 bits
+
 # Called as progress(done, total) while data is emitted; units are bytes of file data.
 ProgressCallback = Callable[[int, int], None]
 
@@ -46,6 +48,10 @@ class WriteOptions:
             raise InvalidInputError(f"volume label {self.label!r} is longer than 15 bytes")
         if self.xattr_share_threshold < 0:
             raise InvalidInputError("xattr share threshold must not be negative")
+        if len(set(self.xattr_prefixes)) != len(self.xattr_prefixes):
+            raise InvalidInputError("a long xattr prefix is given twice")
+        if len(self.xattr_prefixes) > MAX_LONG_PREFIXES:
+            raise InvalidInputError(f"at most {MAX_LONG_PREFIXES} long xattr prefixes fit a 7-bit id")
 
     @property
     def blkszbits(self) -> int:

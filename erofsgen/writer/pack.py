@@ -69,13 +69,18 @@ class _Blocks:
 
 def pack_records(records: list[Record], meta_start: int, block_size: int, shared_size: int) -> Packed:
     """Offsets for every record; the first record (the root) is placed first so its nid is small."""
-    blocks = _Blocks(meta_start, block_size)
     offsets: list[int | None] = [None] * len(records)
+    root_size, root_rigid = records[0]
+    if root_rigid:
+        blocks = _Blocks(meta_start, block_size)
+        offsets[0] = blocks.place(root_size, may_open=True)
+    else:  # it may straddle blocks: put it right at the start, the blocks begin after it
+        root = _aligned(meta_start)
+        offsets[0] = root
+        blocks = _Blocks(root + _aligned(root_size), block_size)
     rigid = sorted((i for i, (_, r) in enumerate(records) if r and i), key=lambda i: -records[i][0])
-    order = ([0] if records else []) + rigid
-    for i in order:
-        if records[i][1]:
-            offsets[i] = blocks.place(records[i][0], may_open=True)
+    for i in rigid:
+        offsets[i] = blocks.place(records[i][0], may_open=True)
     for i, (size, _) in enumerate(records):
         if offsets[i] is None:
             offsets[i] = blocks.place(size, may_open=False)

@@ -76,6 +76,11 @@ class PlannedInode:
         return i_format(InodeVersion(int(self.extended)), self.layout)
 
     @property
+    def block_bytes(self) -> int:
+        """Bytes of data stored in whole blocks (all of it unless there is an inline tail)."""
+        return self.size - self.tail_size
+
+    @property
     def core_size(self) -> int:
         return INODE_EXTENDED.size if self.extended else INODE_COMPACT.size
 
@@ -214,9 +219,7 @@ def plan_image(root: Directory, options: WriteOptions) -> Layout:
     for plan, offset in zip(inodes, packed.offsets, strict=True):
         plan.offset = offset
     if inodes[0].nid > 0xFFFF:
-        raise InvalidInputError(
-            "the root directory's inode does not fit a 16-bit nid (too many root xattrs?)"
-        )
+        raise InvalidInputError("the root directory's inode does not fit a 16-bit nid")
 
     inodes.sort(key=lambda p: p.offset)
     data_start = -(-packed.end // bs)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..errors import InvalidInputError
-from ..format.constants import EROFS_XATTR_LONG_PREFIX, XATTR_PREFIXES, XattrIndex
+from ..format.constants import EROFS_XATTR_LONG_PREFIX, XATTR_NAME_MAX, XATTR_PREFIXES, XattrIndex
 from ..format.xattr import (
     XATTR_IBODY_HEADER,
     XattrIbodyHeaderRec,
@@ -57,6 +57,8 @@ class NameEncoder:
                 )
             if not split[1]:
                 raise InvalidInputError(f"long xattr prefix {prefix!r} adds nothing to its short prefix")
+            if len(prefix) > XATTR_NAME_MAX:
+                raise InvalidInputError(f"long xattr prefix {prefix!r} is longer than any xattr name")
             self.long_prefixes.append(LongPrefix(split[0], split[1]))
         # Longest first, so the most specific prefix wins.
         self._order = sorted(range(len(self.long_prefixes)), key=lambda k: -len(self.long_prefixes[k].full))

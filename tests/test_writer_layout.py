@@ -1,0 +1,53 @@
+"""Layout decisions that are easy to get wrong: root placement, file-object windows, symlinked paths."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from erofsgen import ImageBuilder, open_image
+from erofsgen.model import BytesData, Directory, File, FileObjectData, Metadata
+from erofsgen.writer import write_image
+
+
+def test_root_without_inline_tail_still_gets_the_first_nid(tmp_path: Path) -> None:
+    # A root whose record cannot hold its tail inline (a large xattr) among many records that
+    # must stay inside one block each: the root must still be placed first.
+    root = Directory(Metadata(0o755, xattrs={b"user.big": b"v" * 4200}))
+    sub = Directory(Metadata(0o755))
+    root.children[b"sub"] = sub
+    for i in range(600):
+        sub.children[b"f%03d" % i] = File(Metadata(), BytesData(bytes([i % 251]) * 4000))
+    summary = write_image(root, tmp_path / "img")
+    assert summary.root_nid == (1152 + 31) // 32
+    with open_image(tmp_path / "img") as img:
+        assert img.xattrs("/")["user.big"] == b"v" * 4200
+        assert img.read_bytes("/sub/f599") == bytes([599 % 251]) * 4000
+
+
+def test_file_object_windows_sharing_one_stream(tmp_path: Path) -> None:
+    """Windows of one stream (tar-like), read by several worker threads, each get their bytes."""
+    chunks = [bytes([i % 256]) * 10000 for i in range(512)]
+    stream = io.BytesIO(b"".join(chunks) + b"trailing data after the last window")
+    root = Directory(Metadata(0o755))
+    for i in range(len(chunks)):
+        root.children[b"f%03d" % i] = File(Metadata(), FileObjectData(stream, i * 10000, 10000))
+    write_image(root, tmp_path / "img")
+    with open_image(tmp_path / "img") as img:
+        for i, chunk in enumerate(chunks):
+            assert img.read_bytes(f"/f{i:03d}") == chunk
+
+
+def test_builder_fileobj_window_and_symlinked_path(tmp_path: Path) -> None:
+    target = tmp_path / "real.txt"
+    target.write_bytes(b"through a link\n")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    with ImageBuilder(tmp_path / "img") as b:
+        b.add_file("window", fileobj=io.BytesIO(b"0123456789"), size=4)
+        b.add_file("linked", path=link)
+    with open_image(tmp_path / "img") as img:
+        assert img.read_bytes("/window") == b"0123"
+        assert img.read_bytes("/linked") == b"through a link\n"
+    assert os.readlink(link) == str(target)
