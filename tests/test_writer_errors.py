@@ -148,3 +148,35 @@ def test_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
     assert list(out_dir.iterdir()) == []
+
+
+def test_long_prefix_limits() -> None:
+    with pytest.raises(InvalidInputError, match="7-bit id"):
+        WriteOptions(xattr_prefixes=tuple(b"user.p%03d." % i for i in range(129)))
+    with pytest.raises(InvalidInputError, match="twice"):
+        WriteOptions(xattr_prefixes=(b"user.a.", b"user.a."))
+    with pytest.raises(InvalidInputError, match="longer than any xattr name"):
+        write_image(
+            Directory(Metadata(0o755)),
+            "/nonexistent/x",
+            WriteOptions(xattr_prefixes=(b"user." + b"x" * 251,)),
+        )
+
+
+def test_image_side_errors_are_not_blamed_on_the_source(tmp_path: Path) -> None:
+    """A full destination is an OSError about the image (exit 2), not a bad input file."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], check=True)
+    try:
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "big").write_bytes(os.urandom(1 << 20))
+        with pytest.raises(OSError) as info:
+            write_image(tree_from_directory(src), small / "out.img")
+        assert not isinstance(info.value, InvalidInputError)
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)

@@ -16,9 +16,18 @@ import uuid
 CHUNK = 1 << 20
 
 
-def _hash_range(fd: int, digest: hashlib._Hash, start: int, end: int, buf: memoryview) -> None:
+def _hash_range(
+    fd: int,
+    digest: hashlib._Hash,
+    start: int,
+    end: int,
+    buf: memoryview,
+    abort: threading.Event | None = None,
+) -> None:
     pos = start
     while pos < end:
+        if abort is not None and abort.is_set():
+            return
         n = os.preadv(fd, [buf[: min(len(buf), end - pos)]], pos)
         if n <= 0:
             raise OSError(f"short read while hashing the image at {pos:#x}")
@@ -35,6 +44,7 @@ class ContentDigest:
         self.pos = data_start
         self.limit = data_start
         self.closed = False
+        self.aborted = threading.Event()
         self.error: BaseException | None = None
         self.cond = threading.Condition()
         self.thread = threading.Thread(target=self._work, name="erofsgen-digest", daemon=True)
@@ -55,16 +65,26 @@ class ContentDigest:
                     while self.limit <= self.pos and not self.closed:
                         self.cond.wait()
                     limit, closed = self.limit, self.closed
+                if self.aborted.is_set():
+                    return
                 if limit > self.pos:
-                    _hash_range(self.fd, self.data, self.pos, limit, buf)
+                    _hash_range(self.fd, self.data, self.pos, limit, buf, self.aborted)
                     self.pos = limit
                 elif closed:
                     return
         except BaseException as exc:  # handed to the emitter in finish()
             self.error = exc
 
+    def __enter__(self) -> ContentDigest:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:
+            self.aborted.set()  # the image is being thrown away: stop hashing it
+        self.close()
+
     def close(self) -> None:
-        """Stop the worker (after it has hashed up to the last watermark)."""
+        """Stop the worker (after it has hashed up to the last watermark, unless aborted)."""
         with self.cond:
             self.closed = True
             self.cond.notify()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -81,17 +82,14 @@ class Emitter:
         layout = self.layout
         # Full size up front: the digest worker may read any final range; holes read as zeros.
         os.ftruncate(self.fd, layout.blocks * self.bs)
-        if layout.options.uuid is None:
-            self.digest = ContentDigest(self.fd, layout.data_start * self.bs)
-        pump = DataPump([p for p in layout.inodes if isinstance(p.node, File)], self.fd, self.bs)
-        self.tails = pump.tails()
-        try:
+        # The stack stops every worker thread, whatever fails, before the descriptor is closed.
+        with contextlib.ExitStack() as threads:
+            if layout.options.uuid is None:
+                self.digest = threads.enter_context(ContentDigest(self.fd, layout.data_start * self.bs))
+            files = [p for p in layout.inodes if isinstance(p.node, File)]
+            self.tails = threads.enter_context(DataPump(files, self.fd, self.bs)).tails()
             self.emit_areas()
             return self.finish_superblock()
-        finally:
-            pump.close()
-            if self.digest is not None:
-                self.digest.close()
 
     def emit_areas(self) -> None:
         layout = self.layout
@@ -120,7 +118,7 @@ class Emitter:
     def write_data(self, plan: PlannedInode) -> bytes:
         """Write the inode's whole blocks; return its inline tail."""
         node = plan.node
-        full = plan.nblocks * self.bs if plan.layout is DataLayout.FLAT_INLINE else plan.size
+        full = plan.block_bytes
         addr = plan.startblk * self.bs
         if isinstance(node, File):
             tail = next(self.tails)  # its blocks are in the image once the tail is here

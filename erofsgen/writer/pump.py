@@ -27,10 +27,9 @@ def copy_file(plan: PlannedInode, fd: int, block_size: int) -> bytes:
     """Copy one file's whole blocks into the image; return its inline tail."""
     node = plan.node
     assert isinstance(node, File)
-    with FileReader(node, plan.path) as reader:
+    with FileReader(node, plan.path, plan.size) as reader:
         if plan.nblocks:
-            full = plan.size - plan.tail_size if plan.tail_size else plan.size
-            reader.copy_to(fd, plan.startblk * block_size, full)
+            reader.copy_to(fd, plan.startblk * block_size, plan.block_bytes)
         tail = reader.read(plan.tail_size) if plan.tail_size else b""
         reader.finish()
     return tail
@@ -66,9 +65,11 @@ class DataPump:
         results = self.queues[k]
         try:
             for start in range(k * BATCH, len(self.jobs), len(self.queues) * BATCH):
-                if self.stopping.is_set():
-                    return
-                batch = [copy_file(job, self.fd, self.block_size) for job in self.jobs[start : start + BATCH]]
+                batch = []
+                for job in self.jobs[start : start + BATCH]:
+                    if self.stopping.is_set():
+                        return
+                    batch.append(copy_file(job, self.fd, self.block_size))
                 results.put(batch)
         except BaseException as exc:  # handed to the emitter at the batch that failed
             results.put(exc)
@@ -84,6 +85,12 @@ class DataPump:
             turn = (turn + 1) % len(self.queues)
             remaining -= len(item)
             yield from item
+
+    def __enter__(self) -> DataPump:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Stop the workers (they may be blocked on full queues) and wait for them."""

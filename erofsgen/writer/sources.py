@@ -12,29 +12,34 @@ from ..errors import InvalidInputError
 from ..model import File, PathData
 from .validate import show
 
-COPY_CHUNK = 1 << 20
+COPY_CHUNK = 1 << 20  # bytes per read when the kernel cannot copy for us
+KERNEL_COPY_CHUNK = 64 << 20  # bytes per copy_file_range call: keeps cancellation prompt
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
+_IMAGE_SIDE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # the image's problem, not the source's
 
 
 class FileReader:
     """Sequential reader over one file's data that can also copy straight into the image.
 
-    A file that shrinks shows as a short copy or read; one that grows, as a size mismatch at
-    `finish`. `path` is the image path, formatted only when an error needs it. Path-backed
-    data is read through a bare descriptor: no file object per file.
+    A file that shrinks shows as a short read; one that grows, as a size mismatch at `finish`.
+    `path` is the image path, formatted only when an error needs it. Path-backed data is read
+    through a bare descriptor (no file object per file), opened without following symlinks and
+    without blocking, should a FIFO have taken the file's place since the scan.
     """
 
-    def __init__(self, node: File, path: bytes) -> None:
+    def __init__(self, node: File, path: bytes, size: int) -> None:
         self.path = path
-        self.expected = node.data.size
+        self.expected = size
         self.pos = 0  # bytes consumed
         self.base = 0  # descriptor offset of the data's first byte
         self.file: BinaryIO | None = None
         self.fd: int | None = None
         data = node.data
+        self.owned_fd = isinstance(data, PathData)
         try:
             if isinstance(data, PathData):
-                self.fd = os.open(data.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+                self.fd = os.open(data.path, flags)
             else:
                 self.file = data.open()
         except OSError as exc:
@@ -62,12 +67,15 @@ class FileReader:
         if self.fd is not None:
             try:
                 while done < length:
+                    step = min(length - done, KERNEL_COPY_CHUNK)
                     src = self.base + self.pos + done
-                    n = os.copy_file_range(self.fd, dst_fd, length - done, src, dst_offset + done)
+                    n = os.copy_file_range(self.fd, dst_fd, step, src, dst_offset + done)
                     if n == 0:
-                        raise self.error(f"file shrank while packing (ended at byte {self.pos + done})")
+                        break  # EOF, or a file system that cannot say: the reads below decide
                     done += n
             except OSError as exc:
+                if exc.errno in _IMAGE_SIDE:
+                    raise
                 if exc.errno not in _NO_KERNEL_COPY:
                     raise self.error(f"read failed: {exc.strerror}") from None
         self.pos += done
@@ -77,31 +85,33 @@ class FileReader:
             done += len(chunk)
 
     def read(self, length: int) -> bytes:
-        """Exactly the next `length` bytes."""
-        if self.fd is not None:
-            data = os.pread(self.fd, length, self.base + self.pos)
-        else:
-            data = self._read_file(length)
-        if len(data) < length:
-            raise self.error(f"file shrank while packing (ended at byte {self.pos + len(data)})")
+        """Exactly the next `length` bytes; fewer means the file shrank."""
+        parts = []
+        got = 0
+        while got < length:
+            try:
+                if self.fd is not None:
+                    part = os.pread(self.fd, length - got, self.base + self.pos + got)
+                else:
+                    assert self.file is not None
+                    part = self.file.read(length - got)
+            except OSError as exc:
+                raise self.error(f"read failed: {exc.strerror}") from None
+            if not part:
+                raise self.error(f"file shrank while packing (ended at byte {self.pos + got})")
+            parts.append(part)
+            got += len(part)
         self.pos += length
-        return data
-
-    def _read_file(self, length: int) -> bytes:
-        assert self.file is not None
-        data = self.file.read(length)
-        while len(data) < length:  # file objects may return short reads
-            more = self.file.read(length - len(data))
-            if not more:
-                break
-            data += more
-        return data
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def finish(self) -> None:
-        """Fail if the file grew while it was copied."""
-        if self.fd is not None:
-            grown = os.fstat(self.fd).st_size != self.base + self.expected
+        """Fail if the file grew while it was copied (where growth can be told)."""
+        if self.owned_fd:
+            assert self.fd is not None
+            grown = os.fstat(self.fd).st_size != self.expected
+        elif self.file is not None and self.fd is None:
+            grown = bool(self.file.read(1))  # windows and in-memory data end where they should
         else:
-            grown = bool(self._read_file(1))
+            grown = False  # a source's own descriptor: its size is not ours to judge
         if grown:
             raise self.error("file changed size while packing")
