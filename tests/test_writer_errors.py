@@ -180,3 +180,16 @@ def test_image_side_errors_are_not_blamed_on_the_source(tmp_path: Path) -> None:
         assert list(small.iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_unstorable_xattr_on_many_inodes_names_a_path(tmp_path: Path) -> None:
+    tree = Directory(
+        Metadata(0o755), {b"f%d" % i: File(Metadata(xattrs={b"odd.name": b"1"})) for i in range(5)}
+    )
+    assert_fails_cleanly(tree, tmp_path / "out.img", "no prefix", "/f0")
+
+
+def test_dropped_xattrs_are_not_validated(tmp_path: Path) -> None:
+    tree = Directory(Metadata(0o755), {b"p": Fifo(Metadata(xattrs={b"odd.name": b"1", b"user.x": b"2"}))})
+    write_image(tree, tmp_path / "out.img", WriteOptions(xattrs=False))
+    assert (tmp_path / "out.img").exists()

@@ -94,7 +94,7 @@ class Emitter:
     def emit_areas(self) -> None:
         layout = self.layout
         if layout.prefix_table:
-            self.meta.write(EROFS_SUPER_OFFSET + SUPERBLOCK.size, layout.prefix_table)
+            self.meta.write(layout.prefix_start, layout.prefix_table)
         shared_offset = layout.xattr_blkaddr * self.bs
         shared_pending = bool(layout.shared.data)
         for plan in layout.inodes:
@@ -112,11 +112,11 @@ class Emitter:
 
     def inode_record(self, plan: PlannedInode) -> bytes:
         """Core, xattr body and inline tail of one inode; writes its data blocks on the way."""
-        tail = self.write_data(plan)
+        tail = self.store_data(plan)
         return self.inode_core(plan) + plan.xattr_body + tail
 
-    def write_data(self, plan: PlannedInode) -> bytes:
-        """Write the inode's whole blocks; return its inline tail."""
+    def store_data(self, plan: PlannedInode) -> bytes:
+        """Have the inode's whole blocks written (a file's by the data workers); return its tail."""
         node = plan.node
         full = plan.block_bytes
         addr = plan.startblk * self.bs
@@ -204,7 +204,7 @@ class Emitter:
             devt_slotoff=0,
             dirblkbits=0,
             xattr_prefix_count=layout.prefix_count,
-            xattr_prefix_start=(EROFS_SUPER_OFFSET + SUPERBLOCK.size) // 4 if layout.prefix_count else 0,
+            xattr_prefix_start=layout.prefix_start // 4 if layout.prefix_count else 0,
             packed_nid=0,
             xattr_filter_reserved=0,
             ishare_xattr_prefix_id=0,

@@ -7,13 +7,12 @@ the whole layout is decided first and `emit` only turns it into bytes.
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import InvalidInputError
 from ..format.constants import (
     EROFS_INODE_SLOT_SIZE,
     EROFS_NULL_ADDR,
-    EROFS_SB_BASE_SIZE,
     EROFS_SUPER_OFFSET,
     DataLayout,
     FileType,
@@ -21,6 +20,7 @@ from ..format.constants import (
 )
 from ..format.dirent import file_type_of_mode
 from ..format.inode import INODE_COMPACT, INODE_EXTENDED, encode_rdev, i_format
+from ..format.superblock import SUPERBLOCK
 from ..model import Device, Directory, File, Node, Symlink, full_mode
 from .dirs import DirectoryShape, shape_directory
 from .options import InodeFormat, WriteOptions
@@ -96,11 +96,11 @@ class Layout:
     shared: SharedArea
     xattr_blkaddr: int
     prefix_table: bytes
+    prefix_start: int  # byte offset of the long-prefix table (right after the superblock)
     prefix_count: int
-    meta_end: int  # first byte after all metadata
     data_start: int  # first data block
     blocks: int  # image size in blocks
-    total_data: int = field(default=0)  # bytes of file data to copy, for progress
+    total_data: int  # bytes of file data to copy, for progress
 
 
 def collect_inodes(root: Directory) -> list[PlannedInode]:
@@ -137,9 +137,17 @@ def collect_inodes(root: Directory) -> list[PlannedInode]:
     return order
 
 
+def compact_fits(plan: PlannedInode) -> bool:
+    """Whether a compact core's 16/32-bit fields hold the inode (its mtime aside)."""
+    meta = plan.node.meta
+    return plan.size <= 0xFFFFFFFF and max(plan.nlink, meta.uid, meta.gid) <= COMPACT_LIMIT
+
+
 def choose_build_time(inodes: list[PlannedInode]) -> int:
-    """The most common non-negative mtime (ties: the earliest), so most inodes can be compact."""
-    counts = Counter(p.node.meta.mtime_ns for p in inodes if 0 <= p.node.meta.mtime_ns < 2**64 * 10**9)
+    """The most common mtime among inodes that could be compact (ties: the earliest)."""
+    counts = Counter(
+        p.node.meta.mtime_ns for p in inodes if 0 <= p.node.meta.mtime_ns < 2**64 * 10**9 and compact_fits(p)
+    )
     if not counts:
         return 0
     best = max(counts.values())
@@ -147,25 +155,21 @@ def choose_build_time(inodes: list[PlannedInode]) -> int:
 
 
 def needs_extended(plan: PlannedInode, build_time_ns: int, fmt: InodeFormat) -> bool:
-    meta = plan.node.meta
-    if fmt is InodeFormat.EXTENDED:
+    if fmt is InodeFormat.EXTENDED or not compact_fits(plan):
         return True
-    too_big = plan.size > 0xFFFFFFFF or max(plan.nlink, meta.uid, meta.gid) > COMPACT_LIMIT
-    if fmt is InodeFormat.COMPACT:
-        return too_big
-    return too_big or meta.mtime_ns != build_time_ns
+    return fmt is InodeFormat.AUTO and plan.node.meta.mtime_ns != build_time_ns
 
 
-def data_size(plan: PlannedInode, block_size: int) -> int:
+def size_inode(plan: PlannedInode, block_size: int) -> None:
+    """i_size; for a directory, also how its entries split into blocks (which sets its size)."""
     node = plan.node
     if isinstance(node, File):
-        return node.data.size
-    if isinstance(node, Symlink):
-        return len(node.target)
-    if isinstance(node, Directory):
+        plan.size = node.data.size
+    elif isinstance(node, Symlink):
+        plan.size = len(node.target)
+    elif isinstance(node, Directory):
         plan.shape = shape_directory(list(node.children), block_size)
-        return plan.shape.size
-    return 0
+        plan.size = plan.shape.size
 
 
 def choose_data_layout(plan: PlannedInode, options: WriteOptions) -> None:
@@ -197,23 +201,22 @@ def plan_xattrs(inodes: list[PlannedInode], options: WriteOptions) -> tuple[Name
 
 def plan_image(root: Directory, options: WriteOptions) -> Layout:
     """Decide everything about the image; raises InvalidInputError for what cannot be stored."""
-    validate_tree(root)
+    validate_tree(root, xattrs=options.xattrs)
     bs = options.block_size
     inodes = collect_inodes(root)
+    for plan in inodes:
+        size_inode(plan, bs)
     build_time_ns = options.build_time_ns if options.build_time_ns is not None else choose_build_time(inodes)
     if not 0 <= build_time_ns < 2**64 * 10**9:
         raise InvalidInputError(f"build time {build_time_ns} ns is outside the superblock's range")
     encoder, shared = plan_xattrs(inodes, options)
     prefix_table = encoder.prefix_table()
-    total_data = 0
     for plan in inodes:
-        plan.size = data_size(plan, bs)
         plan.extended = needs_extended(plan, build_time_ns, options.inode_format)
         choose_data_layout(plan, options)
-        if isinstance(plan.node, File):
-            total_data += plan.size
 
-    meta_start = EROFS_SUPER_OFFSET + EROFS_SB_BASE_SIZE + len(prefix_table)
+    prefix_start = EROFS_SUPER_OFFSET + SUPERBLOCK.size
+    meta_start = prefix_start + len(prefix_table)
     records = [(p.core_size + len(p.xattr_body) + p.tail_size, p.tail_size > 0) for p in inodes]
     packed = pack_records(records, meta_start, bs, len(shared.data))
     for plan, offset in zip(inodes, packed.offsets, strict=True):
@@ -237,9 +240,9 @@ def plan_image(root: Directory, options: WriteOptions) -> Layout:
         shared=shared,
         xattr_blkaddr=packed.shared_offset // bs if shared.data else 0,
         prefix_table=prefix_table,
+        prefix_start=prefix_start,
         prefix_count=len(encoder.long_prefixes) if prefix_table else 0,
-        meta_end=packed.end,
         data_start=data_start,
-        blocks=max(block, -(-(EROFS_SUPER_OFFSET + EROFS_SB_BASE_SIZE) // bs)),
-        total_data=total_data,
+        blocks=max(block, -(-prefix_start // bs)),
+        total_data=sum(p.size for p in inodes if isinstance(p.node, File)),
     )

@@ -9,6 +9,7 @@ import os
 
 from ..errors import InvalidInputError
 from ..format.constants import EROFS_NAME_LEN, EROFS_PATH_MAX, XATTR_LIST_MAX, XATTR_NAME_MAX
+from ..format.xattr import split_xattr_name
 from ..model import Device, Directory, File, Node, Symlink, iter_tree
 
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no id" to the kernel; it cannot own a file
@@ -42,9 +43,8 @@ def check_name(name: bytes, parent: bytes) -> None:
         raise InvalidInputError(f"file name is {len(name)} bytes, longer than {EROFS_NAME_LEN}", where)
 
 
-def check_node(node: Node, path: bytes) -> None:
+def check_node(node: Node, path: bytes, *, xattrs: bool = True) -> None:
     meta = node.meta
-    where = show(path) if meta.xattrs else ""
     for what, value in (("uid", meta.uid), ("gid", meta.gid)):
         if not 0 <= value <= MAX_ID:
             raise InvalidInputError(f"{what} {value} is outside 0..{MAX_ID}", show(path))
@@ -52,7 +52,8 @@ def check_node(node: Node, path: bytes) -> None:
         raise InvalidInputError(f"mode {meta.mode:#o} has bits outside 0o7777", show(path))
     if not MIN_TIME_NS <= meta.mtime_ns <= MAX_TIME_NS:
         raise InvalidInputError(f"mtime {meta.mtime_ns} ns is out of range", show(path))
-    if meta.xattrs:
+    if meta.xattrs and xattrs:
+        where = show(path)
         check_xattrs(meta.xattrs, where)
         check_xattr_targets(node, meta.xattrs, where)
     check_payload(node, path)
@@ -77,6 +78,12 @@ def check_xattrs(xattrs: dict[bytes, bytes], where: str) -> None:
     for name, value in xattrs.items():
         if not name or len(name) > XATTR_NAME_MAX or b"\0" in name:
             raise InvalidInputError(f"xattr name {name!r} is empty, too long or contains NUL", where)
+        if split_xattr_name(name) is None:
+            raise InvalidInputError(
+                f"xattr {os.fsdecode(name)} has no prefix EROFS can store "
+                "(user., trusted., security., system.posix_acl_*)",
+                where,
+            )
         if len(value) > MAX_XATTR_VALUE:
             raise InvalidInputError(
                 f"xattr {os.fsdecode(name)} value is {len(value)} bytes, over {MAX_XATTR_VALUE}", where
@@ -101,8 +108,11 @@ def check_xattr_targets(node: Node, xattrs: dict[bytes, bytes], where: str) -> N
                 raise InvalidInputError(f"{os.fsdecode(name)} is not a POSIX ACL (version 2) value", where)
 
 
-def validate_tree(root: Directory) -> None:
-    """Raise InvalidInputError for the first node the format or kernel cannot hold."""
+def validate_tree(root: Directory, *, xattrs: bool = True) -> None:
+    """Raise InvalidInputError for the first node the format or kernel cannot hold.
+
+    With `xattrs=False` (they are being dropped) xattrs are not checked.
+    """
     seen_dirs: set[int] = set()
     checked: set[int] = set()
     for path, node in iter_tree(root):
@@ -115,4 +125,4 @@ def validate_tree(root: Directory) -> None:
                 check_name(name, path)
         if key not in checked:
             checked.add(key)
-            check_node(node, path)
+            check_node(node, path, xattrs=xattrs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from ..format.xattr import (
     pack_long_prefix,
     pack_xattr_entry,
     split_xattr_name,
-    xattr_filter_bit,
+    xattr_name_filter,
 )
 
 MAX_SHARED_PER_INODE = 255  # h_shared_count is one byte
@@ -64,7 +63,8 @@ class NameEncoder:
         self._order = sorted(range(len(self.long_prefixes)), key=lambda k: -len(self.long_prefixes[k].full))
         self.used: set[int] = set()
 
-    def encode(self, name: bytes, where: str) -> EncodedName:
+    def encode(self, name: bytes) -> EncodedName:
+        """The stored form of a name validate_tree() accepted."""
         for k in self._order:
             prefix = self.long_prefixes[k]
             if name.startswith(prefix.full):
@@ -77,14 +77,8 @@ class NameEncoder:
                 )
         split = split_xattr_name(name)
         if split is None:
-            raise InvalidInputError(
-                f"xattr {os.fsdecode(name)} has no prefix EROFS can store "
-                "(user., trusted., security., system.posix_acl_*)",
-                where,
-            )
+            raise AssertionError(f"unvalidated xattr name {name!r}")
         index, suffix = split
-        if len(suffix) > 255:
-            raise InvalidInputError(f"xattr name {os.fsdecode(name)} is too long", where)
         return EncodedName(index, suffix, index, suffix)
 
     def prefix_table(self) -> bytes:
@@ -120,7 +114,7 @@ def build_shared_area(pairs: Sequence[XattrPair], encoder: NameEncoder) -> Share
     offsets: dict[XattrPair, int] = {}
     pos = 0
     for name, value in pairs:
-        raw = entry_bytes(encoder.encode(name, "shared xattrs"), value)
+        raw = entry_bytes(encoder.encode(name), value)
         offsets[(name, value)] = pos
         chunks.append(raw)
         pos += len(raw)
@@ -138,17 +132,17 @@ def inode_xattr_body(
         return b""
     ids: list[int] = []
     inline: list[tuple[EncodedName, bytes]] = []
-    filter_bits = 0
+    hashed: list[tuple[int, bytes]] = []  # what the bloom filter sees of each name
     for name in sorted(xattrs):
         value = xattrs[name]
-        encoded = encoder.encode(name, where)
-        filter_bits |= 1 << xattr_filter_bit(encoded.filter_index, encoded.filter_suffix)
+        encoded = encoder.encode(name)
+        hashed.append((encoded.filter_index, encoded.filter_suffix))
         shared = shared_ids.get((name, value))
         if shared is not None and len(ids) < MAX_SHARED_PER_INODE:
             ids.append(shared)
         else:
             inline.append((encoded, value))
-    header = XATTR_IBODY_HEADER.pack(XattrIbodyHeaderRec(0xFFFFFFFF & ~filter_bits, len(ids), bytes(7)))
+    header = XATTR_IBODY_HEADER.pack(XattrIbodyHeaderRec(xattr_name_filter(hashed), len(ids), bytes(7)))
     body = header + b"".join(i.to_bytes(4, "little") for i in sorted(ids))
     body += b"".join(entry_bytes(e, v) for e, v in inline)
     if len(body) > MAX_XATTR_BODY:
