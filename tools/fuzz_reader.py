@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import os
 import random
@@ -110,6 +111,7 @@ def build_tree(root: Path) -> None:
     (root / "text").write_bytes(b"".join(b"line %05d of some text\n" % i for i in range(3000)))
     (root / "random").write_bytes(random.Random(5).randbytes(9000))
     (root / "zeros").write_bytes(bytes(20000))
+    (root / "blocks").write_bytes(random.Random(6).randbytes(8192))  # FLAT_PLAIN: no tail
     sub = root / "dir"
     sub.mkdir()
     for i in range(150):
@@ -281,9 +283,27 @@ def fix_checksum(data: bytearray, block_size: int) -> None:
         data[CHECKSUM_OFFSET : CHECKSUM_OFFSET + 4] = value.to_bytes(4, "little")
 
 
+def focused(rng: random.Random, seed: Seed) -> list[Mutation]:
+    """2-4 field writes into one fixed-size structure: damage that needs several fields at once
+    (an inode with a huge size *and* a matching chunk format, say) is rare otherwise."""
+    fixed = [s for s in seed.structures if s[0] in FIXED_SCHEMAS and s[0] != "superblock"]
+    kind, offset, _ = rng.choice(fixed)
+    fields = _field_layout(FIXED_SCHEMAS[kind])
+    chosen = rng.sample(fields, min(len(fields), rng.randint(2, 4)))
+    bs = seed.block_size
+    return [
+        functools.partial(_set_field, rng=rng, kind=kind, name=name, pos=offset + foff, size=size, bs=bs)
+        for name, foff, size in chosen
+    ]
+
+
 def make_case(rng: random.Random, seed: Seed) -> tuple[bytes, list[str]]:
     data = bytearray(seed.image)
-    notes = [mutation(rng, seed)(data) for _ in range(rng.randint(1, 4))]
+    if rng.random() < 0.3:
+        mutations = focused(rng, seed)
+    else:
+        mutations = [mutation(rng, seed) for _ in range(rng.randint(1, 4))]
+    notes = [m(data) for m in mutations]
     if seed.checksum and rng.random() < 0.8:
         fix_checksum(data, seed.block_size)
         notes.append("checksum fixed")
