@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
 
 from ..format.constants import (
     EROFS_SUPER_MAGIC_V1,
@@ -26,7 +25,7 @@ from .digest import ContentDigest
 from .dirs import directory_block
 from .options import ProgressCallback
 from .plan import Layout, PlannedInode
-from .pump import DataPump
+from .sources import copy_file
 
 WINDOW_FLUSH = 1 << 20
 # The schema-derived struct codecs, called positionally on the hot path (fields in schema order).
@@ -76,18 +75,15 @@ class Emitter:
         self.progress = progress
         self.done = 0
         self.digest: ContentDigest | None = None
-        self.tails: Iterator[bytes] = iter(())
 
     def emit(self) -> uuid.UUID:
         layout = self.layout
         # Full size up front: the digest worker may read any final range; holes read as zeros.
         os.ftruncate(self.fd, layout.blocks * self.bs)
-        # The stack stops every worker thread, whatever fails, before the descriptor is closed.
-        with contextlib.ExitStack() as threads:
-            if layout.options.uuid is None:
-                self.digest = threads.enter_context(ContentDigest(self.fd, layout.data_start * self.bs))
-            files = [p for p in layout.inodes if isinstance(p.node, File)]
-            self.tails = threads.enter_context(DataPump(files, self.fd, self.bs)).tails()
+        if layout.options.uuid is None:
+            self.digest = ContentDigest(self.fd, layout.data_start * self.bs)
+        # Leaving the block stops the digest thread, whatever failed, before the descriptor closes.
+        with self.digest or contextlib.nullcontext():
             self.emit_areas()
             return self.finish_superblock()
 
@@ -121,7 +117,7 @@ class Emitter:
         full = plan.block_bytes
         addr = plan.startblk * self.bs
         if isinstance(node, File):
-            tail = next(self.tails)  # its blocks are in the image once the tail is here
+            tail = copy_file(plan, self.fd, self.bs)
             self.done += plan.size
             if self.progress is not None:
                 self.progress(self.done, self.layout.total_data)

@@ -10,6 +10,7 @@ from typing import BinaryIO
 
 from ..errors import InvalidInputError
 from ..model import File, PathData
+from .plan import PlannedInode
 from .validate import show
 
 COPY_CHUNK = 1 << 20  # bytes per read when the kernel cannot copy for us
@@ -115,3 +116,15 @@ class FileReader:
             grown = False  # a source's own descriptor: its size is not ours to judge
         if grown:
             raise self.error("file changed size while packing")
+
+
+def copy_file(plan: PlannedInode, fd: int, block_size: int) -> bytes:
+    """Copy one file's whole blocks into the image; return its inline tail."""
+    node = plan.node
+    assert isinstance(node, File)
+    with FileReader(node, plan.path, plan.size) as reader:
+        if plan.nblocks:
+            reader.copy_to(fd, plan.startblk * block_size, plan.block_bytes)
+        tail = reader.read(plan.tail_size) if plan.tail_size else b""
+        reader.finish()
+    return tail
