@@ -1,6 +1,13 @@
-"""erofsgen: write and read EROFS filesystem images in pure Python."""
+"""erofsgen: write and read EROFS filesystem images in pure Python.
+
+The public names below are imported on first use, so `erofsgen pack` does not pay for the
+reader and `erofsgen ls` does not pay for the writer.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     CorruptImageError,
@@ -9,12 +16,25 @@ from .errors import (
     NotFoundError,
     UnsupportedFeatureError,
 )
-from .reader import Image, open_image
-from .sources import ImageBuilder, tree_from_directory
-from .writer import ImageSummary, write_image
-from .writer.options import InodeFormat, WriteOptions
+
+if TYPE_CHECKING:
+    from .reader import Image, open_image
+    from .sources import ImageBuilder, tree_from_directory
+    from .writer import ImageSummary, write_image
+    from .writer.options import InodeFormat, WriteOptions
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Image": ".reader",
+    "open_image": ".reader",
+    "ImageBuilder": ".sources",
+    "tree_from_directory": ".sources",
+    "ImageSummary": ".writer",
+    "write_image": ".writer",
+    "InodeFormat": ".writer.options",
+    "WriteOptions": ".writer.options",
+}
 
 __all__ = [
     "CorruptImageError",
@@ -32,3 +52,12 @@ __all__ = [
     "tree_from_directory",
     "write_image",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -21,10 +21,11 @@ EXIT_PROBLEMS = 1  # `check` found problems
 EXIT_ERROR = 2  # bad input, corrupt image, missing file
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that sub-command (so only its module is imported)."""
     parser = argparse.ArgumentParser(prog="erofsgen", description="Write and read EROFS images.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else (only,):
         try:
             module = importlib.import_module(f".{name}", __name__)
         except ModuleNotFoundError as exc:
@@ -40,8 +41,9 @@ def error(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
+    args = parser.parse_args(words)
     try:
         status: int = args.func(args)
     except KeyboardInterrupt:
