@@ -25,7 +25,7 @@ from ..model import Device, Directory, File, Node, Symlink, full_mode
 from .dirs import DirectoryShape, shape_directory
 from .options import InodeFormat, WriteOptions
 from .pack import pack_records
-from .validate import show, validate_tree
+from .validate import check_name, check_node, show
 from .xattrs import NameEncoder, SharedArea, build_shared_area, choose_shared, inode_xattr_body
 
 COMPACT_LIMIT = 0xFFFF  # nlink, uid and gid of a compact inode are 16 bits
@@ -103,8 +103,13 @@ class Layout:
     total_data: int  # bytes of file data to copy, for progress
 
 
-def collect_inodes(root: Directory) -> list[PlannedInode]:
-    """Unique inodes breadth first, names sorted, with link counts and parents."""
+def collect_inodes(root: Directory, *, xattrs: bool = True) -> list[PlannedInode]:
+    """Unique inodes breadth first, names sorted, with link counts and parents.
+
+    Every name and node is validated on the way (see validate.py), so nothing is planned for a
+    tree that cannot be stored; `xattrs=False` skips xattrs, which are being dropped.
+    """
+    check_node(root, b"", xattrs=xattrs)
     planned: dict[int, PlannedInode] = {}
     root_plan = PlannedInode(root, b"", 1, full_mode(root), FileType.DIR, nlink=2, children=[])
     root_plan.parent = root_plan
@@ -116,13 +121,17 @@ def collect_inodes(root: Directory) -> list[PlannedInode]:
         directory = dir_plan.node
         assert isinstance(directory, Directory) and dir_plan.children is not None
         for name in sorted(directory.children):
+            check_name(name, dir_plan.path)
             child = directory.children[name]
+            path = dir_plan.path + b"/" + name if dir_plan.path else name
             found = planned.get(id(child))
             if found is not None:
+                if found.children is not None:
+                    raise InvalidInputError("directory appears under more than one name", show(path))
                 found.nlink += 1  # another name for the same node: a hard link
                 dir_plan.children.append((name, found))
                 continue
-            path = dir_plan.path + b"/" + name if dir_plan.path else name
+            check_node(child, path, xattrs=xattrs)
             mode = full_mode(child)
             plan = PlannedInode(child, path, len(order) + 1, mode, file_type_of_mode(mode))
             planned[id(child)] = plan
@@ -201,9 +210,8 @@ def plan_xattrs(inodes: list[PlannedInode], options: WriteOptions) -> tuple[Name
 
 def plan_image(root: Directory, options: WriteOptions) -> Layout:
     """Decide everything about the image; raises InvalidInputError for what cannot be stored."""
-    validate_tree(root, xattrs=options.xattrs)
     bs = options.block_size
-    inodes = collect_inodes(root)
+    inodes = collect_inodes(root, xattrs=options.xattrs)
     for plan in inodes:
         size_inode(plan, bs)
     build_time_ns = options.build_time_ns if options.build_time_ns is not None else choose_build_time(inodes)

@@ -1,6 +1,7 @@
-"""Checks a tree against what EROFS and the kernel can hold, before any layout is planned.
+"""Checks of names and nodes against what EROFS and the kernel can hold.
 
-Every error names the path (relative to the image root) of the offending node.
+plan.collect_inodes() runs them on every name and node as it first meets them, before any
+layout is decided. Every error names the path (relative to the image root).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 from ..errors import InvalidInputError
 from ..format.constants import EROFS_NAME_LEN, EROFS_PATH_MAX, XATTR_LIST_MAX, XATTR_NAME_MAX
 from ..format.xattr import split_xattr_name
-from ..model import Device, Directory, File, Node, Symlink, iter_tree
+from ..model import Device, Directory, File, Node, Symlink
 
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no id" to the kernel; it cannot own a file
 ACL_NAMES = (b"system.posix_acl_access", b"system.posix_acl_default")
@@ -106,23 +107,3 @@ def check_xattr_targets(node: Node, xattrs: dict[bytes, bytes], where: str) -> N
                 raise InvalidInputError(f"{os.fsdecode(name)} is not allowed on this file type", where)
             if len(value) < 4 or (len(value) - 4) % 8 or value[:4] != b"\x02\0\0\0":
                 raise InvalidInputError(f"{os.fsdecode(name)} is not a POSIX ACL (version 2) value", where)
-
-
-def validate_tree(root: Directory, *, xattrs: bool = True) -> None:
-    """Raise InvalidInputError for the first node the format or kernel cannot hold.
-
-    With `xattrs=False` (they are being dropped) xattrs are not checked.
-    """
-    seen_dirs: set[int] = set()
-    checked: set[int] = set()
-    for path, node in iter_tree(root):
-        key = id(node)
-        if isinstance(node, Directory):
-            if key in seen_dirs:
-                raise InvalidInputError("directory appears under more than one name", show(path))
-            seen_dirs.add(key)
-            for name in node.children:
-                check_name(name, path)
-        if key not in checked:
-            checked.add(key)
-            check_node(node, path, xattrs=xattrs)
