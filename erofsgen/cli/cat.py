@@ -11,6 +11,7 @@ from ..errors import InvalidInputError
 from ..format.constants import FileType
 from ..reader import open_image
 from . import EXIT_OK
+from .common import add_device_option, stdout_gone
 
 PIECE = 1 << 20  # bytes per read: memory stays bounded whatever the file size
 
@@ -26,31 +27,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("path", metavar="PATH", help="file inside the image")
     add_device_option(parser)
     parser.set_defaults(func=run)
-
-
-def add_device_option(parser: argparse.ArgumentParser) -> None:
-    """--device FILE (repeatable): the image's extra devices in device-table order."""
-    parser.add_argument(
-        "--device",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="an extra (blob) device of the image, in device-table order (repeatable)",
-    )
-
-
-def stdout_gone() -> int:
-    """Call on BrokenPipeError: silence stdout so exiting does not fail again; returns EXIT_OK.
-
-    A reader that stops early (`| head`) is not an error of ours.
-    """
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass  # stdout is not a real file (e.g. captured): nothing to silence
-    return EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..reader.check import DEFAULT_LIMIT, check_source, summarize
 from . import EXIT_OK, EXIT_PROBLEMS
-from .cat import add_device_option, stdout_gone
+from .common import add_device_option, stdout_gone
 
 
 def register(subparsers: Any) -> None:

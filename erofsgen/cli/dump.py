@@ -18,7 +18,7 @@ from typing import Any
 from ..reader import open_image
 from ..reader.dump import DumpError, Item, escape_name, format_text, inode_items, iter_image, to_json
 from . import EXIT_OK, EXIT_PROBLEMS
-from .cat import add_device_option, stdout_gone
+from .common import add_device_option, stdout_gone
 
 
 def register(subparsers: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from ..reader import open_image
 from ..reader.dump import escape_name
 from . import EXIT_OK
-from .cat import add_device_option
+from .common import add_device_option
 
 
 def register(subparsers: Any) -> None:

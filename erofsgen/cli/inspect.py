@@ -9,7 +9,7 @@ from typing import Any
 from ..reader import open_image
 from ..reader.stats import format_stats, image_stats
 from . import EXIT_OK, EXIT_PROBLEMS
-from .cat import add_device_option, stdout_gone
+from .common import add_device_option, stdout_gone
 
 
 def register(subparsers: Any) -> None:

@@ -22,7 +22,7 @@ from ..format.constants import FileType
 from ..reader import Image, InodeInfo, open_image
 from ..reader.dump import escape_name
 from . import EXIT_OK, EXIT_PROBLEMS, error
-from .cat import add_device_option, stdout_gone
+from .common import add_device_option, stdout_gone
 
 
 def register(subparsers: Any) -> None:
