@@ -64,7 +64,7 @@ class NameEncoder:
         self.used: set[int] = set()
 
     def encode(self, name: bytes) -> EncodedName:
-        """The stored form of a name validate_tree() accepted."""
+        """The stored form of a name that validation accepted."""
         for k in self._order:
             prefix = self.long_prefixes[k]
             if name.startswith(prefix.full):
