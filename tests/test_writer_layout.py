@@ -51,3 +51,21 @@ def test_builder_fileobj_window_and_symlinked_path(tmp_path: Path) -> None:
         assert img.read_bytes("/window") == b"0123"
         assert img.read_bytes("/linked") == b"through a link\n"
     assert os.readlink(link) == str(target)
+
+
+def test_long_prefixes_are_chosen_where_they_save_space() -> None:
+    from erofsgen.writer.xattrs import choose_long_prefixes
+
+    many = [{b"trusted.overlay.opaque": b"y", b"user.a": b"1"} for _ in range(20)]
+    assert choose_long_prefixes(many, [], [], 128) == [b"trusted.overlay."]
+    # Once: the record costs more than it saves.
+    assert choose_long_prefixes(many[:1], [], [], 128) == []
+    # Shared entries are stored once, so they count once.
+    shared = [(b"trusted.overlay.opaque", b"y")]
+    assert choose_long_prefixes(many, shared, [], 128) == []
+    # Nested in a given prefix, or past the limit: not chosen.
+    assert choose_long_prefixes(many, [], [b"trusted.overlay.x."], 128) == []
+    assert choose_long_prefixes(many, [], [], 0) == []
+    # Stems must leave part of the name, and ACL names have no stems.
+    assert choose_long_prefixes([{b"user.abcdefgh.": b""}] * 20, [], [], 128) == []
+    assert choose_long_prefixes([{b"system.posix_acl_access": b"\x02\0\0\0"}] * 20, [], [], 128) == []

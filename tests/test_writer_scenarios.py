@@ -131,6 +131,17 @@ def test_long_xattr_prefixes(scenario_tree: Path, tmp_path: Path, kernel_mount: 
         assert_same_tree(snapshot(scenario_tree), snapshot(mnt))
 
 
+def test_automatic_long_prefixes(scenario_tree: Path, tmp_path: Path, kernel_mount: MountImage) -> None:
+    image, plain = tmp_path / "auto.img", tmp_path / "plain.img"
+    pack(scenario_tree, image, "--xattr-prefix=auto")
+    pack(scenario_tree, plain)
+    with open_image(image) as img:
+        assert img.superblock.long_prefixes, "the scenario's 40-xattr file should call for a prefix"
+    assert image.stat().st_size <= plain.stat().st_size
+    with kernel_mount(image) as mnt:
+        assert_same_tree(snapshot(scenario_tree), snapshot(mnt))
+
+
 def test_copy_of_tree_packs_bit_for_bit(scenario_tree: Path, tmp_path: Path) -> None:
     """Other inode numbers and another source path give the same image."""
     copy = tmp_path / "elsewhere" / "copy"

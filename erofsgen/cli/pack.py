@@ -91,7 +91,8 @@ def _add_layout_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="PREFIX",
-        help="store xattrs starting with PREFIX under a long name prefix (repeatable)",
+        help="store xattrs starting with PREFIX under a long name prefix (repeatable); "
+        "'auto': wherever that makes the image smaller (Linux 6.4+)",
     )
 
 
@@ -158,7 +159,8 @@ def write_options(args: argparse.Namespace, build_time_ns: int | None) -> WriteO
         label=args.label,
         xattrs=args.xattr_threshold >= 0,
         xattr_share_threshold=max(args.xattr_threshold, 0),
-        xattr_prefixes=tuple(os.fsencode(p) for p in args.xattr_prefix),
+        xattr_prefixes=tuple(os.fsencode(p) for p in args.xattr_prefix if p != "auto"),
+        auto_xattr_prefixes="auto" in args.xattr_prefix,
         inode_format=_inode_format(args.extended),
         inline_data="noinline_data" not in extended,
         sb_checksum="nosbcrc" not in extended,

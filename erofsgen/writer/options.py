@@ -37,6 +37,8 @@ class WriteOptions:
     xattrs: bool = True  # False drops every xattr (mkfs -x -1)
     xattr_share_threshold: int = 2  # an xattr on more than this many inodes goes to the shared area
     xattr_prefixes: tuple[bytes, ...] = ()  # long name prefixes, e.g. b"trusted.overlay."
+    # Also pick long prefixes where they make the image smaller (needs Linux 6.4, erofs-utils 1.7).
+    auto_xattr_prefixes: bool = False
     inode_format: InodeFormat = InodeFormat.AUTO
     inline_data: bool = True  # False: -E noinline_data
     sb_checksum: bool = True  # False: -E nosbcrc

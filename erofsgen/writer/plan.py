@@ -23,10 +23,17 @@ from ..format.inode import INODE_COMPACT, INODE_EXTENDED, encode_rdev, i_format
 from ..format.superblock import SUPERBLOCK
 from ..model import Device, Directory, File, Node, Symlink, full_mode
 from .dirs import DirectoryShape, shape_directory
-from .options import InodeFormat, WriteOptions
+from .options import MAX_LONG_PREFIXES, InodeFormat, WriteOptions
 from .pack import pack_records
 from .validate import check_name, check_node, show
-from .xattrs import NameEncoder, SharedArea, build_shared_area, choose_shared, inode_xattr_body
+from .xattrs import (
+    NameEncoder,
+    SharedArea,
+    build_shared_area,
+    choose_long_prefixes,
+    choose_shared,
+    inode_xattr_body,
+)
 
 COMPACT_LIMIT = 0xFFFF  # nlink, uid and gid of a compact inode are 16 bits
 MAX_BLOCKS = 2**32 - 1  # block addresses are 32 bits without 48BIT
@@ -196,10 +203,14 @@ def choose_data_layout(plan: PlannedInode, options: WriteOptions) -> None:
 
 
 def plan_xattrs(inodes: list[PlannedInode], options: WriteOptions) -> tuple[NameEncoder, SharedArea]:
-    encoder = NameEncoder(options.xattr_prefixes)
     if not options.xattrs:
-        return encoder, SharedArea(b"", {})
+        return NameEncoder(()), SharedArea(b"", {})
     pairs = choose_shared((p.node.meta.xattrs for p in inodes), options.xattr_share_threshold)
+    prefixes = list(options.xattr_prefixes)
+    if options.auto_xattr_prefixes:
+        room = MAX_LONG_PREFIXES - len(prefixes)
+        prefixes += choose_long_prefixes((p.node.meta.xattrs for p in inodes), pairs, prefixes, room)
+    encoder = NameEncoder(prefixes)
     shared = build_shared_area(pairs, encoder)
     ids = {pair: off // 4 for pair, off in shared.offsets.items()}
     for plan in inodes:

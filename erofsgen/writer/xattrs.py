@@ -101,6 +101,43 @@ def choose_shared(per_inode: Iterable[dict[bytes, bytes]], threshold: int) -> li
     return sorted(pair for pair, n in counts.items() if n > threshold)
 
 
+def choose_long_prefixes(
+    per_inode: Iterable[dict[bytes, bytes]], shared: Sequence[XattrPair], taken: Sequence[bytes], limit: int
+) -> list[bytes]:
+    """Long prefixes that make the image smaller, best first, at most `limit`.
+
+    Candidates are the stems of names past their short prefix that end in a dot and leave
+    something after them ("trusted.overlay." of "trusted.overlay.opaque"). A candidate of
+    infix length L takes at least 4 * (L // 4) bytes off every stored entry it covers (entries
+    are padded to 4) and costs one table record; it is chosen when the first beats the second.
+    Candidates nested in one already chosen (or given) are skipped, so every one is used.
+    """
+    shared_set = set(shared)
+    stored: Counter[bytes] = Counter(name for name, _ in shared)  # shared entries: stored once
+    for xattrs in per_inode:
+        stored.update(name for name, value in xattrs.items() if (name, value) not in shared_set)
+    savings: Counter[tuple[XattrIndex, bytes]] = Counter()  # (short prefix, infix) -> bytes saved
+    for name, count in stored.items():
+        split = split_xattr_name(name)
+        if split is None or split[0] not in (XattrIndex.USER, XattrIndex.TRUSTED, XattrIndex.SECURITY):
+            continue
+        index, suffix = split
+        for end in range(1, len(suffix)):
+            if suffix[end - 1] == ord("."):
+                savings[index, suffix[:end]] += count * (end // 4 * 4)
+    chosen: list[bytes] = []
+    for (index, infix), saved in sorted(savings.items(), key=lambda item: (-item[1], item[0])):
+        if len(chosen) >= limit:
+            break
+        if saved <= len(pack_long_prefix(index, infix)):
+            continue
+        prefix = XATTR_PREFIXES[index] + infix
+        if any(prefix.startswith(p) or p.startswith(prefix) for p in (*taken, *chosen)):
+            continue
+        chosen.append(prefix)
+    return chosen
+
+
 @dataclass(slots=True)
 class SharedArea:
     """The shared xattr entries, laid out back to back; ids are offsets / 4 from xattr_blkaddr."""
