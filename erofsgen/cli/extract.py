@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from ..reader import open_image
-from ..reader.dump import escape_name
+from ..reader.names import escape_name
 from . import EXIT_OK
 from .common import add_device_option
 

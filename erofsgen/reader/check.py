@@ -48,9 +48,9 @@ from ..format.xattr import is_long_prefix_index, xattr_filter_bit
 from . import xattrs
 from .data import InodeData
 from .datamap import check_bounds, map_uncompressed
-from .dump import escape_name
 from .image import Image, open_image
 from .inode import InodeInfo
+from .names import escape_name
 from .storage import SourceLike, Storage
 from .superblock import MAX_BLKSZBITS, PAGE_SIZE
 from .zmap import Extent, ZMap

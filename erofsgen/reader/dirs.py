@@ -16,6 +16,7 @@ from ..errors import CorruptImageError
 from ..format.constants import EROFS_NAME_LEN, FileType
 from ..format.dirent import DIRENT, DIRENT_SIZE
 from .data import InodeData
+from .names import escape_name
 
 
 class RawDirEntry(NamedTuple):
@@ -57,7 +58,7 @@ def parse_block(block: bytes, blksz: int, *, nid: int, blkno: int) -> list[RawDi
             raise corrupt(f"entry {k}: bad name span [{start}, {end})")
         name = block[start:end]
         if b"/" in name or b"\0" in name:
-            raise corrupt(f"entry {k}: name {name!r} contains '/' or NUL")
+            raise corrupt(f"entry {k}: name {escape_name(name)} contains '/' or NUL")
         entries.append(RawDirEntry(name, head.nid, _file_type(head.file_type)))
     return entries
 

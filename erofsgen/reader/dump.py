@@ -63,6 +63,7 @@ from . import dirs
 from .datamap import check_bounds, map_uncompressed
 from .image import Image
 from .inode import InodeInfo
+from .names import escape_name
 from .xattrs import full_name
 from .zmap import ZMap
 
@@ -89,30 +90,6 @@ _HEX_FIELDS = frozenset(
 )
 _OCTAL_FIELDS = frozenset({"i_mode"})
 _BYTES_SHOWN = 64
-
-
-# -------------------------------------------------------------------------------- names
-
-
-def escape_name(raw: bytes) -> str:
-    """A file name as printable text: UTF-8 where valid, `\\xNN` for other bytes and controls.
-
-    Backslashes are doubled, so the text is unambiguous and never contains a line break.
-    """
-    out: list[str] = []
-    for ch in raw.decode("utf-8", "surrogateescape"):
-        code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, surrogate-escaped
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch.isprintable():
-            out.append(ch)
-        elif code < 0x100:
-            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(ch, f"\\x{code:02x}"))
-        else:
-            out.append(f"\\u{code:04x}")
-    return "".join(out)
 
 
 # -------------------------------------------------------------------------------- items

@@ -15,9 +15,9 @@ from typing import Any
 
 from ..errors import ErofsgenError
 from ..format.constants import FeatureCompat, FeatureIncompat, FileType
-from .dump import escape_name
 from .image import Image
 from .inode import InodeInfo
+from .names import escape_name
 from .superblock import SuperblockInfo
 
 # Feature names as erofs-utils prints them; aliases share a bit and are both listed.
@@ -93,10 +93,14 @@ def superblock_summary(sb: SuperblockInfo) -> dict[str, Any]:
         "created": created_text(sb.epoch),
         "features": feature_names(sb),
         "uuid": str(sb.uuid),
-        "label": escape_name(sb.volume_name_raw.split(b"\0", 1)[0]),
+        "label": escape_name(sb.volume_name_raw.split(b"\0", 1)[0], spaces=False),
         "extra_devices": len(sb.devices),
         "devices": [
-            {"tag": escape_name(d.tag.split(b"\0", 1)[0]), "blocks": d.blocks, "uniaddr": d.uniaddr}
+            {
+                "tag": escape_name(d.tag.split(b"\0", 1)[0], spaces=False),
+                "blocks": d.blocks,
+                "uniaddr": d.uniaddr,
+            }
             for d in sb.devices
         ],
         "compression_algorithms": [a.name for a in sb.compression_configs]

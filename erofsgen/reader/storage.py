@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..errors import CorruptImageError, InvalidInputError
+from .names import escape_name
 
 PathLike = str | os.PathLike[str]
 SourceLike = str | os.PathLike[str] | BinaryIO
@@ -35,6 +36,11 @@ class DeviceSlotInfo:
         """The NUL-terminated tag as text (undecodable bytes escaped)."""
         return self.tag.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
+    @property
+    def tag_shown(self) -> str:
+        """The NUL-terminated tag escaped for messages."""
+        return escape_name(self.tag.split(b"\0", 1)[0], spaces=False)
+
 
 class _Handle:
     """A readable, seekable binary source: a file we opened, or one the caller gave us."""
@@ -47,7 +53,7 @@ class _Handle:
             try:
                 self.file: BinaryIO = open(source, "rb")  # noqa: SIM115 - closed by close()
             except OSError as exc:
-                raise InvalidInputError(f"cannot open {what}: {exc.strerror}", os.fspath(source)) from exc
+                raise InvalidInputError(f"cannot open {what}: {exc.strerror}", escape_name(source)) from exc
             self.owned = True
         else:
             self.file = source
@@ -176,7 +182,7 @@ class Storage:
         # addresses): such a device cannot be read in flat mode.
         if not slot.uniaddr or flat >= self.primary_size:
             raise InvalidInputError(
-                f"nid {nid}: data lives on device slot {slot.index} (tag {slot.tag_text!r}, "
+                f"nid {nid}: data lives on device slot {slot.index} (tag {slot.tag_shown}, "
                 f"block {blkaddr}) which is not inside the primary image; pass the extra devices"
             )
         return 0, flat
