@@ -18,7 +18,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .reader import Image, open_image
+    from .reader import Image, is_erofs, open_image
     from .sources import ImageBuilder, tree_from_directory
     from .writer import ImageSummary, write_image
     from .writer.options import InodeFormat, WriteOptions
@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Image": ".reader",
     "open_image": ".reader",
+    "is_erofs": ".reader",
     "ImageBuilder": ".sources",
     "tree_from_directory": ".sources",
     "ImageSummary": ".writer",
@@ -48,6 +49,7 @@ __all__ = [
     "UnsupportedFeatureError",
     "WriteOptions",
     "__version__",
+    "is_erofs",
     "open_image",
     "tree_from_directory",
     "write_image",

@@ -49,6 +49,8 @@ class _Handle:
         self.what = what
         self.owned = False
         self.fd: int | None = None
+        name = source if isinstance(source, str | os.PathLike) else getattr(source, "name", None)
+        self.name = escape_name(name) if isinstance(name, str | bytes | os.PathLike) else None
         if isinstance(source, str | os.PathLike):
             try:
                 self.file: BinaryIO = open(source, "rb")  # noqa: SIM115 - closed by close()
@@ -95,6 +97,11 @@ class Storage:
             raise
         self.slots: tuple[DeviceSlotInfo, ...] = ()
         self.blksz = 4096
+
+    @property
+    def name(self) -> str | None:
+        """The primary device's path (escaped for messages), None for an unnamed file object."""
+        return self._handles[0].name if self._handles else None
 
     @property
     def primary_size(self) -> int:
