@@ -21,9 +21,8 @@ whole check stops after `limit` problems.
 from __future__ import annotations
 
 import enum
-import struct
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import CorruptImageError, ErofsgenError, InvalidInputError, UnsupportedFeatureError
@@ -34,7 +33,6 @@ from ..format.constants import (
     EROFS_PATH_MAX,
     EROFS_SUPER_OFFSET,
     EROFS_XATTR_LONG_PREFIX_MASK,
-    ChunkFormat,
     DataLayout,
     FeatureCompat,
     FeatureIncompat,
@@ -45,7 +43,7 @@ from ..format.superblock import checksum_length, sb_checksum, sb_size
 from ..format.xattr import is_long_prefix_index, xattr_filter_bit
 from . import dirs, xattrs
 from .data import InodeData
-from .datamap import check_bounds, map_uncompressed
+from .datamap import check_bounds, iter_chunk_entries, map_uncompressed
 from .image import Image, open_image
 from .inode import InodeInfo
 from .names import escape_name
@@ -398,10 +396,9 @@ class _Checker:
         assert info.chunk_array_offset is not None and info.chunk_format is not None
         assert info.chunkbits is not None
         check_bounds(self.storage, self.sb, info)
-        indexes = bool(info.chunk_format & ChunkFormat.INDEXES)
         ndev = self.sb.extra_devices if self.sb.has(FeatureIncompat.DEVICE_TABLE) else 0
         chunk = 1 << info.chunkbits
-        for i, off, (device_id, blkaddr) in _chunk_entries(self.storage, info, indexes):
+        for i, off, device_id, blkaddr in iter_chunk_entries(self.storage, info):
             if self.exhausted():
                 return
             if blkaddr == EROFS_NULL_ADDR:
@@ -561,25 +558,6 @@ class _Checker:
         if seg.device != 0:
             return None
         return seg.physical + (start - seg.logical)
-
-
-def _chunk_entries(
-    storage: Storage, info: InodeInfo, indexes: bool
-) -> Iterator[tuple[int, int, tuple[int, int]]]:
-    """(index, absolute offset, (device_id, blkaddr)) of each chunk entry, read in pieces."""
-    assert info.chunk_array_offset is not None
-    unit = info.chunk_entry_size
-    per_piece = _PIECE // unit
-    for first in range(0, info.chunk_count, per_piece):
-        count = min(per_piece, info.chunk_count - first)
-        start = info.chunk_array_offset + first * unit
-        raw = storage.read(start, count * unit, area="chunk array", nid=info.nid)
-        if indexes:
-            for k, (_hi, device_id, blkaddr) in enumerate(struct.iter_unpack("<HHI", raw)):
-                yield first + k, start + k * unit, (device_id, blkaddr)
-        else:
-            for k, (blkaddr,) in enumerate(struct.iter_unpack("<I", raw)):
-                yield first + k, start + k * unit, (0, blkaddr)
 
 
 # -------------------------------------------------------------------------------- entry points

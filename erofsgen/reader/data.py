@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CorruptImageError
 from ..format.constants import FeatureIncompat
-from .datamap import Segment, check_bounds, map_uncompressed
+from .datamap import Segment, check_bounds, iter_segments, map_uncompressed
 from .decompress import decode_extent
 from .inode import InodeInfo
 from .storage import Storage
@@ -63,6 +63,53 @@ class InodeData:
             parts.append(piece)
             pos += len(piece)
         return b"".join(parts)
+
+    def copy_to(self, fd: int) -> None:
+        """Write the whole data into the empty regular file open at `fd`, leaving holes sparse.
+
+        Uncompressed runs go from the image to `fd` in the kernel (copy_file_range, else
+        sendfile) without passing through Python; mapping holes are skipped unread (a sparse
+        file may claim terabytes). Compressed data is decoded extent by extent and all-zero
+        extents become holes. OSErrors of `fd` (ENOSPC, EFBIG, ...) propagate as they are.
+        """
+        written = self._copy_compressed(fd) if self._zmap is not None else self._copy_segments(fd)
+        if written < self.size:
+            os.ftruncate(fd, self.size)  # the file ends in a hole
+
+    def _copy_segments(self, fd: int) -> int:
+        """Copy the data runs into a new file; returns the end of the last one written."""
+        storage, nid = self.storage, self.inode.nid
+        written, positioned = 0, True  # a new file's position is 0
+        for seg in iter_segments(storage, self.sb, self.inode):
+            if seg.device is None:
+                continue
+            positioned = storage.copy_to(
+                seg.physical,
+                seg.length,
+                fd,
+                seg.logical,
+                area="inline data" if seg.inline else "file data",
+                nid=nid,
+                device=seg.device,
+                positioned=positioned and seg.logical == written,
+            )
+            written = seg.end
+        return written
+
+    def _copy_compressed(self, fd: int) -> int:
+        written = pos = 0
+        while pos < self.size:
+            ext, data = self._decoded_extent(pos)
+            start, end = pos - ext.logical, min(self.size, ext.end) - ext.logical
+            if data.count(0, start, end) != end - start:
+                view = memoryview(data)[start:end]
+                at = pos
+                while view:
+                    done = os.pwrite(fd, view, at)
+                    view, at = view[done:], at + done
+                written = ext.logical + end
+            pos = ext.logical + end
+        return written
 
     def _read_piece(self, pos: int, end: int) -> bytes:
         if self._zmap is not None:

@@ -11,20 +11,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from ..errors import CorruptImageError, InvalidInputError, NotFoundError
 from ..format.constants import EROFS_PATH_MAX, FileType
 from . import dirs, xattrs
 from .data import ImageFile, InodeData
 from .datamap import Segment, map_uncompressed
+from .extract import ExtractResult, extract_tree
 from .inode import InodeInfo, Stat, decode_inode, make_stat
+from .names import escape_name
 from .storage import SourceLike, Storage
 from .superblock import SuperblockInfo, read_superblock
 from .zmap import Extent
-
-if TYPE_CHECKING:
-    from .extract import ExtractResult
 
 PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 _INODE_CACHE_MAX = 4096
@@ -126,6 +125,13 @@ class Image:
         """stat of the inode at `nid`."""
         info = self.inode(nid)
         return make_stat(info, self._sb, xattrs.count_entries(self._storage, self._sb, info))
+
+    def copy_nid(self, nid: int, fd: int) -> None:
+        """Write the inode's data into the empty regular file open (writable) at `fd`.
+
+        Holes stay holes; uncompressed data is copied in the kernel (see InodeData.copy_to).
+        """
+        self.data_nid(nid).copy_to(fd)
 
     def open_nid(self, nid: int, name: str = "") -> ImageFile:
         """A read-only file object over the inode's data (any file type with data)."""
@@ -238,7 +244,8 @@ class Image:
         while stack:
             dirpath, nid = stack.pop()
             if nid in seen:
-                raise CorruptImageError(f"directory {dirpath!r} reached twice", nid=nid, area="directory")
+                shown = escape_name(dirpath)
+                raise CorruptImageError(f"directory {shown} reached twice", nid=nid, area="directory")
             seen.add(nid)
             dirnames: list[str] = []
             filenames: list[str] = []
@@ -278,6 +285,4 @@ class Image:
 
     def extract(self, dest: str | os.PathLike[str], path: PathArg = "/") -> ExtractResult:
         """Recreate `path` (a directory tree or a single entry) at `dest`; see reader.extract."""
-        from .extract import extract_tree
-
         return extract_tree(self, os.fspath(dest), self.lookup(path))

@@ -111,12 +111,11 @@ _VERSIONS = (InodeVersion.COMPACT, InodeVersion.EXTENDED)
 _DEVICES = (FileType.CHRDEV, FileType.BLKDEV)
 
 
-def _read_core(storage: Storage, sb: SuperblockInfo, nid: int) -> InodeCompactRec | InodeExtendedRec:
-    off = inode_offset(sb, nid)
+def _read_core(storage: Storage, nid: int, off: int) -> InodeCompactRec | InodeExtendedRec:
     if nid < 0 or off + INODE_COMPACT.size > storage.primary_size:
         raise CorruptImageError("inode lies outside the image", nid=nid, offset=off, area="inode")
     # One read covers an extended core too whenever the image is long enough.
-    head = storage.read(off, min(INODE_EXTENDED.size, storage.primary_size - off), area="inode", nid=nid)
+    head = storage.read_meta(off, min(INODE_EXTENDED.size, storage.primary_size - off), area="inode", nid=nid)
     fmt = head[0] | head[1] << 8
     if fmt & ~I_FORMAT_KNOWN_BITS:
         bits = fmt & ~I_FORMAT_KNOWN_BITS
@@ -129,8 +128,8 @@ def _read_core(storage: Storage, sb: SuperblockInfo, nid: int) -> InodeCompactRe
 
 def decode_inode(storage: Storage, sb: SuperblockInfo, nid: int) -> InodeInfo:
     """Decode and sanity-check the inode at `nid` (see InodeInfo for what is derived)."""
-    rec = _read_core(storage, sb, nid)
     off = inode_offset(sb, nid)
+    rec = _read_core(storage, nid, off)
     fmt = rec.i_format
     layout = _LAYOUTS.get(i_format_layout(fmt))
     if layout is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, BinaryIO
 
 import construct as cs
@@ -109,7 +110,7 @@ class SuperblockInfo:
     devices: tuple[DeviceSlotInfo, ...] = ()
     long_prefixes: tuple[LongPrefix, ...] = ()
 
-    @property
+    @cached_property
     def block_size(self) -> int:
         """Bytes per block."""
         return 1 << self.blkszbits
