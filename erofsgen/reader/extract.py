@@ -58,7 +58,7 @@ class ExtractResult:
     symlinks: int = 0
     specials: int = 0  # devices, fifos, sockets
     hardlinks: int = 0
-    skipped: list[str] = field(default_factory=list)  # "path: what was not applied and why"
+    skipped: list[str] = field(default_factory=list)  # "path: what was not applied and why", escaped
 
 
 def check_name(name: bytes, nid: int) -> None:
@@ -100,16 +100,16 @@ class _Extractor:
         return OSError(exc.errno, exc.strerror, os.fsdecode(path))
 
     def skip(self, rel: bytes, what: str) -> None:
-        self.result.skipped.append(f"{os.fsdecode(rel) or '.'}: {what}")
+        self.result.skipped.append(f"{escape_name(rel) or '.'}: {what}")
 
     def set_xattrs(self, info: InodeInfo, target: int | bytes, rel: bytes) -> None:
         """Apply xattrs through an fd, or an lsetxattr path for symlinks and special files."""
         for name, value in self.image.xattrs_nid(info.nid).items():
             if name.startswith(_PRIVILEGED_XATTRS) and not self.privileged:
-                self.skip(rel, f"xattr {os.fsdecode(name)} needs privileges")
+                self.skip(rel, f"xattr {escape_name(name)} needs privileges")
                 continue
             if not name.startswith(_PRIVILEGED_XATTRS + _SETTABLE_XATTRS):
-                self.skip(rel, f"xattr {os.fsdecode(name)}: namespace cannot be set")
+                self.skip(rel, f"xattr {escape_name(name)}: namespace cannot be set")
                 continue
             try:
                 if isinstance(target, int):
@@ -117,7 +117,7 @@ class _Extractor:
                 else:
                     os.setxattr(target, name, value, follow_symlinks=False)
             except OSError as exc:
-                self.skip(rel, f"xattr {os.fsdecode(name)}: {exc.strerror}")
+                self.skip(rel, f"xattr {escape_name(name)}: {exc.strerror}")
 
     # -- the tree -------------------------------------------------------------------------
 

@@ -140,7 +140,7 @@ class Image:
     def _dir_data(self, nid: int, path: bytes | None = None) -> InodeData:
         info = self.inode(nid)
         if not info.is_dir:
-            shown = os.fsdecode(path) if path is not None else f"nid {nid}"
+            shown = escape_name(path) if path is not None else f"nid {nid}"
             raise NotFoundError(f"{shown}: not a directory")
         return InodeData(self._storage, self._sb, info)
 
@@ -202,7 +202,7 @@ class Image:
             data = self._dir_data(nid, b"/" + b"/".join(parts[:depth]))
             entry = dirs.lookup(data, self._sb.block_size, part)
             if entry is None:
-                raise NotFoundError(f"{os.fsdecode(raw)}: no such file or directory")
+                raise NotFoundError(f"{escape_name(raw)}: no such file or directory")
             nid = entry.nid
         return nid
 
@@ -275,7 +275,7 @@ class Image:
         raw = _path_bytes(path)
         nid = self.lookup(raw)
         if self.inode(nid).is_dir:
-            raise InvalidInputError("is a directory", os.fsdecode(raw))
+            raise InvalidInputError("is a directory", escape_name(raw))
         return self.open_nid(nid, os.fsdecode(raw))
 
     def read_bytes(self, path: PathArg) -> bytes:
