@@ -21,7 +21,7 @@ whole check stops after `limit` problems.
 from __future__ import annotations
 
 import enum
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,6 +49,7 @@ from .inode import InodeInfo
 from .names import escape_name
 from .storage import SourceLike, Storage
 from .superblock import MAX_BLKSZBITS, PAGE_SIZE, read_raw_superblock
+from .walk import walk_dirs
 from .zmap import Extent, ZMap
 
 DEFAULT_LIMIT = 1000
@@ -236,10 +237,16 @@ class _Checker:
             self.report("the root inode is not a directory", area="superblock", nid=root)
             return
         self.parent[root] = root
-        queue = deque([root])
-        while queue:
-            queue.extend(self.check_dir(queue.popleft()))
+        for visit in walk_dirs(self.list_dir, root, breadth_first=True, strict=False):
+            visit.descend = self.check_dir(visit.nid, *visit.entries)
         self.check_inode_count()
+
+    def list_dir(self, nid: int) -> tuple[list[_Entry], bool]:
+        """The entries of a directory (problems reported) and whether all blocks parsed."""
+        info = self.inodes[nid]
+        assert info is not None
+        self._budget = PER_OBJECT_LIMIT
+        return self.read_entries(info)
 
     def check_inode_count(self) -> None:
         found = sum(1 for info in self.inodes.values() if info is not None)
@@ -454,14 +461,12 @@ class _Checker:
 
     # -- directories ----------------------------------------------------------------------
 
-    def check_dir(self, nid: int) -> list[int]:
-        """Check one directory's blocks and entries; returns subdirectories to visit."""
+    def check_dir(self, nid: int, entries: list[_Entry], complete: bool) -> list[tuple[bytes, int]]:
+        """Check one directory's entries; returns the subdirectories to visit."""
         info = self.inodes[nid]
         assert info is not None
-        self._budget = PER_OBJECT_LIMIT
-        entries, complete = self.read_entries(info)
         self.check_dots(info, entries, complete)
-        children: list[int] = []
+        children: list[tuple[bytes, int]] = []
         nsub = 0
         base = self.paths[nid].rstrip(b"/")
         for e in entries:
@@ -483,7 +488,7 @@ class _Checker:
             nsub += 1
             if first:
                 self.parent[e.nid] = nid
-                children.append(e.nid)
+                children.append((e.name, e.nid))
             else:
                 shown = escape_name(base + b"/" + e.name)
                 msg = f"{shown} names a directory reached before (hard-linked directory or loop)"

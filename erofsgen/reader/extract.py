@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,6 +22,7 @@ from ..format.constants import FileType
 from .dirs import RawDirEntry
 from .inode import InodeInfo
 from .names import escape_name
+from .walk import walk_dirs
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -129,27 +130,27 @@ class _Extractor:
         except OSError as exc:
             raise self.dest_error(exc, b"") from None
         self.finish_dirs.append((b"", top))
-        stack = [(b"", top_nid)]
-        seen = {top_nid}
-        while stack:
-            rel, nid = stack.pop()
+        scandir = self.image.scandir_nid
+        for visit in walk_dirs(lambda nid: list(scandir(nid)), top_nid, b""):
             try:
-                dfd = self.open_dir(rel)
+                dfd = self.open_dir(visit.path)
             except OSError as exc:
-                raise self.dest_error(exc, rel) from None
+                raise self.dest_error(exc, visit.path) from None
             try:
-                stack.extend(self.fill_dir(dfd, rel, nid, seen))
+                visit.descend = self.fill_dir(dfd, visit.path, visit.nid, visit.entries)
             finally:
                 os.close(dfd)
         self.finish()
         return self.result
 
-    def fill_dir(self, dfd: int, rel: bytes, nid: int, seen: set[int]) -> list[tuple[bytes, int]]:
+    def fill_dir(
+        self, dfd: int, rel: bytes, nid: int, entries: Sequence[RawDirEntry]
+    ) -> list[tuple[bytes, int]]:
         """Create the entries of one directory; returns its subdirectories to descend into."""
         subdirs = []
         names: set[bytes] = set()
         inode = self.image.inode
-        for entry in self.image.scandir_nid(nid):
+        for entry in entries:
             name = entry.name
             check_name(name, nid)
             if name in names:
@@ -160,10 +161,7 @@ class _Extractor:
             info = inode(entry.nid)
             crel = rel + b"/" + name if rel else name
             if info.file_type is _DIR:
-                if entry.nid in seen:
-                    raise CorruptImageError("directory reached twice", nid=entry.nid, area="directory")
-                seen.add(entry.nid)
-                subdirs.append((crel, entry.nid))
+                subdirs.append((name, entry.nid))
             try:
                 if info.file_type is _DIR:
                     self.make_dir(dfd, name, info, crel)

@@ -23,6 +23,7 @@ from .inode import InodeInfo, Stat, decode_inode, make_stat
 from .names import escape_name
 from .storage import SourceLike, Storage
 from .superblock import SuperblockInfo, read_superblock
+from .walk import walk_dirs
 from .zmap import Extent
 
 PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
@@ -238,29 +239,23 @@ class Image:
         Directory symlinks are listed in filenames and never followed. A directory reached twice
         (a loop, or a hard-linked directory) raises CorruptImageError.
         """
-        start = os.fsdecode(_path_bytes(top)) or "/"
-        stack = [(start, self._dir_nid(top))]
-        seen: set[int] = set()
-        while stack:
-            dirpath, nid = stack.pop()
-            if nid in seen:
-                shown = escape_name(dirpath)
-                raise CorruptImageError(f"directory {shown} reached twice", nid=nid, area="directory")
-            seen.add(nid)
+        start = _path_bytes(top) or b"/"
+        for visit in walk_dirs(self._listing, self._dir_nid(top), start):
             dirnames: list[str] = []
             filenames: list[str] = []
             children: dict[str, int] = {}
-            for entry in self.scandir_nid(nid):
+            for entry in visit.entries:
                 name = os.fsdecode(entry.name)
                 if entry.file_type == FileType.DIR:
                     dirnames.append(name)
                     children[name] = entry.nid
                 else:
                     filenames.append(name)
-            yield dirpath, dirnames, filenames
-            for name in reversed(dirnames):
-                if name in children:
-                    stack.append((dirpath.rstrip("/") + "/" + name, children[name]))
+            yield os.fsdecode(visit.path), dirnames, filenames
+            visit.descend = [(os.fsencode(name), children[name]) for name in dirnames if name in children]
+
+    def _listing(self, nid: int) -> list[dirs.RawDirEntry]:
+        return list(self.scandir_nid(nid))
 
     def readlink(self, path: PathArg) -> str:
         """The target of a symlink (os.fsdecode of the stored bytes)."""

@@ -9,7 +9,7 @@ are counted besides. A damaged part of the tree is noted in `errors` and skipped
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from .image import Image
 from .inode import InodeInfo
 from .names import escape_name
 from .superblock import SuperblockInfo
+from .walk import walk_dirs
 
 # Feature names as erofs-utils prints them; aliases share a bit and are both listed.
 COMPAT_NAMES: dict[str, FeatureCompat] = {
@@ -199,24 +200,20 @@ def image_stats(image: Image) -> ImageStats:
     """Walk the tree from the root and count (directories reached twice are not re-entered)."""
     sb = image.superblock
     stats = ImageStats(superblock_summary(sb))
-    seen: set[int] = set()
-    queue = deque([image.root_nid])
-    entered = {image.root_nid}
     try:
         root = image.inode(image.root_nid)
     except ErofsgenError as exc:
         stats.errors.append(str(exc))
         return stats
-    seen.add(root.nid)
+    seen = {root.nid}
     _count(stats, root, sb.block_size, True)
-    while queue:
-        nid = queue.popleft()
-        try:
-            entries = list(image.scandir_nid(nid))
-        except ErofsgenError as exc:
-            stats.errors.append(str(exc))
-            continue
-        for entry in entries:
+
+    def listing_failed(_path: bytes, _nid: int, exc: ErofsgenError) -> None:
+        stats.errors.append(str(exc))
+
+    listing = lambda nid: list(image.scandir_nid(nid))  # noqa: E731
+    for visit in walk_dirs(listing, root.nid, breadth_first=True, strict=False, on_error=listing_failed):
+        for entry in visit.entries:
             try:
                 info = image.inode(entry.nid)
             except ErofsgenError as exc:
@@ -224,9 +221,8 @@ def image_stats(image: Image) -> ImageStats:
                 continue
             _count(stats, info, sb.block_size, entry.nid not in seen)
             seen.add(entry.nid)
-            if info.is_dir and entry.nid not in entered:
-                entered.add(entry.nid)
-                queue.append(entry.nid)
+            if info.is_dir:
+                visit.descend.append((entry.name, entry.nid))
     return stats
 
 
