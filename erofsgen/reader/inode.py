@@ -115,7 +115,7 @@ def _read_core(storage: Storage, nid: int, off: int) -> InodeCompactRec | InodeE
     if nid < 0 or off + INODE_COMPACT.size > storage.primary_size:
         raise CorruptImageError("inode lies outside the image", nid=nid, offset=off, area="inode")
     # One read covers an extended core too whenever the image is long enough.
-    head = storage.read_meta(off, min(INODE_EXTENDED.size, storage.primary_size - off), area="inode", nid=nid)
+    head = storage.read(off, min(INODE_EXTENDED.size, storage.primary_size - off), area="inode", nid=nid)
     fmt = head[0] | head[1] << 8
     if fmt & ~I_FORMAT_KNOWN_BITS:
         bits = fmt & ~I_FORMAT_KNOWN_BITS

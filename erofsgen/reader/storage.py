@@ -27,8 +27,6 @@ _COPY_FILE_RANGE, _SENDFILE, _PREAD = range(3)
 # errnos meaning "this method does not work for this pair of files", not "the copy failed".
 _UNSUPPORTED = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF}
 COPY_PIECE = 1 << 20  # bytes per pread/pwrite when copying through Python
-_PAGE_BITS = 15  # metadata is cached in pages of 32 KiB ...
-_PAGES_MAX = 64  # ... at most this many (2 MiB)
 
 
 @dataclass(frozen=True)
@@ -152,7 +150,6 @@ class Storage:
             raise
         self.slots: tuple[DeviceSlotInfo, ...] = ()
         self.blksz = 4096
-        self._pages: dict[int, bytes] = {}
 
     @property
     def name(self) -> str | None:
@@ -247,31 +244,6 @@ class Storage:
                 area=area,
             )
         return handle.copy_to(offset, count, fd, fd_offset, positioned)
-
-    def read_meta(self, offset: int, size: int, *, area: str, nid: int | None = None) -> bytes:
-        """Like `read` on the primary device, through a small page cache.
-
-        For small metadata (inode cores): the inodes of one directory usually share a page,
-        so walking a tree reads each page once instead of making a system call per inode.
-        """
-        page = offset >> _PAGE_BITS
-        start = page << _PAGE_BITS
-        if offset >= 0 and self._handles and offset + size <= start + (1 << _PAGE_BITS):
-            data = self._pages.get(page)
-            if data is None:
-                handle = self._handles[0]
-                data = (
-                    handle.pread(start, min(1 << _PAGE_BITS, handle.size - start))
-                    if start < handle.size
-                    else b""
-                )
-                if len(self._pages) >= _PAGES_MAX:
-                    self._pages.clear()
-                self._pages[page] = data
-            piece = data[offset - start : offset - start + size]
-            if len(piece) == size:
-                return piece
-        return self.read(offset, size, area=area, nid=nid)
 
     def locate(self, device_id: int, blkaddr: int, *, nid: int | None = None) -> tuple[int, int]:
         """(device index, byte offset) of block `blkaddr` of chunk-index device `device_id`.
