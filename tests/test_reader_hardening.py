@@ -19,6 +19,8 @@ from erofsgen import ImageBuilder
 from erofsgen.cli import main as cli_main
 from erofsgen.errors import CorruptImageError, InvalidInputError
 from erofsgen.reader import is_erofs
+from tests.support.erofs_utils import ErofsUtils
+from tests.test_check import patch
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts a tmpfs)")
 READ_COMMANDS = ("check", "ls", "extract", "cat", "dump", "inspect")
@@ -214,3 +216,41 @@ def test_messages_escape_names_as_ls_b(tmp_path: Path, capsys: pytest.CaptureFix
     with erofsgen.open_image(image, strict_checksum=False) as img, pytest.raises(CorruptImageError) as caught:
         img.extract(tmp_path / "out")
     assert "duplicate entry name ctl\\001one" in str(caught.value) and "b'" not in str(caught.value)
+
+
+# -------------------------------------------------------------------------------- data copies
+
+
+def test_chunk_holes_stay_holes(erofs_utils: ErofsUtils, tmp_path: Path) -> None:
+    """Three chunks, the middle one made a hole: two runs are copied, the hole is skipped."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = os.urandom(3 * 4096 * 64)
+    (src / "f").write_bytes(data)
+    image = tmp_path / "img"
+    erofs_utils.mkfs(image, src, "--quiet", "--chunksize=262144")
+    with erofsgen.open_image(image) as img:
+        info = img.inode(img.lookup("f"))
+    assert info.chunk_count == 3 and info.chunk_array_offset is not None
+    patch(image, info.chunk_array_offset + 2 * info.chunk_entry_size - 4, b"\xff\xff\xff\xff")
+    with erofsgen.open_image(image) as img:
+        assert [(s.logical, s.device) for s in img.segments_nid(info.nid)] == [
+            (0, 0),
+            (262144, None),
+            (524288, 0),
+        ]
+        img.extract(tmp_path / "out")
+    out = tmp_path / "out" / "f"
+    assert out.read_bytes() == data[:262144] + bytes(262144) + data[524288:]
+    assert out.stat().st_blocks * 512 <= 2 * 262144 + 8192  # the hole was not written
+
+
+def test_copy_without_descriptors(tmp_path: Path) -> None:
+    """An image given as an in-memory file object: data goes through pread/pwrite."""
+    data = os.urandom(300_000)
+    image = tmp_path / "img"
+    with ImageBuilder(image) as builder:
+        builder.add_file("f", data)
+    with erofsgen.open_image(io.BytesIO(image.read_bytes())) as img:
+        img.extract(tmp_path / "out")
+    assert (tmp_path / "out" / "f").read_bytes() == data

@@ -17,7 +17,7 @@ from ..errors import CorruptImageError, InvalidInputError, NotFoundError
 from ..format.constants import EROFS_PATH_MAX, FileType
 from . import dirs, xattrs
 from .data import ImageFile, InodeData
-from .datamap import Segment, map_uncompressed
+from .datamap import Segment, iter_segments, map_uncompressed
 from .extract import ExtractResult, extract_tree
 from .inode import InodeInfo, Stat, decode_inode, make_stat
 from .names import escape_name
@@ -191,6 +191,15 @@ class Image:
             segments.append(seg)
             pos = seg.end
         return segments
+
+    def segments_nid(self, nid: int) -> Iterator[Segment]:
+        """Where an uncompressed inode's bytes are: maximal runs in file order, holes included
+        (device None). Compressed inodes have extents instead (see `extents_nid`)."""
+        info = self.inode(nid)
+        if info.compressed:
+            raise InvalidInputError(f"nid {nid} is compressed: it has extents, not segments")
+        InodeData(self._storage, self._sb, info)  # refuses runs beyond the image
+        return iter_segments(self._storage, self._sb, info)
 
     # -- by path --------------------------------------------------------------------------
 
