@@ -29,7 +29,6 @@ The rules every call follows are in `ImageBuilder`'s docstring.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
@@ -261,8 +260,8 @@ class ImageBuilder:
         raw = os.fsencode(fs_path(target, "symlink target", where))
         if not 0 < len(raw) < EROFS_PATH_MAX:
             raise InvalidInputError(f"symlink target must be 1..{EROFS_PATH_MAX - 1} bytes", where)
-        self._check_free(where, parts, _ORDER.format("symlink"))
-        return self._add(where, parts, Symlink(self._defaults(0o777), raw), entry)
+        node = Symlink(self._defaults(0o777), raw)
+        return self._add(where, parts, node, entry, hint=_ORDER.format("symlink"))
 
     def mknod(
         self,
@@ -286,8 +285,7 @@ class ImageBuilder:
         major, minor = check_int(major, "major", where), check_int(minor, "minor", where)
         if not (0 <= major < 4096 and 0 <= minor < 2**20):
             raise InvalidInputError(f"device number {major}:{minor} does not fit 12:20 bits", where)
-        file_type = stat.S_IFBLK if kind == "b" else stat.S_IFCHR
-        node = Device(self._defaults(0o644), file_type == stat.S_IFBLK, major, minor)
+        node = Device(self._defaults(0o644), kind == "b", major, minor)
         return self._add(where, parts, node, entry)
 
     def mkfifo(
@@ -428,10 +426,10 @@ class ImageBuilder:
     def _defaults(self, mode: int) -> Metadata:
         return Metadata(mode=mode, mtime_ns=self._default_mtime_ns)
 
-    def _add(self, where: str, parts: list[bytes], node: _N, entry: EntryMeta) -> _N:
+    def _add(self, where: str, parts: list[bytes], node: _N, entry: EntryMeta, hint: str = "") -> _N:
         """Give a new node its metadata and insert it; nothing changes if either fails."""
         self._check_open()
-        self._check_free(where, parts)
+        self._check_free(where, parts, hint)
         self._update(node, where, entry)
         self._insert(where, parts, node)
         return node
