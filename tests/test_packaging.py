@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -159,3 +160,18 @@ def test_bash_completion() -> None:
     assert complete("pack", "-b", "") == ["512", "1024", "2048", "4096"]
     assert complete("check", "--st") == ["--strict"]
     assert "--exclude-path" not in complete("ls", "--")
+
+
+# --------------------------------------------------------------------------- test configuration
+
+
+def test_slow_marker_is_used_and_ci_runs_slow_tests() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    options = pyproject["tool"]["pytest"]["ini_options"]
+    assert any(marker.startswith("slow:") for marker in options["markers"])
+    assert "-m" not in options["addopts"].split()
+    used = [p.name for p in (ROOT / "tests").glob("test_*.py") if "pytest.mark.slow" in p.read_text()]
+    assert used
+    # CI is .ci/run -> tools/test -> pytest with no marker expression: slow tests run there.
+    assert "exec tools/test\n" in (ROOT / ".ci" / "run").read_text()
+    assert "not slow" not in (ROOT / "tools" / "test").read_text()

@@ -140,11 +140,12 @@ def test_long_xattr_prefixes(scenario_tree: Path, tmp_path: Path, kernel_mount: 
         ]
         # Every entry whose name starts with a given prefix is stored under a long prefix
         # (e_name_index bit 0x80) that the name really starts with.
-        matching = [rec for rec in records if rec.name is not None and rec.name.startswith(tuple(given))]
+        matching = [rec for rec in records if (rec.name or b"").startswith(tuple(given))]
         assert matching
         for rec in matching:
             assert rec.name_index & 0x80, rec.name
-            assert rec.name.startswith(sb.long_prefixes[rec.name_index & 0x7F].prefix)
+            prefix = sb.long_prefixes[rec.name_index & 0x7F].prefix
+            assert prefix is not None and (rec.name or b"").startswith(prefix)
     with kernel_mount(image) as mnt:
         assert_same_tree(snapshot(scenario_tree), snapshot(mnt))
 
