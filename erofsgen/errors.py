@@ -17,6 +17,20 @@ class InvalidInputError(ErofsgenError, ValueError):
         super().__init__(f"{path}: {message}" if path is not None else message)
 
 
+class ImageWriteError(ErofsgenError, OSError):
+    """Writing the image failed on the output's side: a full disk, a read-only file system, ...
+
+    Also an OSError: `errno` is the system's error number (None if there is none) and
+    `filename` the image path; the original exception is the `__cause__`.
+    """
+
+    def __init__(self, message: str, path: str, errno: int | None = None) -> None:
+        super().__init__(errno, message, path)
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
 class CorruptImageError(ErofsgenError):
     """The image breaks a rule of the format; names where (offset, nid, area)."""
 
