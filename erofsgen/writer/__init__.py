@@ -44,7 +44,9 @@ def write_image(
 
     A regular file is written to a temporary file beside `output`, synced (unless `sync` is
     false) and renamed into place, so an error or an interrupt leaves neither a partial image
-    nor the temporary file, and the old image stays as it was. A block or character device or
+    nor the temporary file, and the old image stays as it was; so the directory must be
+    writable (an existing image in a read-only directory is refused, not overwritten in place).
+    A symlink's target is replaced, not the link. A block or character device or
     a FIFO is written in place instead, from offset 0, once the image is complete. A failure to
     write (a full disk, a read-only file system) is an ImageWriteError naming `output`.
     """

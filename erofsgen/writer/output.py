@@ -37,7 +37,8 @@ def atomic_output(
 
     A regular file at `path` (or at the end of a symlink chain there, a dangling one included)
     is replaced when the body succeeds. A block or character device or a FIFO is written in
-    place, from offset 0; a block device must hold `size` bytes (the image size, if known). On
+    place, from offset 0; a block device must hold `size` bytes (the image size, if known).
+    An existing regular file in a directory that is not writable is refused, not overwritten. On
     any exception, KeyboardInterrupt included, the temporary file is removed and a regular file
     at `path` is left as it was. With `sync`, the image (and the directory after the rename) is
     flushed to stable storage before returning. An OSError while writing becomes an
