@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from erofsgen.cli import main as cli_main
-from erofsgen.errors import InvalidInputError
+from erofsgen.errors import ImageWriteError, InvalidInputError
 from erofsgen.model import BytesData, Directory, File, Metadata
 from erofsgen.reader import open_image
 from erofsgen.writer import WriteOptions, write_image
@@ -163,6 +165,38 @@ def test_writable_image_in_unwritable_directory_is_refused_clearly(tmp_path: Pat
         f"{image}: cannot create the image: directory {image.parent} is not writable"
     )
     assert image.read_bytes() == OLD
+
+
+def test_immutable_image_names_the_image_and_stays(tmp_path: Path) -> None:
+    needs_root()
+    image = tmp_path / "image.erofs"
+    image.write_bytes(OLD)
+    with immutable(image), pytest.raises(ImageWriteError) as info:
+        write_image(tree(), image)
+    assert str(info.value) == f"{image}: cannot write the image: Operation not permitted"
+    assert info.value.errno == errno.EPERM
+    assert image.read_bytes() == OLD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.erofs"]
+
+
+def test_full_tmpdir_for_a_streamed_image_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    needs_root()
+    small = tmp_path / "small"
+    small.mkdir()
+    null = tmp_path / "null"
+    os.mknod(null, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=True)
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(small))
+        with pytest.raises(ImageWriteError) as info:
+            write_image(tree(1 << 20), null)
+        assert str(info.value) == (
+            f"{null}: cannot write the image to a temporary file in {small} (see TMPDIR): "
+            "No space left on device (the image needs 1052672 bytes)"
+        )
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
 
 
 def test_read_only_file_system_names_the_image(tmp_path: Path) -> None:

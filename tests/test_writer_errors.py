@@ -159,7 +159,9 @@ def test_long_prefix_limits() -> None:
         )
 
 
-def test_image_side_errors_are_not_blamed_on_the_source(tmp_path: Path) -> None:
+def test_image_side_errors_are_not_blamed_on_the_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A full destination is an error about the image, naming it (exit 2), not a bad input file."""
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a small tmpfs")
@@ -179,6 +181,10 @@ def test_image_side_errors_are_not_blamed_on_the_source(tmp_path: Path) -> None:
         )
         assert info.value.errno == errno.ENOSPC and info.value.filename == str(out)
         assert isinstance(info.value.__cause__, OSError)
+        assert list(small.iterdir()) == []
+        assert cli_main(["pack", "--quiet", str(src), str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"erofsgen: error: {info.value}\n"  # the same one line from the command
         assert list(small.iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)], check=True)
