@@ -11,8 +11,9 @@ import importlib
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Any
 
 from ..errors import ErofsgenError
 
@@ -45,6 +46,8 @@ def error(message: str) -> None:
 
 # Signals that end a command the way Ctrl-C does: every cleanup runs, then exit 128 + signal.
 TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+# What signal.signal takes and returns: a function, SIG_DFL, SIG_IGN, or None (set outside Python).
+SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class Terminated(KeyboardInterrupt):
@@ -67,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signum, handler)
 
 
-def _raise_on_termination() -> dict[int, signal._HANDLER]:
+def _raise_on_termination() -> dict[int, SignalHandler]:
     """Make SIGTERM and SIGHUP raise Terminated; returns the handlers to restore.
 
     Only the first such signal raises: a second one must not cut the cleanup of the first
@@ -83,9 +86,11 @@ def _raise_on_termination() -> dict[int, signal._HANDLER]:
             fired = True
             raise Terminated(signum)
 
-    previous: dict[int, signal._HANDLER] = {}
+    previous: dict[int, SignalHandler] = {}
     for signum in TERMINATING:
-        if signal.getsignal(signum) is not signal.SIG_IGN:
+        current = signal.getsignal(signum)
+        # None: a handler set outside Python, which could not be put back.
+        if current is not signal.SIG_IGN and current is not None:
             previous[signum] = signal.signal(signum, handler)
     return previous
 

@@ -27,6 +27,7 @@ STREAM_CHUNK = 8 << 20  # bytes per sendfile call: an interrupt is never far off
 _NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 _NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_CANNOT_SYNC_DIRECTORY = {errno.EINVAL, errno.EOPNOTSUPP}  # file systems without directory fsync
 
 
 @contextmanager
@@ -119,7 +120,7 @@ def _write_error(exc: OSError, shown: str, size: int | None, where: str = "") ->
 
 
 def _sync_directory(directory: str, shown: str) -> None:
-    """Make the rename durable; a directory that cannot be opened or synced is not an error."""
+    """Make the rename durable, where the directory can be opened and its file system syncs it."""
     try:
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -127,7 +128,7 @@ def _sync_directory(directory: str, shown: str) -> None:
     try:
         os.fsync(dfd)
     except OSError as exc:
-        if exc.errno not in _NO_SENDFILE:
+        if exc.errno not in _CANNOT_SYNC_DIRECTORY:
             raise ImageWriteError(f"cannot sync the directory: {exc.strerror}", shown, exc.errno) from exc
     finally:
         os.close(dfd)
