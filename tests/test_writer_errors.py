@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import signal
 import subprocess
 from pathlib import Path
@@ -180,6 +181,8 @@ def test_image_side_errors_are_not_blamed_on_the_source(
             f"{out}: cannot write the image: No space left on device (the image needs 1052672 bytes)"
         )
         assert info.value.errno == errno.ENOSPC and info.value.filename == str(out)
+        copy = pickle.loads(pickle.dumps(info.value))
+        assert (str(copy), copy.errno, copy.filename) == (str(info.value), errno.ENOSPC, str(out))
         assert isinstance(info.value.__cause__, OSError)
         assert list(small.iterdir()) == []
         assert cli_main(["pack", "--quiet", str(src), str(out)]) == 2
