@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class ErofsgenError(Exception):
     """Base class of every error erofsgen raises on purpose."""
@@ -13,6 +15,23 @@ class InvalidInputError(ErofsgenError, ValueError):
     def __init__(self, message: str, path: str | None = None) -> None:
         self.path = path
         super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+class ImageWriteError(ErofsgenError, OSError):
+    """Writing the image failed on the output's side: a full disk, a read-only file system, ...
+
+    Also an OSError: `errno` is the system's error number (None if there is none), `strerror`
+    the reason and `filename` the image path; the original exception is the `__cause__`.
+    """
+
+    def __init__(self, message: str, path: str, code: int | None = None) -> None:
+        super().__init__(code, message, path)
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+    def __reduce__(self) -> tuple[type[ImageWriteError], tuple[str, str, int | None]]:
+        return type(self), (str(self.strerror), self.filename, self.errno)
 
 
 class CorruptImageError(ErofsgenError):
@@ -45,4 +64,17 @@ class UnsupportedFeatureError(ErofsgenError):
 
 
 class NotFoundError(ErofsgenError, FileNotFoundError):
-    """A path looked up in an image does not exist."""
+    """A path looked up in an image does not exist.
+
+    Like the `FileNotFoundError` of `open()`: `errno` is ENOENT, `strerror` the reason and
+    `filename` the path looked up (None when there is none); str() is one line, "path: reason".
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(errno.ENOENT, message, path)
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}" if self.filename is not None else str(self.strerror)
+
+    def __reduce__(self) -> tuple[type[NotFoundError], tuple[str, str | None]]:
+        return type(self), (str(self.strerror), self.filename)

@@ -43,7 +43,9 @@ class Capture:
 def fake_writer(monkeypatch: pytest.MonkeyPatch) -> Capture:
     capture = Capture()
 
-    def write_image(root: Directory, output: Any, options: WriteOptions, *, progress: Any = None) -> Any:
+    def write_image(
+        root: Directory, output: Any, options: WriteOptions, *, progress: Any = None, sync: bool = True
+    ) -> Any:
         capture.calls.append((root, output, options))
         if progress is not None:
             progress(10, 10)
@@ -264,7 +266,7 @@ def test_offset_overflow_names_the_path(
     fake_writer: Capture, src: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _pack(src, f"--uid-offset={2**32 - 1000}") == 2
-    assert capsys.readouterr().err == "erofsgen: error: /b.log: uid 4294967296 is outside 0..4294967295\n"
+    assert capsys.readouterr().err == "erofsgen: error: /b.log: uid 4294967296 is outside 0..4294967294\n"
 
 
 @pytest.mark.parametrize("name", ["missing", "a.txt"])

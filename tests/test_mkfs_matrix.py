@@ -22,6 +22,9 @@ from erofsgen.reader.dump import rebuild_check
 from tests.support.erofs_utils import ErofsUtils
 from tests.support.trees import assert_same_tree, snapshot
 
+# Every case packs and reads the whole scenario tree several ways: the suite's long tail.
+pytestmark = pytest.mark.slow
+
 BLOB = "{blob}"
 MKFS_MATRIX = {
     "default": [],

@@ -127,6 +127,25 @@ def test_long_xattr_prefixes(scenario_tree: Path, tmp_path: Path, kernel_mount: 
     plain = tmp_path / "plain.img"
     pack(scenario_tree, plain)
     assert image.stat().st_size <= plain.stat().st_size
+    given = [p.encode() for p in prefixes]
+    with open_image(image) as img:
+        sb = img.superblock
+        assert sb.xattr_prefix_count == len(sb.long_prefixes) > 0
+        assert {lp.prefix for lp in sb.long_prefixes} <= set(given)
+        records = [
+            rec
+            for top, dirs, files in img.walk("/")
+            for name in ["", *dirs, *files]
+            for rec in img.xattr_records_nid(img.lookup(f"{top.rstrip('/')}/{name}"))
+        ]
+        # Every entry whose name starts with a given prefix is stored under a long prefix
+        # (e_name_index bit 0x80) that the name really starts with.
+        matching = [rec for rec in records if (rec.name or b"").startswith(tuple(given))]
+        assert matching
+        for rec in matching:
+            assert rec.name_index & 0x80, rec.name
+            prefix = sb.long_prefixes[rec.name_index & 0x7F].prefix
+            assert prefix is not None and (rec.name or b"").startswith(prefix)
     with kernel_mount(image) as mnt:
         assert_same_tree(snapshot(scenario_tree), snapshot(mnt))
 

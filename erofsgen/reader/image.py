@@ -142,7 +142,7 @@ class Image:
         info = self.inode(nid)
         if not info.is_dir:
             shown = escape_name(path) if path is not None else f"nid {nid}"
-            raise NotFoundError(f"{shown}: not a directory")
+            raise NotFoundError("not a directory", shown)
         return InodeData(self._storage, self._sb, info)
 
     def scandir_nid(self, nid: int) -> Iterator[dirs.RawDirEntry]:
@@ -212,7 +212,7 @@ class Image:
             data = self._dir_data(nid, b"/" + b"/".join(parts[:depth]))
             entry = dirs.lookup(data, self._sb.block_size, part)
             if entry is None:
-                raise NotFoundError(f"{escape_name(raw)}: no such file or directory")
+                raise NotFoundError("no such file or directory", escape_name(raw))
             nid = entry.nid
         return nid
 
