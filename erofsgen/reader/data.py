@@ -27,6 +27,29 @@ if TYPE_CHECKING:
 COPY_PIECE = 1 << 20
 
 
+def copy_uncompressed(storage: Storage, sb: SuperblockInfo, inode: InodeInfo, fd: int) -> None:
+    """`InodeData.copy_to` for an uncompressed inode: its data runs, in the kernel."""
+    check_bounds(storage, sb, inode)
+    nid = inode.nid
+    written, positioned = 0, True  # a new file's position is 0
+    for seg in iter_segments(storage, sb, inode):
+        if seg.device is None:
+            continue
+        positioned = storage.copy_to(
+            seg.physical,
+            seg.length,
+            fd,
+            seg.logical,
+            area="inline data" if seg.inline else "file data",
+            nid=nid,
+            device=seg.device,
+            positioned=positioned and seg.logical == written,
+        )
+        written = seg.end
+    if written < inode.size:
+        os.ftruncate(fd, inode.size)  # the file ends in a hole
+
+
 class InodeData:
     """Random access to the data of one inode: `read(offset, size)` returns up to EOF."""
 
@@ -72,29 +95,10 @@ class InodeData:
         file may claim terabytes). Compressed data is decoded extent by extent and all-zero
         extents become holes. OSErrors of `fd` (ENOSPC, EFBIG, ...) propagate as they are.
         """
-        written = self._copy_compressed(fd) if self._zmap is not None else self._copy_segments(fd)
-        if written < self.size:
+        if self._zmap is None:
+            copy_uncompressed(self.storage, self.sb, self.inode, fd)
+        elif self._copy_compressed(fd) < self.size:
             os.ftruncate(fd, self.size)  # the file ends in a hole
-
-    def _copy_segments(self, fd: int) -> int:
-        """Copy the data runs into a new file; returns the end of the last one written."""
-        storage, nid = self.storage, self.inode.nid
-        written, positioned = 0, True  # a new file's position is 0
-        for seg in iter_segments(storage, self.sb, self.inode):
-            if seg.device is None:
-                continue
-            positioned = storage.copy_to(
-                seg.physical,
-                seg.length,
-                fd,
-                seg.logical,
-                area="inline data" if seg.inline else "file data",
-                nid=nid,
-                device=seg.device,
-                positioned=positioned and seg.logical == written,
-            )
-            written = seg.end
-        return written
 
     def _copy_compressed(self, fd: int) -> int:
         written = pos = 0

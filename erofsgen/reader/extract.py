@@ -221,7 +221,7 @@ class _Extractor:
         self.result.hardlinks += 1
 
     def make_file(self, dfd: int, name: bytes, info: InodeInfo, rel: bytes) -> None:
-        mode = stat.S_IMODE(info.mode)
+        mode = info.mode & 0o7777
         bits = self.direct_bits
         direct = bits is not None and not mode & ~bits and not info.xattr_icount
         fd = os.open(name, _FILE_FLAGS, mode if direct else 0o600, dir_fd=dfd)
@@ -234,7 +234,8 @@ class _Extractor:
                 if info.xattr_icount:
                     self.set_xattrs(info, fd, rel)
                 os.fchmod(fd, mode)
-            os.utime(fd, ns=(info.mtime_ns, info.mtime_ns))  # the kernel reports atime = mtime
+            mtime = info.mtime_ns
+            os.utime(fd, ns=(mtime, mtime))  # the kernel reports atime = mtime
         finally:
             os.close(fd)
         self.result.files += 1

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from ..errors import CorruptImageError, InvalidInputError, NotFoundError
 from ..format.constants import EROFS_PATH_MAX, FileType
 from . import dirs, xattrs
-from .data import ImageFile, InodeData
+from .data import ImageFile, InodeData, copy_uncompressed
 from .datamap import Segment, iter_segments, map_uncompressed
 from .extract import ExtractResult, extract_tree
 from .inode import InodeInfo, Stat, decode_inode, make_stat
@@ -132,7 +132,11 @@ class Image:
 
         Holes stay holes; uncompressed data is copied in the kernel (see InodeData.copy_to).
         """
-        self.data_nid(nid).copy_to(fd)
+        info = self.inode(nid)
+        if info.compressed:
+            InodeData(self._storage, self._sb, info).copy_to(fd)
+        else:
+            copy_uncompressed(self._storage, self._sb, info, fd)
 
     def open_nid(self, nid: int, name: str = "") -> ImageFile:
         """A read-only file object over the inode's data (any file type with data)."""

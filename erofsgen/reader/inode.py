@@ -107,6 +107,8 @@ def inode_offset(sb: SuperblockInfo, nid: int) -> int:
 
 
 _LAYOUTS = {int(layout): layout for layout in DataLayout}
+_S_IFMT = 0o170000
+_MODE_TO_FT = {kind: file_type_of_mode(kind) for kind in range(0, 0o200000, 0o10000)}
 _VERSIONS = (InodeVersion.COMPACT, InodeVersion.EXTENDED)
 _DEVICES = (FileType.CHRDEV, FileType.BLKDEV)
 
@@ -128,13 +130,13 @@ def _read_core(storage: Storage, nid: int, off: int) -> InodeCompactRec | InodeE
 
 def decode_inode(storage: Storage, sb: SuperblockInfo, nid: int) -> InodeInfo:
     """Decode and sanity-check the inode at `nid` (see InodeInfo for what is derived)."""
-    off = inode_offset(sb, nid)
+    off = sb.meta_blkaddr * sb.block_size + (nid << EROFS_ISLOTBITS)  # inode_offset(), inlined
     rec = _read_core(storage, nid, off)
     fmt = rec.i_format
     layout = _LAYOUTS.get(i_format_layout(fmt))
     if layout is None:
         raise UnsupportedFeatureError(f"nid {nid}: unknown data layout {i_format_layout(fmt)}")
-    ftype = file_type_of_mode(rec.i_mode)
+    ftype = _MODE_TO_FT.get(rec.i_mode & _S_IFMT, FileType.UNKNOWN)  # file_type_of_mode(), inlined
     if ftype == FileType.UNKNOWN:
         raise CorruptImageError(f"bogus i_mode {rec.i_mode:#o}", nid=nid, offset=off, area="inode")
     if isinstance(rec, InodeExtendedRec):
