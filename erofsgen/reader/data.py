@@ -1,8 +1,9 @@
 """Read the bytes of one inode, whatever its layout, lazily and within bounded memory.
 
-Uncompressed data is copied segment by segment straight from the devices. Compressed data is
-decoded one extent at a time (at most 12 MiB) and the last extent is kept, so sequential reads
-decode each extent once. `ImageFile` wraps this as a read-only, seekable binary file object.
+Uncompressed data is copied segment by segment straight from the devices (into a file, in the
+kernel: `copy_to`). Compressed data is decoded one extent at a time (at most 12 MiB) and the
+last extent is kept, so sequential reads decode each extent once. `ImageFile` wraps this as a
+read-only, seekable binary file object.
 """
 
 from __future__ import annotations

@@ -3,9 +3,15 @@
 Nothing is written outside the destination whatever names the image holds: every name is one
 checked path component, every file is created relative to a directory file descriptor with
 O_NOFOLLOW/O_EXCL, and intermediate directories are reopened component by component without
-following symlinks. Attributes go on in the order that keeps them: data, owner (chown clears
-setuid bits and capabilities), xattrs, mode, times; directories get xattrs (a default ACL would
-otherwise leak into their children), mode and times last, bottom-up.
+following symlinks; hard links are made relative to the first link's directory descriptor, so
+no path is ever longer than one name (PATH_MAX does not apply). Attributes go on in the order
+that keeps them: data, owner (chown clears setuid bits and capabilities), xattrs, mode, times;
+directories get xattrs (a default ACL would otherwise leak into their children), mode and
+times last, bottom-up. A file whose mode the umask leaves alone is created with it directly.
+
+Speed: the walk is `reader.walk`, file data moves in the kernel (`Image.copy_nid`), each inode
+is decoded once, and per file only the necessary system calls are made. An error of the
+destination (ENOSPC, EFBIG, EROFS, EACCES, ...) is an OSError whose filename is the full path.
 """
 
 from __future__ import annotations
