@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         Socket,
         Symlink,
     )
-    from .reader import DirEntry, ExtractResult, Image, ImageFile, Stat, SuperblockInfo, open_image
+    from .reader import DirEntry, ExtractResult, Image, ImageFile, Stat, SuperblockInfo, is_erofs, open_image
     from .sources import ImageBuilder, tree_from_directory
     from .transform import TreeOverrides, apply_overrides
     from .writer import ImageSummary, write_image
@@ -64,6 +64,7 @@ _LAZY = {
     "Stat": ".reader",
     "SuperblockInfo": ".reader",
     "open_image": ".reader",
+    "is_erofs": ".reader",
     "ImageBuilder": ".sources",
     "tree_from_directory": ".sources",
     "TreeOverrides": ".transform",
@@ -107,6 +108,7 @@ __all__ = [
     "WriteOptions",
     "__version__",
     "apply_overrides",
+    "is_erofs",
     "open_image",
     "tree_from_directory",
     "write_image",

@@ -16,10 +16,12 @@ import pytest
 
 import erofsgen
 from erofsgen.cli import main as cli_main
+from erofsgen.errors import InvalidInputError
 from erofsgen.format.constants import EROFS_SUPER_OFFSET
 from erofsgen.format.dirent import pack_dirent_block
 from erofsgen.format.superblock import CHECKSUM_OFFSET, checksum_length, sb_checksum
-from erofsgen.reader.check import Problem, Severity, check_image, check_source, scan_dir_block, summarize
+from erofsgen.reader.check import Problem, Severity, check_image, check_source, summarize
+from erofsgen.reader.dirs import scan_block
 from erofsgen.reader.dump import Structure, field_offset, iter_image
 from tests.support.erofs_utils import ErofsUtils
 
@@ -138,7 +140,6 @@ def test_checksum_mismatch(image: Path) -> None:
 @pytest.mark.parametrize(
     ("offset", "data", "expect"),
     [
-        (0, u32(0x12345678), "bad magic 0x12345678"),
         (12, bytes([20]), "blkszbits 20 out of range"),
         (90, bytes([1]), "dirblkbits 1 must be 0"),
         (13, bytes([255]), "sb_extslots 255 too large"),
@@ -164,7 +165,8 @@ def test_missing_file_and_truncation(tmp_path: Path, image: Path, capsys: pytest
     assert "cannot open image" in capsys.readouterr().err
     short = tmp_path / "short"
     short.write_bytes(image.read_bytes()[:1100])
-    assert any("run past the end" in m for m in errors(short))
+    with pytest.raises(InvalidInputError, match="1100 bytes, too short for a superblock"):
+        errors(short)
     half = tmp_path / "half"
     half.write_bytes(image.read_bytes()[: 3 * BS])
     assert any("truncated" in m for m in errors(half))
@@ -245,17 +247,19 @@ def test_directory_loop(image: Path) -> None:
     assert len(found) < 10
 
 
-def test_scan_dir_block_reports_instead_of_raising() -> None:
+def test_scan_block_reports_instead_of_raising() -> None:
     good = pack_dirent_block([(b".", 1, 2), (b"..", 1, 2), (b"x", 2, 1)], 64)
-    entries, problems = scan_dir_block(good, BS)
+    entries, problems = scan_block(good, BS)
     assert [e[0] for e in entries] == [b".", b"..", b"x"] and problems == []
-    assert scan_dir_block(good[:5], BS) == ([], [(0, "5 bytes cannot hold a dirent")])
+    assert scan_block(good[:5], BS) == ([], [(0, "5 bytes cannot hold a dirent", True)])
     odd = bytearray(good)
     odd[8:10] = u16(37)
-    _, problems = scan_dir_block(bytes(odd), BS)
-    assert problems[0] == (8, "dirent[0].nameoff 37 is not a multiple of 12")
+    _, problems = scan_block(bytes(odd), BS)
+    assert problems[0] == (8, "dirent[0].nameoff 37 is not a multiple of 12", False)
     empty_name = pack_dirent_block([(b".", 1, 2), (b"..", 1, 2), (b"x", 2, 1)], 64)[:39] + bytes(25)
-    assert scan_dir_block(empty_name, BS)[1] == [(32, "dirent 2: bad name length 0")]
+    assert scan_block(empty_name, BS)[1] == [(32, "dirent 2: bad name length 0", True)]
+    bad_type = pack_dirent_block([(b".", 1, 2), (b"..", 1, 2), (b"x", 2, 9)], 64)
+    assert scan_block(bad_type, BS)[1] == [(34, "dirent 2: invalid file type 9", False)]
 
 
 # -------------------------------------------------------------------------------- inodes
@@ -406,4 +410,5 @@ def test_never_raises_on_garbage(tmp_path: Path) -> None:
     for size in (0, 100, 1024 + 128, 5000, 20000):
         path = tmp_path / f"junk{size}"
         path.write_bytes(junk(size))
-        assert errors(path)
+        with pytest.raises(InvalidInputError, match="not an EROFS image"):
+            errors(path)

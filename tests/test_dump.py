@@ -192,11 +192,11 @@ def test_damage_becomes_error_items(image: Path) -> None:
 
 def test_escape_name() -> None:
     assert escape_name(b"plain") == "plain"
-    assert escape_name("ünï ☃".encode()) == "ünï ☃"
-    assert escape_name(b"\xff\xfe x") == "\\xff\\xfe x"
-    assert escape_name(b"new\nline\ttab\x01\x7f") == "new\\nline\\ttab\\x01\\x7f"
+    assert escape_name("ünï ☃".encode()) == "ünï\\ ☃"  # as ls -b: printable UTF-8 kept, space escaped
+    assert escape_name(b"\xff\xfe x") == "\\377\\376\\ x"
+    assert escape_name(b"new\nline\ttab\x01\x7f") == "new\\nline\\ttab\\001\\177"
     assert escape_name(b"back\\slash") == "back\\\\slash"
-    assert escape_name("\u2028".encode()) == "\\u2028"
+    assert escape_name("\u2028".encode()) == "\\342\\200\\250"
 
 
 def test_dump_command(image: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -260,4 +260,4 @@ def test_non_utf8_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     image = pack(src, tmp_path / "img")
     assert cli_main(["dump", str(image)]) == 0
     out = capsys.readouterr().out
-    assert "/\\xff name" in out and "(\\xff name)" in out
+    assert "/\\377\\ name" in out and "(\\377\\ name)" in out

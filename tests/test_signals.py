@@ -78,7 +78,7 @@ def small_image(path: Path, files: int = 3, size: int = 64 * 1024) -> Path:
 def test_sigterm_during_extract(tmp_path: Path) -> None:
     image = small_image(tmp_path / "img.erofs")
     dest = tmp_path / "dest"
-    child = PausedCommand("ftruncate", ["extract", "--quiet", str(image), str(dest)])  # after a file's data
+    child = PausedCommand("utime", ["extract", "--quiet", str(image), str(dest)])  # after a file's data
     child.wait_paused()
     child.proc.send_signal(signal.SIGTERM)
     code, err = child.finish()

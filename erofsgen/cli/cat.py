@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 from ..errors import InvalidInputError
 from ..format.constants import FileType
 from ..reader import open_image
+from ..reader.names import escape_name
 from . import EXIT_OK
 from .common import add_device_option, stdout_gone
 
@@ -34,11 +34,12 @@ def run(args: argparse.Namespace) -> int:
     with open_image(args.image, args.device) as image:
         nid = image.lookup(args.path)
         info = image.inode(nid)
+        shown = escape_name(args.path)
         if info.file_type == FileType.SYMLINK:
-            target = os.fsdecode(image.readlink_nid(nid))
-            raise InvalidInputError(f"is a symbolic link (to {target!a}), not followed", args.path)
+            target = escape_name(image.readlink_nid(nid))
+            raise InvalidInputError(f"is a symbolic link (to {target}), not followed", shown)
         if info.file_type != FileType.REG_FILE:
-            raise InvalidInputError(f"not a regular file ({info.file_type.name.lower()})", args.path)
+            raise InvalidInputError(f"not a regular file ({info.file_type.name.lower()})", shown)
         out = sys.stdout.buffer
         try:
             with image.open_nid(nid, args.path) as src:

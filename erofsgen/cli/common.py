@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from ..reader.names import escape_name
 from . import EXIT_OK
 
 
@@ -18,6 +19,12 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="an extra (blob) device of the image, in device-table order (repeatable)",
     )
+
+
+def os_error_text(exc: OSError) -> str:
+    """'PATH: reason' for an OSError, the path escaped like every name we print."""
+    reason = exc.strerror or str(exc)
+    return reason if exc.filename is None else f"{escape_name(exc.filename)}: {reason}"
 
 
 def stdout_gone() -> int:

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..reader import open_image
-from ..reader.dump import DumpError, Item, escape_name, format_text, inode_items, iter_image, to_json
+from ..reader.dump import DumpError, Item, format_text, inode_items, iter_image, to_json
+from ..reader.names import escape_name
 from . import EXIT_OK, EXIT_PROBLEMS
 from .common import add_device_option, stdout_gone
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 from ..reader import open_image
-from ..reader.dump import escape_name
-from . import EXIT_OK
-from .common import add_device_option
+from . import EXIT_ERROR, EXIT_OK, error
+from .common import add_device_option, os_error_text
 
 
 def register(subparsers: Any) -> None:
@@ -32,12 +30,16 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Extract, then print a one-line summary and what had to be skipped."""
     with open_image(args.image, args.device) as image:
-        result = image.extract(args.dest, args.path)
+        try:
+            result = image.extract(args.dest, args.path)
+        except OSError as exc:  # the destination failed: say which file and why
+            error(os_error_text(exc))
+            return EXIT_ERROR
     if not args.quiet:
         print(
             f"extracted {result.directories} directories, {result.files} files, "
             f"{result.symlinks} symlinks, {result.specials} special files, {result.hardlinks} hard links"
         )
         for what in result.skipped:
-            print(f"skipped: {escape_name(os.fsencode(what))}", file=sys.stderr)
+            print(f"skipped: {what}", file=sys.stderr)
     return EXIT_OK

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import ErofsgenError
 from ..format.constants import FileType
 from ..reader import Image, InodeInfo, open_image
-from ..reader.dump import escape_name
+from ..reader.names import escape_name
 from . import EXIT_OK, EXIT_PROBLEMS, error
 from .common import add_device_option, stdout_gone
 

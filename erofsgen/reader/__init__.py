@@ -6,7 +6,7 @@ from .data import ImageFile, InodeData
 from .extract import ExtractResult
 from .image import DirEntry, Image, open_image
 from .inode import InodeInfo, Stat, decode_inode
-from .superblock import SuperblockInfo
+from .superblock import SuperblockInfo, is_erofs
 
 __all__ = [
     "DirEntry",
@@ -18,5 +18,6 @@ __all__ = [
     "Stat",
     "SuperblockInfo",
     "decode_inode",
+    "is_erofs",
     "open_image",
 ]

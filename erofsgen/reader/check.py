@@ -21,38 +21,35 @@ whole check stops after `limit` problems.
 from __future__ import annotations
 
 import enum
-import struct
-from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import CorruptImageError, ErofsgenError, InvalidInputError, UnsupportedFeatureError
 from ..format.constants import (
     EROFS_MAX_BLKSZBITS,
     EROFS_MIN_BLKSZBITS,
-    EROFS_NAME_LEN,
     EROFS_NULL_ADDR,
     EROFS_PATH_MAX,
-    EROFS_SUPER_MAGIC_V1,
     EROFS_SUPER_OFFSET,
     EROFS_XATTR_LONG_PREFIX_MASK,
-    ChunkFormat,
     DataLayout,
     FeatureCompat,
     FeatureIncompat,
     FileType,
 )
-from ..format.dirent import DIRENT, DIRENT_SIZE, file_type_of_mode
-from ..format.superblock import SUPERBLOCK, checksum_length, sb_checksum, sb_size
+from ..format.dirent import file_type_of_mode
+from ..format.superblock import checksum_length, sb_checksum, sb_size
 from ..format.xattr import is_long_prefix_index, xattr_filter_bit
-from . import xattrs
+from . import dirs, xattrs
 from .data import InodeData
-from .datamap import check_bounds, map_uncompressed
-from .dump import escape_name
+from .datamap import check_bounds, iter_chunk_entries, map_uncompressed
 from .image import Image, open_image
 from .inode import InodeInfo
+from .names import escape_name
 from .storage import SourceLike, Storage
-from .superblock import MAX_BLKSZBITS, PAGE_SIZE
+from .superblock import MAX_BLKSZBITS, PAGE_SIZE, read_raw_superblock
+from .walk import walk_dirs
 from .zmap import Extent, ZMap
 
 DEFAULT_LIMIT = 1000
@@ -61,7 +58,6 @@ _PIECE = 1 << 20
 _SPECIAL = (FileType.CHRDEV, FileType.BLKDEV, FileType.FIFO, FileType.SOCK)
 _KNOWN_INCOMPAT = 0x1FF  # every bit some kernel knows (up to METABOX)
 _NAMED_UNSUPPORTED = FeatureIncompat.FRAGMENTS | FeatureIncompat.BIT48 | FeatureIncompat.METABOX
-_FT_MAX = 8
 
 
 class Severity(enum.Enum):
@@ -241,10 +237,16 @@ class _Checker:
             self.report("the root inode is not a directory", area="superblock", nid=root)
             return
         self.parent[root] = root
-        queue = deque([root])
-        while queue:
-            queue.extend(self.check_dir(queue.popleft()))
+        for visit in walk_dirs(self.list_dir, root, breadth_first=True, strict=False):
+            visit.descend = self.check_dir(visit.nid, *visit.entries)
         self.check_inode_count()
+
+    def list_dir(self, nid: int) -> tuple[list[_Entry], bool]:
+        """The entries of a directory (problems reported) and whether all blocks parsed."""
+        info = self.inodes[nid]
+        assert info is not None
+        self._budget = PER_OBJECT_LIMIT
+        return self.read_entries(info)
 
     def check_inode_count(self) -> None:
         found = sum(1 for info in self.inodes.values() if info is not None)
@@ -401,10 +403,9 @@ class _Checker:
         assert info.chunk_array_offset is not None and info.chunk_format is not None
         assert info.chunkbits is not None
         check_bounds(self.storage, self.sb, info)
-        indexes = bool(info.chunk_format & ChunkFormat.INDEXES)
         ndev = self.sb.extra_devices if self.sb.has(FeatureIncompat.DEVICE_TABLE) else 0
         chunk = 1 << info.chunkbits
-        for i, off, (device_id, blkaddr) in _chunk_entries(self.storage, info, indexes):
+        for i, off, device_id, blkaddr in iter_chunk_entries(self.storage, info):
             if self.exhausted():
                 return
             if blkaddr == EROFS_NULL_ADDR:
@@ -460,14 +461,12 @@ class _Checker:
 
     # -- directories ----------------------------------------------------------------------
 
-    def check_dir(self, nid: int) -> list[int]:
-        """Check one directory's blocks and entries; returns subdirectories to visit."""
+    def check_dir(self, nid: int, entries: list[_Entry], complete: bool) -> list[tuple[bytes, int]]:
+        """Check one directory's entries; returns the subdirectories to visit."""
         info = self.inodes[nid]
         assert info is not None
-        self._budget = PER_OBJECT_LIMIT
-        entries, complete = self.read_entries(info)
         self.check_dots(info, entries, complete)
-        children: list[int] = []
+        children: list[tuple[bytes, int]] = []
         nsub = 0
         base = self.paths[nid].rstrip(b"/")
         for e in entries:
@@ -489,7 +488,7 @@ class _Checker:
             nsub += 1
             if first:
                 self.parent[e.nid] = nid
-                children.append(e.nid)
+                children.append((e.name, e.nid))
             else:
                 shown = escape_name(base + b"/" + e.name)
                 msg = f"{shown} names a directory reached before (hard-linked directory or loop)"
@@ -500,7 +499,7 @@ class _Checker:
 
     def check_file_type(self, dir_nid: int, e: _Entry, child: InodeInfo) -> None:
         want = file_type_of_mode(child.mode)
-        if e.file_type != want and e.file_type < _FT_MAX:
+        if e.file_type != want and e.file_type < dirs.FT_MAX:
             msg = f"entry {escape_name(e.name)}: file_type {e.file_type}, but the inode is {want.name}"
             self.report(msg, area="directory", nid=dir_nid, offset=e.offset)
 
@@ -542,8 +541,8 @@ class _Checker:
             except ErofsgenError as exc:
                 self.fail(exc, area="directory", nid=nid)
                 return entries, False
-            found, problems = scan_dir_block(block, self.bs)
-            for rel, message in problems:
+            found, problems = dirs.scan_block(block, self.bs)
+            for rel, message, _refused in problems:
                 offset = None if base is None else base + rel
                 self.report(f"block {blkno}: {message}", area="directory", nid=nid, offset=offset)
                 complete = False
@@ -566,69 +565,6 @@ class _Checker:
         return seg.physical + (start - seg.logical)
 
 
-def _chunk_entries(
-    storage: Storage, info: InodeInfo, indexes: bool
-) -> Iterator[tuple[int, int, tuple[int, int]]]:
-    """(index, absolute offset, (device_id, blkaddr)) of each chunk entry, read in pieces."""
-    assert info.chunk_array_offset is not None
-    unit = info.chunk_entry_size
-    per_piece = _PIECE // unit
-    for first in range(0, info.chunk_count, per_piece):
-        count = min(per_piece, info.chunk_count - first)
-        start = info.chunk_array_offset + first * unit
-        raw = storage.read(start, count * unit, area="chunk array", nid=info.nid)
-        if indexes:
-            for k, (_hi, device_id, blkaddr) in enumerate(struct.iter_unpack("<HHI", raw)):
-                yield first + k, start + k * unit, (device_id, blkaddr)
-        else:
-            for k, (blkaddr,) in enumerate(struct.iter_unpack("<I", raw)):
-                yield first + k, start + k * unit, (0, blkaddr)
-
-
-def scan_dir_block(
-    block: bytes, blksz: int
-) -> tuple[list[tuple[bytes, int, int, int]], list[tuple[int, str]]]:
-    """Parse one directory block the way fsck.erofs does, collecting problems instead of raising.
-
-    Returns the entries read before any structural problem as (name, nid, file_type, offset in
-    block) and the problems as (offset in block, message). `block` holds min(BS, i_size - start)
-    bytes.
-    """
-    maxsize = len(block)
-    if maxsize < DIRENT_SIZE:
-        return [], [(0, f"{maxsize} bytes cannot hold a dirent")]
-    nameoff0 = DIRENT.unpack(block, 0).nameoff
-    if not DIRENT_SIZE <= nameoff0 < blksz or nameoff0 > maxsize:
-        return [], [(8, f"invalid dirent[0].nameoff {nameoff0}")]
-    problems: list[tuple[int, str]] = []
-    if nameoff0 % DIRENT_SIZE:
-        problems.append((8, f"dirent[0].nameoff {nameoff0} is not a multiple of {DIRENT_SIZE}"))
-    count = nameoff0 // DIRENT_SIZE
-    entries: list[tuple[bytes, int, int, int]] = []
-    expect = nameoff0
-    for k in range(count):
-        rec = DIRENT.unpack(block, k * DIRENT_SIZE)
-        if rec.nameoff != expect:
-            problems.append((k * DIRENT_SIZE + 8, f"dirent {k}: nameoff {rec.nameoff}, expected {expect}"))
-            break
-        if k + 1 < count:
-            end = DIRENT.unpack(block, (k + 1) * DIRENT_SIZE).nameoff
-        else:
-            nul = block.find(b"\0", expect, maxsize)
-            end = maxsize if nul < 0 else nul
-        if not 0 < end - expect <= EROFS_NAME_LEN or end > maxsize:
-            problems.append((k * DIRENT_SIZE + 8, f"dirent {k}: bad name length {end - expect}"))
-            break
-        name = block[expect:end]
-        if b"/" in name or b"\0" in name:
-            problems.append((expect, f"dirent {k}: name {escape_name(name)} contains '/' or NUL"))
-        if rec.file_type >= _FT_MAX:
-            problems.append((k * DIRENT_SIZE + 10, f"dirent {k}: invalid file type {rec.file_type}"))
-        entries.append((name, rec.nid, rec.file_type, k * DIRENT_SIZE))
-        expect = end
-    return entries, problems
-
-
 # -------------------------------------------------------------------------------- entry points
 
 
@@ -643,20 +579,17 @@ def check_image(image: Image, *, data: bool = False, limit: int = DEFAULT_LIMIT)
 def superblock_problems(source: SourceLike) -> list[Problem]:
     """Problems of the raw superblock fields the reader refuses at open (magic, sizes, features).
 
-    Raises UnsupportedFeatureError when the superblock is sound but uses 48BIT, FRAGMENTS or
-    METABOX, which this reader cannot check.
+    Raises InvalidInputError for a file that is not an EROFS image at all (too short, bad
+    magic): that is one finding, and nothing else is worth reporting. Raises
+    UnsupportedFeatureError when the superblock is sound but uses 48BIT, FRAGMENTS or METABOX,
+    which this reader cannot check.
     """
     storage = Storage(source)
     try:
-        raw = storage.read(EROFS_SUPER_OFFSET, SUPERBLOCK.size, area="superblock")
-    except CorruptImageError as exc:
-        return [Problem(_bare_message(exc), area="superblock")]
+        rec = read_raw_superblock(storage)
     finally:
         storage.close()
-    rec = SUPERBLOCK.unpack(raw)
     found: list[str] = []
-    if rec.magic != EROFS_SUPER_MAGIC_V1:
-        found.append(f"bad magic {rec.magic:#010x}: not an EROFS image")
     if not EROFS_MIN_BLKSZBITS <= rec.blkszbits <= MAX_BLKSZBITS:
         found.append(f"blkszbits {rec.blkszbits} out of range")
     if rec.dirblkbits:
@@ -683,8 +616,8 @@ def check_source(
     """Open `source` (with its extra devices) and check it; a superblock that cannot be opened
     is reported as problems.
 
-    Raises InvalidInputError when the file cannot be opened or the wrong number of devices is
-    given, and UnsupportedFeatureError for features this reader does not implement.
+    Raises InvalidInputError when the file cannot be opened, is not an EROFS image or the wrong
+    number of devices is given, and UnsupportedFeatureError for features this reader does not implement.
     """
     raw = superblock_problems(source)
     if raw:
@@ -712,7 +645,6 @@ __all__ = [
     "Severity",
     "check_image",
     "check_source",
-    "scan_dir_block",
     "summarize",
     "superblock_problems",
 ]

@@ -1,8 +1,9 @@
 """Read the bytes of one inode, whatever its layout, lazily and within bounded memory.
 
-Uncompressed data is copied segment by segment straight from the devices. Compressed data is
-decoded one extent at a time (at most 12 MiB) and the last extent is kept, so sequential reads
-decode each extent once. `ImageFile` wraps this as a read-only, seekable binary file object.
+Uncompressed data is copied segment by segment straight from the devices (into a file, in the
+kernel: `copy_to`). Compressed data is decoded one extent at a time (at most 12 MiB) and the
+last extent is kept, so sequential reads decode each extent once. `ImageFile` wraps this as a
+read-only, seekable binary file object.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CorruptImageError
 from ..format.constants import FeatureIncompat
-from .datamap import Segment, check_bounds, map_uncompressed
+from .datamap import Segment, check_bounds, iter_segments, map_uncompressed
 from .decompress import decode_extent
 from .inode import InodeInfo
 from .storage import Storage
@@ -25,6 +26,29 @@ if TYPE_CHECKING:
 
 # Holes and raw runs are copied in pieces of this size so one read never maps a huge buffer.
 COPY_PIECE = 1 << 20
+
+
+def copy_uncompressed(storage: Storage, sb: SuperblockInfo, inode: InodeInfo, fd: int) -> None:
+    """`InodeData.copy_to` for an uncompressed inode: its data runs, in the kernel."""
+    check_bounds(storage, sb, inode)
+    nid = inode.nid
+    written, positioned = 0, True  # a new file's position is 0
+    for seg in iter_segments(storage, sb, inode):
+        if seg.device is None:
+            continue
+        positioned = storage.copy_to(
+            seg.physical,
+            seg.length,
+            fd,
+            seg.logical,
+            area="inline data" if seg.inline else "file data",
+            nid=nid,
+            device=seg.device,
+            positioned=positioned and seg.logical == written,
+        )
+        written = seg.end
+    if written < inode.size:
+        os.ftruncate(fd, inode.size)  # the file ends in a hole
 
 
 class InodeData:
@@ -63,6 +87,34 @@ class InodeData:
             parts.append(piece)
             pos += len(piece)
         return b"".join(parts)
+
+    def copy_to(self, fd: int) -> None:
+        """Write the whole data into the empty regular file open at `fd`, leaving holes sparse.
+
+        Uncompressed runs go from the image to `fd` in the kernel (copy_file_range, else
+        sendfile) without passing through Python; mapping holes are skipped unread (a sparse
+        file may claim terabytes). Compressed data is decoded extent by extent and all-zero
+        extents become holes. OSErrors of `fd` (ENOSPC, EFBIG, ...) propagate as they are.
+        """
+        if self._zmap is None:
+            copy_uncompressed(self.storage, self.sb, self.inode, fd)
+        elif self._copy_compressed(fd) < self.size:
+            os.ftruncate(fd, self.size)  # the file ends in a hole
+
+    def _copy_compressed(self, fd: int) -> int:
+        written = pos = 0
+        while pos < self.size:
+            ext, data = self._decoded_extent(pos)
+            start, end = pos - ext.logical, min(self.size, ext.end) - ext.logical
+            if data.count(0, start, end) != end - start:
+                view = memoryview(data)[start:end]
+                at = pos
+                while view:
+                    done = os.pwrite(fd, view, at)
+                    view, at = view[done:], at + done
+                written = ext.logical + end
+            pos = ext.logical + end
+        return written
 
     def _read_piece(self, pos: int, end: int) -> bytes:
         if self._zmap is not None:

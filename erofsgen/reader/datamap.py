@@ -7,7 +7,9 @@ one block-map entry or chunk index per chunk, where a NULL address is a hole rea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import struct
+from collections.abc import Iterator
+from typing import NamedTuple
 
 from ..errors import CorruptImageError
 from ..format.chunk import CHUNK_BLOCK_MAP_ENTRY, CHUNK_INDEX
@@ -18,9 +20,11 @@ from .storage import Storage
 from .superblock import SuperblockInfo
 
 
-@dataclass(frozen=True)
-class Segment:
-    """A run of file bytes [logical, logical + length) stored contiguously (or a hole)."""
+class Segment(NamedTuple):
+    """A run of file bytes [logical, logical + length) stored contiguously (or a hole).
+
+    A NamedTuple: extraction maps every file, so construction must be cheap.
+    """
 
     logical: int
     length: int
@@ -131,3 +135,85 @@ def map_uncompressed(storage: Storage, sb: SuperblockInfo, inode: InodeInfo, off
     if inode.layout == DataLayout.CHUNK_BASED:
         return map_chunk(storage, sb, inode, offset)
     return map_flat(storage, sb, inode, offset)
+
+
+_ENTRY_PIECE = 1 << 20  # chunk arrays are read at most this many bytes at a time
+_BLOCK_MAP = struct.Struct("<I")
+_INDEX = CHUNK_INDEX.struct  # (startblk_hi, device_id, startblk_lo), the schema-derived codec
+
+
+def iter_chunk_entries(storage: Storage, inode: InodeInfo) -> Iterator[tuple[int, int, int, int]]:
+    """(index, absolute offset, raw device_id, blkaddr) of every chunk entry, read in pieces."""
+    assert inode.chunk_array_offset is not None and inode.chunk_format is not None
+    unit = inode.chunk_entry_size
+    indexes = bool(inode.chunk_format & ChunkFormat.INDEXES)
+    per_piece = _ENTRY_PIECE // unit
+    for first in range(0, inode.chunk_count, per_piece):
+        count = min(per_piece, inode.chunk_count - first)
+        start = inode.chunk_array_offset + first * unit
+        raw = storage.read(start, count * unit, area="chunk array", nid=inode.nid)
+        if indexes:
+            for k, (_hi, device_id, blkaddr) in enumerate(_INDEX.iter_unpack(raw)):
+                yield first + k, start + k * unit, device_id, blkaddr
+        else:
+            for k, (blkaddr,) in enumerate(_BLOCK_MAP.iter_unpack(raw)):
+                yield first + k, start + k * unit, 0, blkaddr
+
+
+def iter_segments(storage: Storage, sb: SuperblockInfo, inode: InodeInfo) -> Iterator[Segment]:
+    """All data of an uncompressed inode as maximal runs in file order, holes included.
+
+    Adjacent chunks stored contiguously on one device become one segment, so a copy moves
+    each run at once; segment lengths never pass i_size.
+    """
+    size = inode.size
+    if not size:
+        return
+    if inode.layout == DataLayout.CHUNK_BASED:
+        yield from _chunk_segments(storage, sb, inode)
+        return
+    if storage.slots and not storage.flat_mode:  # blocks may be redirected one by one
+        pos = 0
+        while pos < size:
+            seg = map_flat(storage, sb, inode, pos)
+            if seg.end <= pos:
+                raise CorruptImageError("mapping makes no progress", nid=inode.nid, area="flat data")
+            yield Segment(seg.logical, min(seg.end, size) - seg.logical, seg.device, seg.physical, seg.inline)
+            pos = seg.end
+        return
+    bs = sb.block_size
+    whole = -(-size // bs) * bs
+    if inode.layout == DataLayout.FLAT_INLINE:
+        whole -= bs
+    if whole > 0:
+        seg = map_flat(storage, sb, inode, 0)
+        yield Segment(0, min(whole, size), seg.device, seg.physical)
+    if whole < size:
+        yield map_flat(storage, sb, inode, whole)
+
+
+def _chunk_segments(storage: Storage, sb: SuperblockInfo, inode: InodeInfo) -> Iterator[Segment]:
+    assert inode.chunkbits is not None
+    bits, size, nid = inode.chunkbits, inode.size, inode.nid
+    mask = device_id_mask(sb.extra_devices if sb.has(FeatureIncompat.DEVICE_TABLE) else 0)
+    run_start = run_end = run_phys = 0
+    run_device: int | None = None
+    for index, _offset, device_id, blkaddr in iter_chunk_entries(storage, inode):
+        start = index << bits
+        end = min(start + (1 << bits), size)
+        if blkaddr == EROFS_NULL_ADDR:
+            device, phys = None, 0
+        else:
+            device, phys = storage.locate(device_id & mask, blkaddr, nid=nid)
+        if (
+            device == run_device
+            and run_end > run_start
+            and (device is None or run_phys + run_end - run_start == phys)
+        ):
+            run_end = end
+            continue
+        if run_end > run_start:
+            yield Segment(run_start, run_end - run_start, run_device, run_phys)
+        run_start, run_end, run_device, run_phys = start, end, device, phys
+    if run_end > run_start:
+        yield Segment(run_start, run_end - run_start, run_device, run_phys)

@@ -16,6 +16,7 @@ from ..errors import CorruptImageError
 from ..format.constants import EROFS_NAME_LEN, FileType
 from ..format.dirent import DIRENT, DIRENT_SIZE
 from .data import InodeData
+from .names import escape_name
 
 
 class RawDirEntry(NamedTuple):
@@ -26,40 +27,67 @@ class RawDirEntry(NamedTuple):
     file_type: FileType
 
 
-def _file_type(value: int) -> FileType:
-    try:
-        return FileType(value)
-    except ValueError:
-        return FileType.UNKNOWN  # the kernel reports DT_UNKNOWN for values it does not know
+class BlockScan(NamedTuple):
+    """What one directory block holds, and what is wrong with it (see `scan_block`)."""
+
+    entries: list[tuple[bytes, int, int, int]]  # name, nid, raw file_type, dirent offset in the block
+    problems: list[tuple[int, str, bool]]  # offset in the block, message, whether the block is refused
 
 
-def parse_block(block: bytes, blksz: int, *, nid: int, blkno: int) -> list[RawDirEntry]:
-    """The entries of one directory block; `block` holds min(block size, i_size - start) bytes."""
+FT_MAX = 8  # file types from here on are invalid (the kernel reports them as DT_UNKNOWN)
+# The kernel reports DT_UNKNOWN for values it does not know.
+_FILE_TYPES = tuple(FileType(v) if v < FT_MAX else FileType.UNKNOWN for v in range(256))
+_HEAD = DIRENT.struct  # the schema-derived codec, positionally: (nid, nameoff, file_type, reserved)
+READ_PIECE = 1 << 20  # a directory is read at most this many bytes at a time
+
+
+def scan_block(block: bytes, blksz: int) -> BlockScan:
+    """Parse one directory block as fsck.erofs does, collecting problems instead of raising.
+
+    `block` holds min(block size, i_size - start) bytes. The entries are those read before any
+    structural problem. A problem is `refused` when the kernel's readdir or fsck.erofs rejects
+    the block for it (the reader then raises); the others (a dirent[0].nameoff that is not a
+    multiple of 12, an unknown file type) only `check` reports. This is the one directory
+    parser: the reader, `check` and `dump` all go through it.
+    """
     maxsize = len(block)
-
-    def corrupt(message: str) -> CorruptImageError:
-        return CorruptImageError(f"directory block {blkno}: {message}", nid=nid, area="directory")
-
-    first = DIRENT.unpack(block, 0, area="dirent")
-    if not DIRENT_SIZE <= first.nameoff < blksz or first.nameoff > maxsize:
-        raise corrupt(f"invalid dirent[0].nameoff {first.nameoff}")
-    count = first.nameoff // DIRENT_SIZE
-    heads = [DIRENT.unpack(block, k * DIRENT_SIZE, area="dirent") for k in range(count)]
+    if maxsize < DIRENT_SIZE:
+        return BlockScan([], [(0, f"{maxsize} bytes cannot hold a dirent", True)])
+    nameoff0 = _HEAD.unpack_from(block, 0)[1]
+    if not DIRENT_SIZE <= nameoff0 < blksz or nameoff0 > maxsize:
+        return BlockScan([], [(8, f"invalid dirent[0].nameoff {nameoff0}", True)])
+    problems: list[tuple[int, str, bool]] = []
+    if nameoff0 % DIRENT_SIZE:
+        problems.append((8, f"dirent[0].nameoff {nameoff0} is not a multiple of {DIRENT_SIZE}", False))
+    count = nameoff0 // DIRENT_SIZE
+    heads = list(_HEAD.iter_unpack(block[: count * DIRENT_SIZE]))
     entries = []
-    for k, head in enumerate(heads):
-        start = head.nameoff
+    for k, (nid, start, ftype, _reserved) in enumerate(heads):
         if k + 1 < count:
-            end = heads[k + 1].nameoff
+            end = heads[k + 1][1]
         else:
             nul = block.find(b"\0", start, maxsize)
             end = maxsize if nul < 0 else nul
-        if start < first.nameoff or not 0 < end - start <= EROFS_NAME_LEN or end > maxsize:
-            raise corrupt(f"entry {k}: bad name span [{start}, {end})")
+        if not 0 < end - start <= EROFS_NAME_LEN or end > maxsize:
+            problems.append((k * DIRENT_SIZE + 8, f"dirent {k}: bad name length {end - start}", True))
+            break
         name = block[start:end]
         if b"/" in name or b"\0" in name:
-            raise corrupt(f"entry {k}: name {name!r} contains '/' or NUL")
-        entries.append(RawDirEntry(name, head.nid, _file_type(head.file_type)))
-    return entries
+            problems.append((start, f"dirent {k}: name {escape_name(name)} contains '/' or NUL", True))
+        if ftype >= FT_MAX:
+            problems.append((k * DIRENT_SIZE + 10, f"dirent {k}: invalid file type {ftype}", False))
+        entries.append((name, nid, ftype, k * DIRENT_SIZE))
+    return BlockScan(entries, problems)
+
+
+def parse_block(block: bytes, blksz: int, *, nid: int, blkno: int) -> list[RawDirEntry]:
+    """The entries of one directory block, or CorruptImageError for a block the kernel refuses."""
+    entries, problems = scan_block(block, blksz)
+    for _offset, message, refused in problems:
+        if refused:
+            raise CorruptImageError(f"directory block {blkno}: {message}", nid=nid, area="directory")
+    types = _FILE_TYPES
+    return [RawDirEntry(name, child, types[ftype]) for name, child, ftype, _ in entries]
 
 
 def block_count(data: InodeData, blksz: int) -> int:
@@ -74,10 +102,21 @@ def read_block(data: InodeData, blksz: int, blkno: int) -> list[RawDirEntry]:
     return parse_block(raw, blksz, nid=data.inode.nid, blkno=blkno)
 
 
+def iter_blocks(data: InodeData, blksz: int) -> Iterator[tuple[int, bytes]]:
+    """(block number, bytes) of every directory block, read up to READ_PIECE bytes at a time."""
+    per_piece = max(1, READ_PIECE // blksz)
+    for first in range(0, block_count(data, blksz), per_piece):
+        start = first * blksz
+        piece = data.read(start, min(per_piece * blksz, data.size - start))
+        for pos in range(0, len(piece), blksz):
+            yield first + pos // blksz, piece[pos : pos + blksz]
+
+
 def iter_entries(data: InodeData, blksz: int) -> Iterator[RawDirEntry]:
     """Every entry of the directory in on-disk order, "." and ".." included."""
-    for blkno in range(block_count(data, blksz)):
-        yield from read_block(data, blksz, blkno)
+    nid = data.inode.nid
+    for blkno, block in iter_blocks(data, blksz):
+        yield from parse_block(block, blksz, nid=nid, blkno=blkno)
 
 
 def lookup(data: InodeData, blksz: int, name: bytes) -> RawDirEntry | None:

@@ -10,7 +10,6 @@ walk goes on with the next inode.
 from __future__ import annotations
 
 import stat
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -63,6 +62,8 @@ from . import dirs
 from .datamap import check_bounds, map_uncompressed
 from .image import Image
 from .inode import InodeInfo
+from .names import escape_name
+from .walk import walk_dirs
 from .xattrs import full_name
 from .zmap import ZMap
 
@@ -89,30 +90,6 @@ _HEX_FIELDS = frozenset(
 )
 _OCTAL_FIELDS = frozenset({"i_mode"})
 _BYTES_SHOWN = 64
-
-
-# -------------------------------------------------------------------------------- names
-
-
-def escape_name(raw: bytes) -> str:
-    """A file name as printable text: UTF-8 where valid, `\\xNN` for other bytes and controls.
-
-    Backslashes are doubled, so the text is unambiguous and never contains a line break.
-    """
-    out: list[str] = []
-    for ch in raw.decode("utf-8", "surrogateescape"):
-        code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, surrogate-escaped
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch.isprintable():
-            out.append(ch)
-        elif code < 0x100:
-            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(ch, f"\\x{code:02x}"))
-        else:
-            out.append(f"\\u{code:04x}")
-    return "".join(out)
 
 
 # -------------------------------------------------------------------------------- items
@@ -521,21 +498,25 @@ def reachable_nids(image: Image) -> Iterator[tuple[int, bytes]]:
     Directories that cannot be listed are skipped (their inode is still yielded).
     """
     root = image.root_nid
+    yield root, b"/"
+    try:
+        if not image.inode(root).is_dir:
+            return
+    except ErofsgenError:
+        return
     seen = {root}
-    queue = deque([(root, b"/")])
-    while queue:
-        nid, path = queue.popleft()
-        yield nid, path
-        try:
-            if not image.inode(nid).is_dir:
+    listing = lambda nid: list(image.scandir_nid(nid))  # noqa: E731
+    for visit in walk_dirs(listing, root, breadth_first=True, strict=False, on_error=lambda *_: None):
+        for entry in visit.entries:
+            if entry.nid in seen:
                 continue
-            children = list(image.scandir_nid(nid))
-        except ErofsgenError:
-            continue
-        for entry in children:
-            if entry.nid not in seen:
-                seen.add(entry.nid)
-                queue.append((entry.nid, path.rstrip(b"/") + b"/" + entry.name))
+            seen.add(entry.nid)
+            yield entry.nid, visit.child_path(entry.name)
+            try:
+                if image.inode(entry.nid).is_dir:
+                    visit.descend.append((entry.name, entry.nid))
+            except ErofsgenError:
+                continue
 
 
 def iter_image(image: Image) -> Iterator[Item]:

@@ -3,9 +3,15 @@
 Nothing is written outside the destination whatever names the image holds: every name is one
 checked path component, every file is created relative to a directory file descriptor with
 O_NOFOLLOW/O_EXCL, and intermediate directories are reopened component by component without
-following symlinks. Attributes go on in the order that keeps them: data, owner (chown clears
-setuid bits and capabilities), xattrs, mode, times; directories get xattrs (a default ACL would
-otherwise leak into their children), mode and times last, bottom-up.
+following symlinks; hard links are made relative to the first link's directory descriptor, so
+no path is ever longer than one name (PATH_MAX does not apply). Attributes go on in the order
+that keeps them: data, owner (chown clears setuid bits and capabilities), xattrs, mode, times;
+directories get xattrs (a default ACL would otherwise leak into their children), mode and
+times last, bottom-up. A file whose mode the umask leaves alone is created with it directly.
+
+Speed: the walk is `reader.walk`, file data moves in the kernel (`Image.copy_nid`), each inode
+is decoded once, and per file only the necessary system calls are made. An error of the
+destination (ENOSPC, EFBIG, EROFS, EACCES, ...) is an OSError whose filename is the full path.
 """
 
 from __future__ import annotations
@@ -13,22 +19,41 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..errors import CorruptImageError, InvalidInputError
 from ..format.constants import FileType
-from .datamap import map_uncompressed
+from .dirs import RawDirEntry
 from .inode import InodeInfo
+from .names import escape_name
+from .walk import walk_dirs
 
-if TYPE_CHECKING:
-    from .image import Image
-
-COPY_CHUNK = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _PRIVILEGED_XATTRS = (b"trusted.", b"security.")
 _SETTABLE_XATTRS = (b"user.", b"system.posix_acl_access", b"system.posix_acl_default")
+_DIR, _REG, _SYMLINK = FileType.DIR, FileType.REG_FILE, FileType.SYMLINK
+
+
+class ImageSource(Protocol):
+    """What extraction needs of an image; `Image` provides it."""
+
+    def inode(self, nid: int) -> InodeInfo:
+        """The decoded inode."""
+
+    def scandir_nid(self, nid: int) -> Iterator[RawDirEntry]:
+        """Entries of a directory without "." and ".."."""
+
+    def xattrs_nid(self, nid: int) -> dict[bytes, bytes]:
+        """Full xattr names and values."""
+
+    def readlink_nid(self, nid: int) -> bytes:
+        """A symlink's target."""
+
+    def copy_nid(self, nid: int, fd: int) -> None:
+        """Write the inode's data into the new file open at `fd`."""
 
 
 @dataclass
@@ -40,27 +65,33 @@ class ExtractResult:
     symlinks: int = 0
     specials: int = 0  # devices, fifos, sockets
     hardlinks: int = 0
-    skipped: list[str] = field(default_factory=list)  # "path: what was not applied and why"
+    skipped: list[str] = field(default_factory=list)  # "path: what was not applied and why", escaped
 
 
 def check_name(name: bytes, nid: int) -> None:
     """Refuse a directory entry name that is not one safe path component."""
     if name in (b"", b".", b"..") or b"/" in name or b"\0" in name:
-        raise CorruptImageError(f"unsafe entry name {name!r}", nid=nid, area="directory")
+        raise CorruptImageError(f"unsafe entry name {escape_name(name)}", nid=nid, area="directory")
 
 
 class _Extractor:
-    def __init__(self, image: Image, root_fd: int) -> None:
+    def __init__(self, image: ImageSource, root_fd: int, dest: bytes) -> None:
         self.image = image
         self.root_fd = root_fd
+        self.dest = dest  # what root_fd is, for messages
         self.privileged = os.geteuid() == 0
         self.result = ExtractResult()
-        self.first_path: dict[int, bytes] = {}  # nid -> path (relative to root) of its first link
+        # nid -> (directory, name) of its first link, relative to root_fd: linking through a
+        # directory descriptor works however long the path (PATH_MAX does not apply).
+        self.first_link: dict[int, tuple[bytes, bytes]] = {}
         self.finish_dirs: list[tuple[bytes, InodeInfo]] = []
+        # Bits a file may be created with directly (saving an fchmod); None: always fchmod.
+        self.direct_bits = _direct_mode_bits(root_fd)
 
     # -- helpers --------------------------------------------------------------------------
 
     def open_dir(self, rel: bytes) -> int:
+        """A descriptor of directory `rel`, opened component by component (no symlinks)."""
         fd = os.dup(self.root_fd)
         for part in rel.split(b"/") if rel else []:
             try:
@@ -70,25 +101,22 @@ class _Extractor:
             fd = nfd
         return fd
 
-    def skip(self, rel: bytes, what: str) -> None:
-        self.result.skipped.append(f"{os.fsdecode(rel) or '.'}: {what}")
+    def dest_error(self, exc: OSError, rel: bytes) -> OSError:
+        """`exc` naming the destination path it happened on (ENOSPC says which file)."""
+        path = os.path.join(self.dest, rel) if rel else self.dest
+        return OSError(exc.errno, exc.strerror, os.fsdecode(path))
 
-    def chown(self, info: InodeInfo, target: int | bytes, dir_fd: int | None = None) -> None:
-        if not self.privileged:
-            return
-        if isinstance(target, int):
-            os.fchown(target, info.uid, info.gid)
-        else:
-            os.chown(target, info.uid, info.gid, dir_fd=dir_fd, follow_symlinks=False)
+    def skip(self, rel: bytes, what: str) -> None:
+        self.result.skipped.append(f"{escape_name(rel) or '.'}: {what}")
 
     def set_xattrs(self, info: InodeInfo, target: int | bytes, rel: bytes) -> None:
         """Apply xattrs through an fd, or an lsetxattr path for symlinks and special files."""
         for name, value in self.image.xattrs_nid(info.nid).items():
             if name.startswith(_PRIVILEGED_XATTRS) and not self.privileged:
-                self.skip(rel, f"xattr {os.fsdecode(name)} needs privileges")
+                self.skip(rel, f"xattr {escape_name(name)} needs privileges")
                 continue
             if not name.startswith(_PRIVILEGED_XATTRS + _SETTABLE_XATTRS):
-                self.skip(rel, f"xattr {os.fsdecode(name)}: namespace cannot be set")
+                self.skip(rel, f"xattr {escape_name(name)}: namespace cannot be set")
                 continue
             try:
                 if isinstance(target, int):
@@ -96,134 +124,133 @@ class _Extractor:
                 else:
                     os.setxattr(target, name, value, follow_symlinks=False)
             except OSError as exc:
-                self.skip(rel, f"xattr {os.fsdecode(name)}: {exc.strerror}")
+                self.skip(rel, f"xattr {escape_name(name)}: {exc.strerror}")
 
-    @staticmethod
-    def times(info: InodeInfo) -> tuple[int, int]:
-        return info.mtime_ns, info.mtime_ns  # the kernel reports atime = mtime
-
-    # -- entries --------------------------------------------------------------------------
+    # -- the tree -------------------------------------------------------------------------
 
     def run(self, top_nid: int) -> ExtractResult:
         top = self.image.inode(top_nid)
-        fd = os.dup(self.root_fd)
         try:
-            self.chown(top, fd)
-        finally:
-            os.close(fd)
+            if self.privileged:
+                os.fchown(self.root_fd, top.uid, top.gid)
+        except OSError as exc:
+            raise self.dest_error(exc, b"") from None
         self.finish_dirs.append((b"", top))
-        stack = [(b"", top_nid)]
-        seen = {top_nid}
-        while stack:
-            rel, nid = stack.pop()
-            dfd = self.open_dir(rel)
+        scandir = self.image.scandir_nid
+        for visit in walk_dirs(lambda nid: list(scandir(nid)), top_nid, b""):
             try:
-                stack.extend(self.fill_dir(dfd, rel, nid, seen))
+                dfd = self.open_dir(visit.path)
+            except OSError as exc:
+                raise self.dest_error(exc, visit.path) from None
+            try:
+                visit.descend = self.fill_dir(dfd, visit.path, visit.nid, visit.entries)
             finally:
                 os.close(dfd)
         self.finish()
         return self.result
 
-    def fill_dir(self, dfd: int, rel: bytes, nid: int, seen: set[int]) -> list[tuple[bytes, int]]:
+    def fill_dir(
+        self, dfd: int, rel: bytes, nid: int, entries: Sequence[RawDirEntry]
+    ) -> list[tuple[bytes, int]]:
         """Create the entries of one directory; returns its subdirectories to descend into."""
         subdirs = []
         names: set[bytes] = set()
-        for entry in self.image.scandir_nid(nid):
-            check_name(entry.name, nid)
-            if entry.name in names:
-                raise CorruptImageError(f"duplicate entry name {entry.name!r}", nid=nid, area="directory")
-            names.add(entry.name)
-            crel = rel + b"/" + entry.name if rel else entry.name
-            info = self.image.inode(entry.nid)
-            if not info.is_dir:
-                self.make_entry(dfd, entry.name, info, crel)
-                continue
-            if entry.nid in seen:
-                raise CorruptImageError("directory reached twice", nid=entry.nid, area="directory")
-            seen.add(entry.nid)
-            self.make_dir(dfd, entry.name, info, crel)
-            subdirs.append((crel, entry.nid))
+        inode = self.image.inode
+        for entry in entries:
+            name = entry.name
+            check_name(name, nid)
+            if name in names:
+                raise CorruptImageError(
+                    f"duplicate entry name {escape_name(name)}", nid=nid, area="directory"
+                )
+            names.add(name)
+            info = inode(entry.nid)
+            crel = rel + b"/" + name if rel else name
+            if info.file_type is _DIR:
+                subdirs.append((name, entry.nid))
+            try:
+                if info.file_type is _DIR:
+                    self.make_dir(dfd, name, info, crel)
+                else:
+                    self.make_entry(dfd, rel, name, info)
+            except OSError as exc:
+                raise self.dest_error(exc, crel) from None
         return subdirs
 
     def make_dir(self, dfd: int, name: bytes, info: InodeInfo, rel: bytes) -> None:
-        os.mkdir(name, 0o700, dir_fd=dfd)
-        fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
-        try:
-            self.chown(info, fd)
-        finally:
-            os.close(fd)
+        os.mkdir(name, 0o700, dir_fd=dfd)  # opened up in finish(), once its children exist
+        if self.privileged:
+            os.chown(name, info.uid, info.gid, dir_fd=dfd, follow_symlinks=False)
         self.finish_dirs.append((rel, info))
         self.result.directories += 1
 
     def finish(self) -> None:
         """xattrs, mode and times of directories, deepest first (their children are done)."""
         for rel, info in reversed(self.finish_dirs):
-            fd = self.open_dir(rel)
             try:
-                self.set_xattrs(info, fd, rel)
-                os.fchmod(fd, stat.S_IMODE(info.mode))
-                os.utime(fd, ns=self.times(info))
-            finally:
-                os.close(fd)
+                fd = self.open_dir(rel)
+                try:
+                    if info.xattr_icount:
+                        self.set_xattrs(info, fd, rel)
+                    os.fchmod(fd, stat.S_IMODE(info.mode))
+                    os.utime(fd, ns=(info.mtime_ns, info.mtime_ns))
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise self.dest_error(exc, rel) from None
 
-    def make_entry(self, dfd: int, name: bytes, info: InodeInfo, rel: bytes) -> None:
-        first = self.first_path.get(info.nid)
+    # -- entries --------------------------------------------------------------------------
+
+    def make_entry(self, dfd: int, parent: bytes, name: bytes, info: InodeInfo) -> None:
+        """Create a non-directory `name` in `dfd` (directory `parent` relative to the root)."""
+        first = self.first_link.get(info.nid)
         if first is not None:
-            os.link(first, name, src_dir_fd=self.root_fd, dst_dir_fd=dfd, follow_symlinks=False)
-            self.result.hardlinks += 1
+            self.make_link(dfd, parent, name, first)
             return
-        if info.file_type == FileType.REG_FILE:
+        rel = parent + b"/" + name if parent else name
+        if info.file_type is _REG:
             self.make_file(dfd, name, info, rel)
-        elif info.file_type == FileType.SYMLINK:
+        elif info.file_type is _SYMLINK:
             self.make_symlink(dfd, name, info, rel)
         elif not self.make_special(dfd, name, info, rel):
             return
-        self.first_path[info.nid] = rel
+        self.first_link[info.nid] = (parent, name)  # whatever i_nlink says
+
+    def make_link(self, dfd: int, parent: bytes, name: bytes, first: tuple[bytes, bytes]) -> None:
+        src_dir, src_name = first
+        src_fd = dfd if src_dir == parent else self.open_dir(src_dir)
+        try:
+            os.link(src_name, name, src_dir_fd=src_fd, dst_dir_fd=dfd, follow_symlinks=False)
+        finally:
+            if src_fd != dfd:
+                os.close(src_fd)
+        self.result.hardlinks += 1
 
     def make_file(self, dfd: int, name: bytes, info: InodeInfo, rel: bytes) -> None:
-        fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dfd)
+        mode = info.mode & 0o7777
+        bits = self.direct_bits
+        direct = bits is not None and not mode & ~bits and not info.xattr_icount
+        fd = os.open(name, _FILE_FLAGS, mode if direct else 0o600, dir_fd=dfd)
         try:
-            self.copy_data(info, fd)
-            self.chown(info, fd)
-            self.set_xattrs(info, fd, rel)
-            os.fchmod(fd, stat.S_IMODE(info.mode))
-            os.utime(fd, ns=self.times(info))
+            if info.size:
+                self.image.copy_nid(info.nid, fd)
+            if self.privileged:
+                os.fchown(fd, info.uid, info.gid)  # before the mode: chown clears setuid bits
+            if not direct:
+                if info.xattr_icount:
+                    self.set_xattrs(info, fd, rel)
+                os.fchmod(fd, mode)
+            mtime = info.mtime_ns
+            os.utime(fd, ns=(mtime, mtime))  # the kernel reports atime = mtime
         finally:
             os.close(fd)
         self.result.files += 1
 
-    def copy_data(self, info: InodeInfo, fd: int) -> None:
-        """Copy in bounded chunks; holes of the mapping are skipped unread (a sparse file may
-        claim terabytes) and all-zero chunks become holes too."""
-        with self.image.open_nid(info.nid) as src:
-            pos = 0
-            while pos < info.size:
-                hole_end = self.hole_end(info, pos)
-                if hole_end > pos:
-                    pos = src.seek(hole_end)
-                    continue
-                chunk = src.read(COPY_CHUNK)
-                if not chunk:
-                    break
-                if chunk.count(0) != len(chunk):
-                    os.lseek(fd, pos, os.SEEK_SET)
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                pos += len(chunk)
-        os.ftruncate(fd, info.size)
-
-    def hole_end(self, info: InodeInfo, pos: int) -> int:
-        """End of the mapping hole holding `pos`, or `pos` itself when data is stored there."""
-        if info.compressed:
-            return pos
-        seg = map_uncompressed(self.image.storage, self.image.superblock, info, pos)
-        return seg.end if seg.device is None else pos
-
     def make_symlink(self, dfd: int, name: bytes, info: InodeInfo, rel: bytes) -> None:
         target = self.image.readlink_nid(info.nid)
         if not target or b"\0" in target:
-            raise CorruptImageError(f"symlink target {target!r} is not a path", nid=info.nid, area="symlink")
+            shown = escape_name(target)
+            raise CorruptImageError(f"symlink target '{shown}' is not a path", nid=info.nid, area="symlink")
         os.symlink(target, name, dir_fd=dfd)
         self.path_attrs(dfd, name, info, rel, chmod=False)
         self.result.symlinks += 1
@@ -247,11 +274,42 @@ class _Extractor:
 
     def path_attrs(self, dfd: int, name: bytes, info: InodeInfo, rel: bytes, *, chmod: bool) -> None:
         """Attributes of an entry we cannot open (symlink, device, fifo, socket) by name."""
-        self.chown(info, name, dir_fd=dfd)
-        self.set_xattrs(info, b"/proc/self/fd/%d/%s" % (dfd, name), rel)
+        if self.privileged:
+            os.chown(name, info.uid, info.gid, dir_fd=dfd, follow_symlinks=False)
+        if info.xattr_icount:
+            self.set_xattrs(info, b"/proc/self/fd/%d/%s" % (dfd, name), rel)
         if chmod:
             os.chmod(name, stat.S_IMODE(info.mode), dir_fd=dfd)
-        os.utime(name, ns=self.times(info), dir_fd=dfd, follow_symlinks=False)
+        os.utime(name, ns=(info.mtime_ns, info.mtime_ns), dir_fd=dfd, follow_symlinks=False)
+
+
+def _umask() -> int | None:
+    """The process umask from /proc (os.umask would change it for every thread), if readable."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _direct_mode_bits(root_fd: int) -> int | None:
+    """The permission bits a new file below `root_fd` gets exactly as asked for, if known.
+
+    open(2) applies the umask, or a default ACL instead of it; a file whose mode has only
+    bits outside both (and no setuid/setgid/sticky bit, no xattr such as an access ACL) needs
+    no fchmod.
+    """
+    umask = _umask()
+    if umask is None:
+        return None
+    try:
+        os.getxattr(root_fd, "system.posix_acl_default")
+    except OSError:
+        return 0o777 & ~umask  # no default ACL (ENODATA), or none possible (ENOTSUP)
+    return None  # a default ACL decides the modes: always fchmod
 
 
 def _prepare_dir(dest: bytes) -> None:
@@ -261,19 +319,20 @@ def _prepare_dir(dest: bytes) -> None:
         os.mkdir(dest, 0o700)
         return
     if not stat.S_ISDIR(st.st_mode):
-        raise InvalidInputError("destination exists and is not a directory", os.fsdecode(dest))
+        raise InvalidInputError("destination exists and is not a directory", escape_name(dest))
     if os.listdir(dest):
-        raise InvalidInputError("destination directory is not empty", os.fsdecode(dest))
+        raise InvalidInputError("destination directory is not empty", escape_name(dest))
 
 
-def extract_tree(image: Image, dest: str | bytes, nid: int) -> ExtractResult:
+def extract_tree(image: ImageSource, dest: str | bytes, nid: int) -> ExtractResult:
     """Recreate the inode `nid` (a whole tree if a directory) at `dest`.
 
     A directory goes to `dest`, which must not exist or be an empty directory (it then takes
     the image directory's mode, owner, times and xattrs). Anything else is created as `dest`,
     which must not exist. Owners are set only when running as root; xattrs in namespaces the
     user may not set (trusted./security. unless root) and device nodes that cannot be created
-    are listed in `ExtractResult.skipped` instead of failing the extraction.
+    are listed in `ExtractResult.skipped` instead of failing the extraction. Errors of the
+    destination are OSErrors whose filename is the path that failed.
     """
     dest_b = os.fsencode(dest)
     info = image.inode(nid)
@@ -281,16 +340,19 @@ def extract_tree(image: Image, dest: str | bytes, nid: int) -> ExtractResult:
         _prepare_dir(dest_b)
         root_fd = os.open(dest_b, _DIR_FLAGS)
         try:
-            return _Extractor(image, root_fd).run(nid)
+            return _Extractor(image, root_fd, dest_b).run(nid)
         finally:
             os.close(root_fd)
     if os.path.lexists(dest_b):
-        raise InvalidInputError("destination already exists", os.fsdecode(dest_b))
+        raise InvalidInputError("destination already exists", escape_name(dest_b))
     parent, name = os.path.split(os.path.abspath(dest_b))
     parent_fd = os.open(parent, _DIR_FLAGS)
     try:
-        ext = _Extractor(image, parent_fd)
-        ext.make_entry(parent_fd, name, info, name)
+        ext = _Extractor(image, parent_fd, parent)
+        try:
+            ext.make_entry(parent_fd, b"", name, info)
+        except OSError as exc:
+            raise ext.dest_error(exc, name) from None
         return ext.result
     finally:
         os.close(parent_fd)

@@ -11,20 +11,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from ..errors import CorruptImageError, InvalidInputError, NotFoundError
 from ..format.constants import EROFS_PATH_MAX, FileType
 from . import dirs, xattrs
-from .data import ImageFile, InodeData
-from .datamap import Segment, map_uncompressed
+from .data import ImageFile, InodeData, copy_uncompressed
+from .datamap import Segment, iter_segments, map_uncompressed
+from .extract import ExtractResult, extract_tree
 from .inode import InodeInfo, Stat, decode_inode, make_stat
+from .names import escape_name
 from .storage import SourceLike, Storage
 from .superblock import SuperblockInfo, read_superblock
+from .walk import walk_dirs
 from .zmap import Extent
-
-if TYPE_CHECKING:
-    from .extract import ExtractResult
 
 PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 _INODE_CACHE_MAX = 4096
@@ -127,6 +127,17 @@ class Image:
         info = self.inode(nid)
         return make_stat(info, self._sb, xattrs.count_entries(self._storage, self._sb, info))
 
+    def copy_nid(self, nid: int, fd: int) -> None:
+        """Write the inode's data into the empty regular file open (writable) at `fd`.
+
+        Holes stay holes; uncompressed data is copied in the kernel (see InodeData.copy_to).
+        """
+        info = self.inode(nid)
+        if info.compressed:
+            InodeData(self._storage, self._sb, info).copy_to(fd)
+        else:
+            copy_uncompressed(self._storage, self._sb, info, fd)
+
     def open_nid(self, nid: int, name: str = "") -> ImageFile:
         """A read-only file object over the inode's data (any file type with data)."""
         return ImageFile(self.data_nid(nid), name or f"nid:{nid}")
@@ -134,7 +145,7 @@ class Image:
     def _dir_data(self, nid: int, path: bytes | None = None) -> InodeData:
         info = self.inode(nid)
         if not info.is_dir:
-            shown = os.fsdecode(path) if path is not None else f"nid {nid}"
+            shown = escape_name(path) if path is not None else f"nid {nid}"
             raise NotFoundError("not a directory", shown)
         return InodeData(self._storage, self._sb, info)
 
@@ -185,6 +196,15 @@ class Image:
             pos = seg.end
         return segments
 
+    def segments_nid(self, nid: int) -> Iterator[Segment]:
+        """Where an uncompressed inode's bytes are: maximal runs in file order, holes included
+        (device None). Compressed inodes have extents instead (see `extents_nid`)."""
+        info = self.inode(nid)
+        if info.compressed:
+            raise InvalidInputError(f"nid {nid} is compressed: it has extents, not segments")
+        InodeData(self._storage, self._sb, info)  # refuses runs beyond the image
+        return iter_segments(self._storage, self._sb, info)
+
     # -- by path --------------------------------------------------------------------------
 
     def lookup(self, path: PathArg) -> int:
@@ -196,7 +216,7 @@ class Image:
             data = self._dir_data(nid, b"/" + b"/".join(parts[:depth]))
             entry = dirs.lookup(data, self._sb.block_size, part)
             if entry is None:
-                raise NotFoundError("no such file or directory", os.fsdecode(raw))
+                raise NotFoundError("no such file or directory", escape_name(raw))
             nid = entry.nid
         return nid
 
@@ -232,28 +252,23 @@ class Image:
         Directory symlinks are listed in filenames and never followed. A directory reached twice
         (a loop, or a hard-linked directory) raises CorruptImageError.
         """
-        start = os.fsdecode(_path_bytes(top)) or "/"
-        stack = [(start, self._dir_nid(top))]
-        seen: set[int] = set()
-        while stack:
-            dirpath, nid = stack.pop()
-            if nid in seen:
-                raise CorruptImageError(f"directory {dirpath!r} reached twice", nid=nid, area="directory")
-            seen.add(nid)
+        start = _path_bytes(top) or b"/"
+        for visit in walk_dirs(self._listing, self._dir_nid(top), start):
             dirnames: list[str] = []
             filenames: list[str] = []
             children: dict[str, int] = {}
-            for entry in self.scandir_nid(nid):
+            for entry in visit.entries:
                 name = os.fsdecode(entry.name)
                 if entry.file_type == FileType.DIR:
                     dirnames.append(name)
                     children[name] = entry.nid
                 else:
                     filenames.append(name)
-            yield dirpath, dirnames, filenames
-            for name in reversed(dirnames):
-                if name in children:
-                    stack.append((dirpath.rstrip("/") + "/" + name, children[name]))
+            yield os.fsdecode(visit.path), dirnames, filenames
+            visit.descend = [(os.fsencode(name), children[name]) for name in dirnames if name in children]
+
+    def _listing(self, nid: int) -> list[dirs.RawDirEntry]:
+        return list(self.scandir_nid(nid))
 
     def readlink(self, path: PathArg) -> str:
         """The target of a symlink (os.fsdecode of the stored bytes)."""
@@ -268,7 +283,7 @@ class Image:
         raw = _path_bytes(path)
         nid = self.lookup(raw)
         if self.inode(nid).is_dir:
-            raise InvalidInputError("is a directory", os.fsdecode(raw))
+            raise InvalidInputError("is a directory", escape_name(raw))
         return self.open_nid(nid, os.fsdecode(raw))
 
     def read_bytes(self, path: PathArg) -> bytes:
@@ -278,6 +293,4 @@ class Image:
 
     def extract(self, dest: str | os.PathLike[str], path: PathArg = "/") -> ExtractResult:
         """Recreate `path` (a directory tree or a single entry) at `dest`; see reader.extract."""
-        from .extract import extract_tree
-
         return extract_tree(self, os.fspath(dest), self.lookup(path))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import stat
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import CorruptImageError, UnsupportedFeatureError
 from ..format.chunk import chunk_array_offset, chunk_entry_size
@@ -44,9 +44,11 @@ FLAT_LAYOUTS = (DataLayout.FLAT_PLAIN, DataLayout.FLAT_INLINE)
 _MAX_SIZE = (1 << 63) - 1
 
 
-@dataclass(frozen=True)
-class InodeInfo:
-    """One decoded inode. Offsets are absolute bytes in the primary device."""
+class InodeInfo(NamedTuple):
+    """One decoded inode. Offsets are absolute bytes in the primary device.
+
+    A NamedTuple, built positionally: extracting a tree decodes tens of thousands of these.
+    """
 
     nid: int
     offset: int  # where the core starts
@@ -104,39 +106,44 @@ def inode_offset(sb: SuperblockInfo, nid: int) -> int:
     return sb.meta_blkaddr * sb.block_size + (nid << EROFS_ISLOTBITS)
 
 
-def _read_core(storage: Storage, sb: SuperblockInfo, nid: int) -> InodeCompactRec | InodeExtendedRec:
-    off = inode_offset(sb, nid)
+_LAYOUTS = {int(layout): layout for layout in DataLayout}
+_S_IFMT = 0o170000
+_MODE_TO_FT = {kind: file_type_of_mode(kind) for kind in range(0, 0o200000, 0o10000)}
+_VERSIONS = (InodeVersion.COMPACT, InodeVersion.EXTENDED)
+_DEVICES = (FileType.CHRDEV, FileType.BLKDEV)
+
+
+def _read_core(storage: Storage, nid: int, off: int) -> InodeCompactRec | InodeExtendedRec:
     if nid < 0 or off + INODE_COMPACT.size > storage.primary_size:
         raise CorruptImageError("inode lies outside the image", nid=nid, offset=off, area="inode")
-    head = storage.read(off, INODE_COMPACT.size, area="inode", nid=nid)
-    fmt = int.from_bytes(head[:2], "little")
+    # One read covers an extended core too whenever the image is long enough.
+    head = storage.read(off, min(INODE_EXTENDED.size, storage.primary_size - off), area="inode", nid=nid)
+    fmt = head[0] | head[1] << 8
     if fmt & ~I_FORMAT_KNOWN_BITS:
         bits = fmt & ~I_FORMAT_KNOWN_BITS
         what = "NLINK_1/DOT_OMITTED (48-bit era)" if bits == 0x10 else f"unknown bits {bits:#x}"
         raise UnsupportedFeatureError(f"nid {nid}: i_format {fmt:#x} uses {what}")
     if i_format_version(fmt) == InodeVersion.EXTENDED:
-        raw = storage.read(off, INODE_EXTENDED.size, area="inode", nid=nid)
-        return INODE_EXTENDED.unpack(raw, area="extended inode")
+        return INODE_EXTENDED.unpack(head, area="extended inode")
     return INODE_COMPACT.unpack(head, area="compact inode")
 
 
 def decode_inode(storage: Storage, sb: SuperblockInfo, nid: int) -> InodeInfo:
     """Decode and sanity-check the inode at `nid` (see InodeInfo for what is derived)."""
-    rec = _read_core(storage, sb, nid)
-    off = inode_offset(sb, nid)
+    off = sb.meta_blkaddr * sb.block_size + (nid << EROFS_ISLOTBITS)  # inode_offset(), inlined
+    rec = _read_core(storage, nid, off)
     fmt = rec.i_format
-    try:
-        layout = DataLayout(i_format_layout(fmt))
-    except ValueError:
-        raise UnsupportedFeatureError(f"nid {nid}: unknown data layout {i_format_layout(fmt)}") from None
-    ftype = file_type_of_mode(rec.i_mode)
+    layout = _LAYOUTS.get(i_format_layout(fmt))
+    if layout is None:
+        raise UnsupportedFeatureError(f"nid {nid}: unknown data layout {i_format_layout(fmt)}")
+    ftype = _MODE_TO_FT.get(rec.i_mode & _S_IFMT, FileType.UNKNOWN)  # file_type_of_mode(), inlined
     if ftype == FileType.UNKNOWN:
         raise CorruptImageError(f"bogus i_mode {rec.i_mode:#o}", nid=nid, offset=off, area="inode")
     if isinstance(rec, InodeExtendedRec):
-        version, core = InodeVersion.EXTENDED, INODE_EXTENDED.size
+        core = INODE_EXTENDED.size
         nlink, mtime, nsec = rec.i_nlink, rec.i_mtime, rec.i_mtime_nsec
     else:
-        version, core = InodeVersion.COMPACT, INODE_COMPACT.size
+        core = INODE_COMPACT.size
         # Portable rule: every compact inode carries the build time (see format doc §6.3).
         nlink, mtime, nsec = rec.i_nb, sb.epoch, sb.fixed_nsec
     if rec.i_size > _MAX_SIZE:
@@ -144,20 +151,14 @@ def decode_inode(storage: Storage, sb: SuperblockInfo, nid: int) -> InodeInfo:
     xsize = xattr_ibody_size(rec.i_xattr_icount)
     end = off + core + xsize
     major = minor = rdev = 0
-    if ftype in (FileType.CHRDEV, FileType.BLKDEV):
+    if ftype in _DEVICES:
         major, minor = decode_rdev(rec.i_u)
         rdev = _makedev(major, minor)
-    info: dict[str, Any] = dict(
-        nid=nid, offset=off, raw=rec, version=version, core_size=core, i_format=fmt, layout=layout,
-        mode=rec.i_mode, file_type=ftype, nlink=nlink, size=rec.i_size, uid=rec.i_uid, gid=rec.i_gid,
-        mtime=mtime, mtime_nsec=nsec, i_u=rec.i_u, i_ino=rec.i_ino, xattr_icount=rec.i_xattr_icount,
-        xattr_offset=off + core, xattr_size=xsize, inode_end=end, rdev=rdev, major=major, minor=minor,
-        startblk=None, inline_offset=None, inline_size=0, chunk_format=None, chunkbits=None,
-        chunk_count=0, chunk_entry_size=0, chunk_array_offset=None, map_header_offset=None,
-        compressed_blocks=0,
+    return InodeInfo(
+        nid, off, rec, _VERSIONS[fmt & 1], core, fmt, layout, rec.i_mode, ftype, nlink, rec.i_size,
+        rec.i_uid, rec.i_gid, mtime, nsec, rec.i_u, rec.i_ino, rec.i_xattr_icount, off + core, xsize,
+        end, rdev, major, minor, *_layout_fields(sb, nid, layout, rec.i_u, rec.i_size, end),
     )  # fmt: skip
-    info.update(_layout_fields(sb, nid, layout, rec.i_u, rec.i_size, end))
-    return InodeInfo(**info)
 
 
 def _makedev(major: int, minor: int) -> int:
@@ -167,29 +168,27 @@ def _makedev(major: int, minor: int) -> int:
     )
 
 
+_NO_LAYOUT_FIELDS = (None, None, 0, None, None, 0, 0, None, None, 0)
+
+
 def _layout_fields(
     sb: SuperblockInfo, nid: int, layout: DataLayout, i_u: int, size: int, end: int
-) -> dict[str, Any]:
+) -> tuple[Any, ...]:
+    """startblk .. compressed_blocks of InodeInfo, in field order."""
     bs = sb.block_size
-    if layout in FLAT_LAYOUTS:
-        fields: dict[str, Any] = {"startblk": i_u}
-        if layout == DataLayout.FLAT_INLINE and size:
-            nblocks = -(-size // bs)
-            fields.update(inline_offset=end, inline_size=size - (nblocks - 1) * bs)
-        return fields
+    if layout == DataLayout.FLAT_PLAIN or (layout == DataLayout.FLAT_INLINE and not size):
+        return (i_u, *_NO_LAYOUT_FIELDS[1:])
+    if layout == DataLayout.FLAT_INLINE:
+        tail = size - (-(-size // bs) - 1) * bs
+        return (i_u, end, tail, *_NO_LAYOUT_FIELDS[3:])
     if layout == DataLayout.CHUNK_BASED:
         cfmt = i_u & 0xFFFF
         if cfmt & ~int(CHUNK_FORMAT_ALL):
             raise UnsupportedFeatureError(f"nid {nid}: unsupported chunk format {cfmt:#x}")
         bits = sb.blkszbits + (cfmt & ChunkFormat.BLKBITS_MASK)
-        return {
-            "chunk_format": cfmt,
-            "chunkbits": bits,
-            "chunk_count": -(-size >> bits),
-            "chunk_entry_size": chunk_entry_size(cfmt),
-            "chunk_array_offset": chunk_array_offset(end, cfmt),
-        }
-    return {"map_header_offset": map_header_offset(end), "compressed_blocks": i_u}
+        chunks = (cfmt, bits, -(-size >> bits), chunk_entry_size(cfmt), chunk_array_offset(end, cfmt))
+        return (None, None, 0, *chunks, None, 0)
+    return (*_NO_LAYOUT_FIELDS[:8], map_header_offset(end), i_u)
 
 
 def is_null_addr(blkaddr: int | None) -> bool:

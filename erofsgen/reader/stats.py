@@ -9,16 +9,17 @@ are counted besides. A damaged part of the tree is noted in `errors` and skipped
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ErofsgenError
 from ..format.constants import FeatureCompat, FeatureIncompat, FileType
-from .dump import escape_name
 from .image import Image
 from .inode import InodeInfo
+from .names import escape_name
 from .superblock import SuperblockInfo
+from .walk import walk_dirs
 
 # Feature names as erofs-utils prints them; aliases share a bit and are both listed.
 COMPAT_NAMES: dict[str, FeatureCompat] = {
@@ -93,10 +94,14 @@ def superblock_summary(sb: SuperblockInfo) -> dict[str, Any]:
         "created": created_text(sb.epoch),
         "features": feature_names(sb),
         "uuid": str(sb.uuid),
-        "label": escape_name(sb.volume_name_raw.split(b"\0", 1)[0]),
+        "label": escape_name(sb.volume_name_raw.split(b"\0", 1)[0], spaces=False),
         "extra_devices": len(sb.devices),
         "devices": [
-            {"tag": escape_name(d.tag.split(b"\0", 1)[0]), "blocks": d.blocks, "uniaddr": d.uniaddr}
+            {
+                "tag": escape_name(d.tag.split(b"\0", 1)[0], spaces=False),
+                "blocks": d.blocks,
+                "uniaddr": d.uniaddr,
+            }
             for d in sb.devices
         ],
         "compression_algorithms": [a.name for a in sb.compression_configs]
@@ -195,24 +200,20 @@ def image_stats(image: Image) -> ImageStats:
     """Walk the tree from the root and count (directories reached twice are not re-entered)."""
     sb = image.superblock
     stats = ImageStats(superblock_summary(sb))
-    seen: set[int] = set()
-    queue = deque([image.root_nid])
-    entered = {image.root_nid}
     try:
         root = image.inode(image.root_nid)
     except ErofsgenError as exc:
         stats.errors.append(str(exc))
         return stats
-    seen.add(root.nid)
+    seen = {root.nid}
     _count(stats, root, sb.block_size, True)
-    while queue:
-        nid = queue.popleft()
-        try:
-            entries = list(image.scandir_nid(nid))
-        except ErofsgenError as exc:
-            stats.errors.append(str(exc))
-            continue
-        for entry in entries:
+
+    def listing_failed(_path: bytes, _nid: int, exc: ErofsgenError) -> None:
+        stats.errors.append(str(exc))
+
+    listing = lambda nid: list(image.scandir_nid(nid))  # noqa: E731
+    for visit in walk_dirs(listing, root.nid, breadth_first=True, strict=False, on_error=listing_failed):
+        for entry in visit.entries:
             try:
                 info = image.inode(entry.nid)
             except ErofsgenError as exc:
@@ -220,9 +221,8 @@ def image_stats(image: Image) -> ImageStats:
                 continue
             _count(stats, info, sb.block_size, entry.nid not in seen)
             seen.add(entry.nid)
-            if info.is_dir and entry.nid not in entered:
-                entered.add(entry.nid)
-                queue.append(entry.nid)
+            if info.is_dir:
+                visit.descend.append((entry.name, entry.nid))
     return stats
 
 

@@ -8,6 +8,7 @@ them ("flat mode") every device lives in the primary at `uniaddr + blkaddr`.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from collections.abc import Sequence
@@ -15,9 +16,17 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..errors import CorruptImageError, InvalidInputError
+from .names import escape_name
 
 PathLike = str | os.PathLike[str]
 SourceLike = str | os.PathLike[str] | BinaryIO
+
+# How bytes go from a device to a destination file, best first: both in the kernel, then
+# through Python (a file object without a descriptor, or a kernel that supports neither).
+_COPY_FILE_RANGE, _SENDFILE, _PREAD = range(3)
+# errnos meaning "this method does not work for this pair of files", not "the copy failed".
+_UNSUPPORTED = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF}
+COPY_PIECE = 1 << 20  # bytes per pread/pwrite when copying through Python
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,11 @@ class DeviceSlotInfo:
         """The NUL-terminated tag as text (undecodable bytes escaped)."""
         return self.tag.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
+    @property
+    def tag_shown(self) -> str:
+        """The NUL-terminated tag escaped for messages."""
+        return escape_name(self.tag.split(b"\0", 1)[0], spaces=False)
+
 
 class _Handle:
     """A readable, seekable binary source: a file we opened, or one the caller gave us."""
@@ -43,11 +57,14 @@ class _Handle:
         self.what = what
         self.owned = False
         self.fd: int | None = None
+        self.copy_method = _COPY_FILE_RANGE
+        name = source if isinstance(source, str | os.PathLike) else getattr(source, "name", None)
+        self.name = escape_name(name) if isinstance(name, str | bytes | os.PathLike) else None
         if isinstance(source, str | os.PathLike):
             try:
                 self.file: BinaryIO = open(source, "rb")  # noqa: SIM115 - closed by close()
             except OSError as exc:
-                raise InvalidInputError(f"cannot open {what}: {exc.strerror}", os.fspath(source)) from exc
+                raise InvalidInputError(f"cannot open {what}: {exc.strerror}", escape_name(source)) from exc
             self.owned = True
         else:
             self.file = source
@@ -60,6 +77,50 @@ class _Handle:
             self.size = self.file.seek(0, os.SEEK_END)
         except (OSError, ValueError) as exc:
             raise InvalidInputError(f"{what} is not seekable: {exc}") from exc
+
+    def copy_to(self, offset: int, count: int, fd: int, fd_offset: int, positioned: bool) -> bool:
+        """Copy `count` bytes at `offset` to `fd` at `fd_offset`, in the kernel when it can.
+
+        sendfile writes at the file position of `fd`: `positioned` says it is `fd_offset`
+        already (a file written front to back), which saves a seek. Returns whether the
+        position is now just past the bytes copied.
+        """
+        while count > 0:
+            method = self.copy_method if self.fd is not None else _PREAD
+            try:
+                if method == _COPY_FILE_RANGE:
+                    assert self.fd is not None
+                    done = os.copy_file_range(self.fd, fd, count, offset, fd_offset)
+                    positioned = False  # explicit offsets leave the file position alone
+                elif method == _SENDFILE:
+                    assert self.fd is not None
+                    if not positioned:
+                        os.lseek(fd, fd_offset, os.SEEK_SET)
+                    done = os.sendfile(fd, self.fd, offset, count)
+                    positioned = True
+                else:
+                    done = self.pwrite_piece(offset, min(count, COPY_PIECE), fd, fd_offset)
+                    positioned = False
+            except OSError as exc:
+                if method == _PREAD or exc.errno not in _UNSUPPORTED:
+                    raise
+                self.copy_method += 1  # this pair of files needs the next method
+                continue
+            if done <= 0:
+                if method == _PREAD:
+                    raise CorruptImageError(f"short read at {offset:#x}", offset=offset, area=self.what)
+                self.copy_method += 1  # e.g. a source that reports no data in the kernel
+                continue
+            offset, fd_offset, count = offset + done, fd_offset + done, count - done
+        return positioned
+
+    def pwrite_piece(self, offset: int, count: int, fd: int, fd_offset: int) -> int:
+        data = self.pread(offset, count)
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, fd_offset)
+            view, fd_offset = view[written:], fd_offset + written
+        return len(data)
 
     def pread(self, offset: int, size: int) -> bytes:
         if self.fd is not None:
@@ -89,6 +150,11 @@ class Storage:
             raise
         self.slots: tuple[DeviceSlotInfo, ...] = ()
         self.blksz = 4096
+
+    @property
+    def name(self) -> str | None:
+        """The primary device's path (escaped for messages), None for an unnamed file object."""
+        return self._handles[0].name if self._handles else None
 
     @property
     def primary_size(self) -> int:
@@ -147,6 +213,38 @@ class Storage:
             )
         return data
 
+    def copy_to(
+        self,
+        offset: int,
+        count: int,
+        fd: int,
+        fd_offset: int,
+        *,
+        area: str,
+        nid: int | None = None,
+        device: int = 0,
+        positioned: bool = False,
+    ) -> bool:
+        """Copy exactly `count` bytes at `offset` of `device` into file descriptor `fd` at
+        `fd_offset` (in the kernel where possible), or raise CorruptImageError like `read`.
+
+        `positioned`: the file position of `fd` is `fd_offset` already; returns whether it is
+        just past the copied bytes afterwards. Errors of the destination (ENOSPC, EFBIG, ...)
+        are raised as the OSError they are.
+        """
+        if not self._handles:
+            raise ValueError("I/O operation on a closed image")
+        handle = self._handles[device]
+        if count < 0 or offset < 0 or offset + count > handle.size:
+            where = "image" if device == 0 else f"device {device}"
+            raise CorruptImageError(
+                f"{count} bytes at {offset:#x} run past the end of the {where} ({handle.size:#x} bytes)",
+                offset=offset,
+                nid=nid,
+                area=area,
+            )
+        return handle.copy_to(offset, count, fd, fd_offset, positioned)
+
     def locate(self, device_id: int, blkaddr: int, *, nid: int | None = None) -> tuple[int, int]:
         """(device index, byte offset) of block `blkaddr` of chunk-index device `device_id`.
 
@@ -176,7 +274,7 @@ class Storage:
         # addresses): such a device cannot be read in flat mode.
         if not slot.uniaddr or flat >= self.primary_size:
             raise InvalidInputError(
-                f"nid {nid}: data lives on device slot {slot.index} (tag {slot.tag_text!r}, "
+                f"nid {nid}: data lives on device slot {slot.index} (tag {slot.tag_shown}, "
                 f"block {blkaddr}) which is not inside the primary image; pass the extra devices"
             )
         return 0, flat

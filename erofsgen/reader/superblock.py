@@ -6,9 +6,11 @@ incompat feature this reader does not implement refuses the image up front.
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, BinaryIO
 
 import construct as cs
 
@@ -108,7 +110,7 @@ class SuperblockInfo:
     devices: tuple[DeviceSlotInfo, ...] = ()
     long_prefixes: tuple[LongPrefix, ...] = ()
 
-    @property
+    @cached_property
     def block_size(self) -> int:
         """Bytes per block."""
         return 1 << self.blkszbits
@@ -210,9 +212,42 @@ def _verify_checksum(storage: Storage, rec_checksum: int, blksz: int) -> bool:
     return sb_checksum(block0, blksz) == rec_checksum
 
 
-def _check_basics(rec: SuperBlockRec) -> None:
+def read_raw_superblock(storage: Storage) -> SuperBlockRec:
+    """The superblock record, or InvalidInputError naming the file when it is not an EROFS image.
+
+    A file too short to hold a superblock, or without the magic, is not a damaged image but
+    something else altogether: one message says so, and nothing further is looked at.
+    """
+    size = storage.primary_size
+    if size < EROFS_SUPER_OFFSET + SUPERBLOCK.size:
+        what = "empty file" if not size else f"{size} bytes, too short for a superblock"
+        raise InvalidInputError(f"not an EROFS image ({what})", storage.name)
+    rec = SUPERBLOCK.unpack(storage.read(EROFS_SUPER_OFFSET, SUPERBLOCK.size, area="superblock"))
     if rec.magic != EROFS_SUPER_MAGIC_V1:
-        raise CorruptImageError(f"bad magic {rec.magic:#010x}: not an EROFS image", offset=EROFS_SUPER_OFFSET)
+        raise InvalidInputError(f"not an EROFS image (bad magic {rec.magic:#010x})", storage.name)
+    return rec
+
+
+def is_erofs(source: str | os.PathLike[str] | BinaryIO) -> bool:
+    """Whether `source` (a path or a readable, seekable binary file) starts like an EROFS image.
+
+    Like `tarfile.is_tarfile`: only the magic number is looked at (the image may still be
+    damaged), a file object's position is restored, and a path that cannot be opened raises
+    the OSError of open() (FileNotFoundError for a missing file, IsADirectoryError, ...).
+    """
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as file:
+            return is_erofs(file)
+    pos = source.tell()
+    try:
+        source.seek(EROFS_SUPER_OFFSET)
+        head = source.read(4)
+    finally:
+        source.seek(pos)
+    return len(head) == 4 and int.from_bytes(head, "little") == EROFS_SUPER_MAGIC_V1
+
+
+def _check_basics(rec: SuperBlockRec) -> None:
     if not EROFS_MIN_BLKSZBITS <= rec.blkszbits <= MAX_BLKSZBITS:
         raise CorruptImageError(f"blkszbits {rec.blkszbits} out of range", area="superblock")
     if rec.dirblkbits:
@@ -225,11 +260,12 @@ def _check_basics(rec: SuperBlockRec) -> None:
 def read_superblock(storage: Storage, *, strict_checksum: bool = True) -> SuperblockInfo:
     """Decode the superblock and everything the mount path derives from it.
 
-    Raises CorruptImageError for a bad magic/block size/checksum (the checksum only when
+    Raises InvalidInputError for a file that is not an EROFS image (see read_raw_superblock),
+    CorruptImageError for a bad block size/checksum (the checksum only when
     `strict_checksum`), UnsupportedFeatureError for incompat features this reader lacks, and
     InvalidInputError when the caller gave a different number of devices than the table holds.
     """
-    rec = SUPERBLOCK.unpack(storage.read(EROFS_SUPER_OFFSET, SUPERBLOCK.size, area="superblock"))
+    rec = read_raw_superblock(storage)
     _check_basics(rec)
     blksz = 1 << rec.blkszbits
     compat, incompat = FeatureCompat(rec.feature_compat), FeatureIncompat(rec.feature_incompat)

@@ -18,6 +18,7 @@ from ..format.xattr import (
     xattr_entry_size,
 )
 from .inode import InodeInfo
+from .names import escape_name
 from .storage import Storage
 from .superblock import SuperblockInfo, short_prefix
 
@@ -72,7 +73,7 @@ def _entry_at(
     suffix = buf[pos + 4 : pos + 4 + head.e_name_len]
     if b"\0" in suffix:
         raise CorruptImageError(
-            f"xattr name {suffix!r} contains NUL", nid=nid, offset=base + pos, area="xattr"
+            f"xattr name {escape_name(suffix)} contains NUL", nid=nid, offset=base + pos, area="xattr"
         )
     value = buf[pos + 4 + head.e_name_len : pos + 4 + head.e_name_len + head.e_value_size]
     name = full_name(sb, head.e_name_index, suffix)
