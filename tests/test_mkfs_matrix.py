@@ -19,8 +19,9 @@ import pytest
 import erofsgen
 from erofsgen.cli import main as cli_main
 from erofsgen.reader.dump import rebuild_check
+from tests.support.compare import assert_same_tree
 from tests.support.erofs_utils import ErofsUtils
-from tests.support.trees import assert_same_tree, snapshot
+from tests.support.snapshot import snapshot
 
 BLOB = "{blob}"
 MKFS_MATRIX = {

@@ -23,10 +23,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import pytest_report_header
-from tests.support import trees
+from tests.support import scenario
+from tests.support.compare import assert_same_tree, diff_trees
 from tests.support.erofs_utils import ErofsUtils, ToolError, parse_version
 from tests.support.kernel import MountError, MountImage, is_mounted, loop_devices_of
-from tests.support.trees import (
+from tests.support.scenario import (
     BIG_DIR,
     BIG_DIR_ENTRIES,
     DEEP_LEVELS,
@@ -38,12 +39,9 @@ from tests.support.trees import (
     MANY_XATTRS_FILE,
     NON_UTF8_NAME,
     SHARED_XATTR,
-    TreeSnapshot,
-    assert_same_tree,
     build_scenario_tree,
-    diff_trees,
-    snapshot,
 )
+from tests.support.snapshot import TreeSnapshot, snapshot
 
 # --------------------------------------------------------------------------- helpers
 
@@ -163,7 +161,7 @@ def test_scenario_acls_are_consistent_with_modes(scenario_snap: TreeSnapshot) ->
     acl = _acl_entries(dict(e.xattrs)["system.posix_acl_access"])
     keys = [(tag, ident) for tag, _, ident in acl]
     assert keys == sorted(keys)  # sorted by tag, then id
-    mask = next(perm for tag, perm, _ in acl if tag == trees.ACL_MASK)
+    mask = next(perm for tag, perm, _ in acl if tag == scenario.ACL_MASK)
     assert e.mode is not None and (e.mode >> 3) & 7 == mask
     d = dict(scenario_snap.entries["acl/dir_default"].xattrs)
     assert {"system.posix_acl_access", "system.posix_acl_default"} <= d.keys()
@@ -178,7 +176,7 @@ def test_build_options(tmp_path: Path) -> None:
     assert not [p for p in snap.entries if max(len(os.fsencode(c)) for c in p.split("/")) > 200]
     sizes = {x.size for p, x in snap.entries.items() if p.startswith("sizes/")}
     assert {8191, 8192, 8193, 3 * 8192 + 1} <= sizes
-    with pytest.raises(trees.ScenarioError, match="not empty"):
+    with pytest.raises(scenario.ScenarioError, match="not empty"):
         build_scenario_tree(root)
     with pytest.raises(ValueError):
         build_scenario_tree(tmp_path / "u", blksz=3000)
@@ -195,14 +193,14 @@ def test_build_fails_loudly_where_the_filesystem_falls_short(
         real_utime(path, ns=(t, t), follow_symlinks=follow_symlinks)
 
     monkeypatch.setattr(os, "utime", clamping_utime)
-    with pytest.raises(trees.ScenarioError, match="'times/past_2106' mtime_ns"):
+    with pytest.raises(scenario.ScenarioError, match="'times/past_2106' mtime_ns"):
         build_scenario_tree(tmp_path / "clamped")
 
     def no_xattrs(path: Path, name: str, value: bytes, *, follow_symlinks: bool) -> None:
         raise OSError(95, "Operation not supported")
 
     monkeypatch.setattr(os, "setxattr", no_xattrs)
-    with pytest.raises(trees.ScenarioError, match=r"setxattr user\.root failed"):
+    with pytest.raises(scenario.ScenarioError, match=r"setxattr user\.root failed"):
         build_scenario_tree(tmp_path / "no_xattrs")
 
 

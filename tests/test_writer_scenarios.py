@@ -11,10 +11,10 @@ import pytest
 
 from erofsgen import open_image
 from erofsgen.cli import main as cli_main
+from tests.support.compare import assert_same_tree
 from tests.support.erofs_utils import ErofsUtils
-from tests.support.image_snapshot import image_snapshot
 from tests.support.kernel import MountImage
-from tests.support.trees import assert_same_tree, snapshot
+from tests.support.snapshot import image_snapshot, snapshot
 
 
 def pack(source: Path, image: Path, *options: str) -> None:
@@ -69,7 +69,7 @@ def test_scenario_tree_passes_fsck_and_dump(
 def test_small_block_sizes_mount_exactly(
     block_size: int, tmp_path: Path, kernel_mount: MountImage, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    from tests.support.trees import build_scenario_tree
+    from tests.support.scenario import build_scenario_tree
 
     source = tmp_path_factory.mktemp(f"bs{block_size}") / "tree"
     build_scenario_tree(source, long_names=True, blksz=block_size)
