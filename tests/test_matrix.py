@@ -12,7 +12,18 @@ from pathlib import Path
 import pytest
 
 from tests.support.judges import JUDGES
-from tests.support.matrix import KERNEL, SCENARIOS, Case, Context, ImageCache, cases
+from tests.support.matrix import (
+    KERNEL,
+    SCENARIOS,
+    Built,
+    Case,
+    Context,
+    ImageCache,
+    Judge,
+    Producer,
+    Scenario,
+    cases,
+)
 from tests.support.producers import PRODUCERS
 
 CASES = cases(SCENARIOS, PRODUCERS, JUDGES)
@@ -73,3 +84,35 @@ def test_declared_exclusions() -> None:
         judged = {case.judge.name for case in CASES if case.producer.name == name}
         assert not judged & {"fsck", "dump_erofs"}, name
         assert "kernel" in judged
+
+
+def test_cases_take_the_richest_fitting_scenario() -> None:
+    def make(source: Path, image: Path) -> tuple[Path, ...]:
+        return ()
+
+    def run(built: Built, ctx: Context) -> None:
+        pass
+
+    rich = Scenario("rich", "f", frozenset({"x"}))
+    other = Scenario("other", "f")
+    poor = Scenario("poor", "f", fallback=True)
+    plain, no_x = Producer("plain", make), Producer("no_x", make, cannot_pack=frozenset({"x"}))
+    odd = Producer("odd", make, features=frozenset({"y"}))
+    judges = [
+        Judge("any", run),
+        Judge("no_y", run, cannot_read=frozenset({"y"})),
+        Judge("none", run, applies=lambda producer: False),
+    ]
+    got = [c.id for c in cases([rich, other, poor], [plain, no_x, odd], judges)]
+    assert got == [
+        "rich-plain-any",
+        "rich-plain-no_y",
+        "rich-odd-any",
+        "other-plain-any",
+        "other-plain-no_y",
+        "other-no_x-any",
+        "other-no_x-no_y",
+        "other-odd-any",
+    ]
+    # The fallback stands in only where nothing else fits.
+    assert [c.id for c in cases([rich, poor], [no_x], judges[:1])] == ["poor-no_x-any"]
