@@ -8,6 +8,8 @@ fsck.erofs) is one more entry in `JUDGES`.
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 
 from erofsgen import open_image
 from erofsgen.cli import main as cli_main
@@ -32,6 +34,12 @@ EROFS_UTILS_1_5_CANNOT_READ = frozenset({LONG_NAMES, SMALL_BLOCKS, LONG_PREFIXES
 
 def _device_args(built: Built, option: str = "--device") -> list[str]:
     return [f"{option}={d}" for d in built.devices]
+
+
+def _discard(tree: Path) -> None:
+    # A passing cell's extracted tree is of no further use: the thousands of files in every
+    # cell's temporary directory would only slow down pytest's clean-up of old runs.
+    shutil.rmtree(tree)
 
 
 def kernel(built: Built, ctx: Context) -> None:
@@ -62,6 +70,7 @@ def fsck_extract(built: Built, ctx: Context) -> None:
         ignore_owner=True,
         ignore_fields=("xattrs", "hardlinks", "nlink", "mode", *built.producer.ignore),
     )
+    _discard(out)
 
 
 def dump_erofs(built: Built, ctx: Context) -> None:
@@ -92,6 +101,7 @@ def extract(built: Built, ctx: Context) -> None:
     assert (status, captured.err) == (0, ""), captured.err  # skipped entries are listed on stderr
     assert captured.out.startswith("extracted ") and captured.out.count("\n") == 1, captured.out
     assert_same_tree(built.expected, snapshot(out), ignore_fields=built.producer.ignore)
+    _discard(out)
 
 
 def check(built: Built, ctx: Context) -> None:
