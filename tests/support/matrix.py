@@ -102,10 +102,12 @@ class Context:
         self.tmp, self.capsys, self.images, self._request = tmp, capsys, images, request
 
     def kernel_mount(self) -> MountImage:
+        """The `kernel_mount` fixture (a judge that uses it lists KERNEL in its fixtures)."""
         mount: MountImage = self._request.getfixturevalue(KERNEL)
         return mount
 
     def erofs_utils(self) -> ErofsUtils:
+        """The `erofs_utils` fixture (a judge that uses it lists EROFS_UTILS in its fixtures)."""
         utils: ErofsUtils = self._request.getfixturevalue(EROFS_UTILS)
         return utils
 
@@ -131,10 +133,12 @@ class Case:
 
     @property
     def id(self) -> str:
+        """The test id, `scenario-producer-judge`."""
         return f"{self.scenario.name}-{self.producer.name}-{self.judge.name}"
 
     @property
     def fixtures(self) -> tuple[str, ...]:
+        """The fixtures building and judging need: requested before either starts."""
         return (*self.producer.fixtures, *self.judge.fixtures)
 
 
@@ -173,6 +177,7 @@ class ImageCache:
         self._snapshots: dict[Path, TreeSnapshot] = {}
 
     def source_snapshot(self, source: Path) -> TreeSnapshot:
+        """The snapshot of a scenario tree (shared by the session: do not modify the trees)."""
         if source not in self._snapshots:
             self._snapshots[source] = snapshot(source)
         return self._snapshots[source]
