@@ -18,18 +18,55 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .reader import Image, open_image
+    from .format.constants import FileType
+    from .model import (
+        BytesData,
+        DataSource,
+        Device,
+        Directory,
+        Fifo,
+        File,
+        FileObjectData,
+        Metadata,
+        Node,
+        PathData,
+        Socket,
+        Symlink,
+    )
+    from .reader import DirEntry, ExtractResult, Image, ImageFile, Stat, SuperblockInfo, open_image
     from .sources import ImageBuilder, tree_from_directory
+    from .transform import TreeOverrides, apply_overrides
     from .writer import ImageSummary, write_image
     from .writer.options import InodeFormat, WriteOptions
 
 __version__ = "0.1.0"
 
+# Every public name and the module it comes from, imported on first use.
 _LAZY = {
+    "FileType": ".format.constants",
+    "BytesData": ".model",
+    "DataSource": ".model",
+    "Device": ".model",
+    "Directory": ".model",
+    "Fifo": ".model",
+    "File": ".model",
+    "FileObjectData": ".model",
+    "Metadata": ".model",
+    "Node": ".model",
+    "PathData": ".model",
+    "Socket": ".model",
+    "Symlink": ".model",
+    "DirEntry": ".reader",
+    "ExtractResult": ".reader",
     "Image": ".reader",
+    "ImageFile": ".reader",
+    "Stat": ".reader",
+    "SuperblockInfo": ".reader",
     "open_image": ".reader",
     "ImageBuilder": ".sources",
     "tree_from_directory": ".sources",
+    "TreeOverrides": ".transform",
+    "apply_overrides": ".transform",
     "ImageSummary": ".writer",
     "write_image": ".writer",
     "InodeFormat": ".writer.options",
@@ -37,17 +74,37 @@ _LAZY = {
 }
 
 __all__ = [
+    "BytesData",
     "CorruptImageError",
+    "DataSource",
+    "Device",
+    "DirEntry",
+    "Directory",
     "ErofsgenError",
+    "ExtractResult",
+    "Fifo",
+    "File",
+    "FileObjectData",
+    "FileType",
     "Image",
     "ImageBuilder",
+    "ImageFile",
     "ImageSummary",
     "InodeFormat",
     "InvalidInputError",
+    "Metadata",
+    "Node",
     "NotFoundError",
+    "PathData",
+    "Socket",
+    "Stat",
+    "SuperblockInfo",
+    "Symlink",
+    "TreeOverrides",
     "UnsupportedFeatureError",
     "WriteOptions",
     "__version__",
+    "apply_overrides",
     "open_image",
     "tree_from_directory",
     "write_image",
@@ -61,3 +118,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

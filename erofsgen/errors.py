@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class ErofsgenError(Exception):
     """Base class of every error erofsgen raises on purpose."""
@@ -45,4 +47,17 @@ class UnsupportedFeatureError(ErofsgenError):
 
 
 class NotFoundError(ErofsgenError, FileNotFoundError):
-    """A path looked up in an image does not exist."""
+    """A path looked up in an image does not exist.
+
+    Like the `FileNotFoundError` of `open()`: `errno` is ENOENT, `strerror` the reason and
+    `filename` the path looked up (None when there is none); str() is one line, "path: reason".
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(errno.ENOENT, message, path)
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}" if self.filename is not None else str(self.strerror)
+
+    def __reduce__(self) -> tuple[type[NotFoundError], tuple[str, str | None]]:
+        return type(self), (str(self.strerror), self.filename)

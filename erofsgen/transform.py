@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import InvalidInputError
+from .limits import MAX_ID
 from .model import Directory, Node, iter_tree
-
-ID_MAX = 2**32 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +21,8 @@ class TreeOverrides:
     Owners: `force_uid`/`force_gid`, else `all_root`, replaces the id (the more specific option
     wins; mkfs.erofs lets the last one given win), then the offset is added, as mkfs.erofs does.
     Times: `mtime_ns` sets every mtime (mkfs `-T`) and wins over `clamp_mtime_ns`, which lowers
-    mtimes newer than it (SOURCE_DATE_EPOCH).
+    mtimes newer than it (SOURCE_DATE_EPOCH). Ids end in 0..MAX_ID (2**32-2), the range the
+    builder and the writer also take; values of the wrong type are refused, not converted.
     """
 
     mtime_ns: int | None = None
@@ -34,10 +34,19 @@ class TreeOverrides:
     gid_offset: int = 0
 
     def __post_init__(self) -> None:
+        optional = ("mtime_ns", "clamp_mtime_ns", "force_uid", "force_gid")
+        for name in (*optional, "uid_offset", "gid_offset"):
+            value = getattr(self, name)
+            if value is None and name in optional:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidInputError(f"{name} must be an int, not {type(value).__name__}")
+        if not isinstance(self.all_root, bool):
+            raise InvalidInputError(f"all_root must be a bool, not {type(self.all_root).__name__}")
         for name in ("force_uid", "force_gid"):
             value = getattr(self, name)
-            if value is not None and not 0 <= value <= ID_MAX:
-                raise InvalidInputError(f"{name} {value} is outside 0..{ID_MAX}")
+            if value is not None and not 0 <= value <= MAX_ID:
+                raise InvalidInputError(f"{name} {value} is outside 0..{MAX_ID}")
 
     @property
     def is_noop(self) -> bool:
@@ -48,8 +57,8 @@ class TreeOverrides:
 def apply_overrides(root: Directory, overrides: TreeOverrides) -> None:
     """Rewrite times and owners of every inode below and including `root`, in place.
 
-    Raises `InvalidInputError` naming the path when an offset takes an id outside 0..2**32-1;
-    the tree may then be partly rewritten.
+    Raises `InvalidInputError` naming the path when an offset takes an id outside 0..MAX_ID
+    (2**32-2: (uid_t)-1 owns nothing); the tree may then be partly rewritten.
     """
     if overrides.is_noop:
         return
@@ -76,7 +85,7 @@ def _apply_times(node: Node, overrides: TreeOverrides) -> None:
 
 def _new_id(current: int, base: int | None, offset: int, what: str, path: bytes) -> int:
     value = (current if base is None else base) + offset
-    if not 0 <= value <= ID_MAX:
+    if not 0 <= value <= MAX_ID:
         shown = "/" + path.decode("utf-8", "surrogateescape")
-        raise InvalidInputError(f"{what} {value} is outside 0..{ID_MAX}", path=shown)
+        raise InvalidInputError(f"{what} {value} is outside 0..{MAX_ID}", path=shown)
     return value

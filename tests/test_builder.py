@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import stat
@@ -157,7 +158,7 @@ def test_add_tree_keywords_apply_to_its_top(tmp_path: Path, b: ImageBuilder) -> 
 
 
 # Each call must fail naming the path it was given, and leave the tree as it was.
-INVALID: list[tuple[str, Callable[[ImageBuilder], Any], str, str]] = [
+INVALID: list[tuple[str, Callable[[ImageBuilder], Any], str | None, str]] = [
     ("empty component", lambda b: b.add_file("a//b"), "/a//b", "invalid path component"),
     ("dot", lambda b: b.mkdir("a/./b"), "/a/./b", "invalid path component"),
     ("dotdot", lambda b: b.mkfifo("../x"), "/../x", "invalid path component"),
@@ -189,6 +190,41 @@ INVALID: list[tuple[str, Callable[[ImageBuilder], Any], str, str]] = [
     ("path not a file", lambda b: b.add_file("f", path="/"), "/f", "not a regular file"),
     ("tree missing", lambda b: b.add_tree("/nonexistent/x", "t"), "/nonexistent/x", "No such file"),
     ("tree onto a dir", lambda b: b.add_tree("/usr/share/doc", "etc"), "/etc", "already exists"),
+    # Values of the wrong type are refused at the call, never converted or left to fail later.
+    ("uid bool", lambda b: b.mkfifo("f", uid=True), "/f", "uid must be an int, not bool"),
+    ("uid no-id", lambda b: b.mkfifo("f", uid=2**32 - 1), "/f", "uid 4294967295 is outside 0..4294967294"),
+    ("mode str", lambda b: b.mkdir("d", mode="755"), "/d", "mode must be an int"),  # type: ignore[arg-type]
+    ("mtime nan", lambda b: b.mkfifo("f", mtime=float("nan")), "/f", "not a finite number"),
+    ("mtime inf", lambda b: b.mkfifo("f", mtime=float("-inf")), "/f", "not a finite number"),
+    ("mtime str", lambda b: b.mkfifo("f", mtime="1"), "/f", "int or float seconds"),  # type: ignore[arg-type]
+    ("mtime huge", lambda b: b.mkfifo("f", mtime=2**64), "/f", "out of range"),
+    ("mtime_ns float", lambda b: b.mkfifo("f", mtime_ns=1.0), "/f", "mtime_ns must be an int"),  # type: ignore[arg-type]
+    ("data str", lambda b: b.add_file("f", "text"), "/f", "data must be bytes, not str"),  # type: ignore[arg-type]
+    ("data int", lambda b: b.add_file("f", 5), "/f", "data must be bytes-like, not int"),  # type: ignore[arg-type]
+    ("data file", lambda b: b.add_file("f", io.BytesIO()), "/f", "give it as fileobj="),  # type: ignore[arg-type]
+    ("path fd", lambda b: b.add_file("f", path=0), "/f", "path must be a str"),  # type: ignore[arg-type]
+    ("fileobj text", lambda b: b.add_file("f", fileobj=io.StringIO("x")), "/f", "text mode"),  # type: ignore[arg-type]
+    ("size str", lambda b: b.add_file("f", fileobj=io.BytesIO(), size="1"), "/f", "size must be an int"),  # type: ignore[arg-type]
+    ("xattrs list", lambda b: b.mkfifo("f", xattrs=[("user.a", b"")]), "/f", "mapping"),  # type: ignore[arg-type]
+    ("xattr name int", lambda b: b.setxattr("etc", 5, b"v"), "/etc", "xattr name must be str or bytes"),  # type: ignore[arg-type]
+    ("xattr user.", lambda b: b.setxattr("etc", "user.", b"v"), "/etc", "nothing after its prefix"),
+    ("xattr trusted.", lambda b: b.mkdir("d", xattrs={b"trusted.": b""}), "/d", "nothing after its prefix"),
+    ("xattr security.", lambda b: b.add_file("f", xattrs={"security.": b""}), "/f", "nothing after"),
+    ("xattr system.", lambda b: b.setxattr("etc", "system.", b"v"), "/etc", "no prefix EROFS can store"),
+    (
+        "user xattr on a fifo",
+        lambda b: b.mkfifo("f", xattrs={"user.a": b""}),
+        "/f",
+        "only allowed on regular",
+    ),
+    ("name int", lambda b: b.mkfifo(7), None, "entry name must be a str"),  # type: ignore[arg-type]
+    ("symlink target None", lambda b: b.symlink("s", None), "/s", "symlink target must be"),  # type: ignore[arg-type]
+    ("symlink over a name", lambda b: b.symlink("etc", target="x"), "/etc", "reverse of os.symlink"),
+    ("link reversed", lambda b: b.link("etc/hosts", "etc/new"), "/etc/new", "reverse of os.link"),
+    ("major bool", lambda b: b.mknod("dev", "c", True, 0), "/dev", "major must be an int"),
+    ("kind list", lambda b: b.mknod("dev", ["c"], 1, 0), "/dev", "device kind"),  # type: ignore[arg-type]
+    ("exclude str", lambda b: b.add_tree("/usr/share/doc", "t", exclude_paths="x"), "/t", "list of str"),
+    ("read_xattrs int", lambda b: b.add_tree("/usr/share/doc", "t", read_xattrs=1), "/t", "True or False"),  # type: ignore[arg-type]
 ]
 
 
@@ -207,7 +243,7 @@ def _shape(node: Node) -> object:
 
 @pytest.mark.parametrize(("call", "path", "message"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
 def test_invalid_calls_name_the_path(
-    b: ImageBuilder, call: Callable[[ImageBuilder], Any], path: str, message: str
+    b: ImageBuilder, call: Callable[[ImageBuilder], Any], path: str | None, message: str
 ) -> None:
     _sample(b)
     before = _shape(b.tree)
@@ -308,3 +344,96 @@ def test_image_reads_back(tmp_path: Path) -> None:
         assert (stat.S_ISBLK(dev.mode), dev.major, dev.minor, dev.mtime_ns) == (True, 8, 0, 123)
         assert img.stat("etc").mode & 0o7777 == 0o750
         assert sorted(img.listdir("/")) == ["blob", "dev", "etc", "lib"]
+
+
+# --------------------------------------------------------------------------- the call contract
+
+ENTRY_CALLS = [
+    "mkdir",
+    "add_file",
+    "symlink",
+    "mknod",
+    "mkfifo",
+    "mksocket",
+    "link",
+    "set_metadata",
+    "add_tree",
+]
+
+
+@pytest.mark.parametrize("method", ENTRY_CALLS)
+def test_metadata_keywords_are_visible_to_help(method: str) -> None:
+    params = inspect.signature(getattr(ImageBuilder, method)).parameters
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for keyword in ("mode", "uid", "gid", "mtime", "mtime_ns", "xattrs"):
+        assert params[keyword].kind is inspect.Parameter.KEYWORD_ONLY
+        assert params[keyword].default is None and params[keyword].annotation != inspect.Parameter.empty
+
+
+def test_floats_and_bytes_likes_are_taken_exactly(b: ImageBuilder) -> None:
+    node = b.add_file("f", bytearray(b"ab"), mtime=-1.25, xattrs={b"user.a": memoryview(b"xy")})
+    assert node.data == BytesData(b"ab") and node.meta.mtime_ns == -1_250_000_000
+    assert node.meta.xattrs == {b"user.a": b"xy"}
+    assert b.add_file("g", memoryview(b"cd")).data == BytesData(b"cd")
+    assert b.mkfifo("p", mtime=1e-9, uid=2**32 - 2).meta.mtime_ns == 1
+    assert ImageBuilder(mtime=0.5).tree.meta.mtime_ns == 500_000_000
+
+
+def test_target_by_keyword(b: ImageBuilder) -> None:
+    lib = b.symlink("lib", target="usr/lib")
+    assert isinstance(lib, Symlink) and lib.target == b"usr/lib"
+    assert b.symlink(name="bin", target=b"usr/bin").target == b"usr/bin"
+    hosts = b.add_file("etc/hosts")
+    assert b.link("etc/hosts.bak", target="etc/hosts") is hosts
+    assert _at(b.tree, "etc/hosts.bak") is hosts
+
+
+def test_closed_fileobj_is_reported_at_the_call(tmp_path: Path, b: ImageBuilder) -> None:
+    source = tmp_path / "blob"
+    source.write_bytes(b"data")
+    with source.open("rb") as f:
+        pass
+    with pytest.raises(InvalidInputError) as info:
+        b.add_file("f", fileobj=f)
+    assert info.value.path == "/f" and str(info.value) == f"/f: fileobj {source} is closed"
+
+
+def test_fileobj_closed_before_writing_names_entry_and_file(tmp_path: Path) -> None:
+    source = tmp_path / "blob"
+    source.write_bytes(b"data")
+    image = tmp_path / "out.img"
+    with pytest.raises(InvalidInputError) as info:  # noqa: SIM117 - the file must close inside
+        with ImageBuilder(image) as b:
+            with source.open("rb") as f:
+                b.add_file("dir/blob", fileobj=f)
+    assert info.value.path == "/dir/blob"
+    assert f"fileobj {source} was closed before the image was written" in str(info.value)
+    assert not image.exists()
+
+
+def test_summary_outlives_the_with_block(tmp_path: Path) -> None:
+    image = tmp_path / "out.img"
+    b = ImageBuilder(image)
+    with pytest.raises(InvalidInputError, match="no image has been written"):
+        b.summary  # noqa: B018 - the property raises before writing
+    with b:
+        b.add_file("etc/hosts", data=b"h")
+    summary = b.summary
+    assert isinstance(summary, erofsgen.ImageSummary)
+    assert (summary.path, summary.inodes, summary.size) == (str(image), 3, image.stat().st_size)
+    b.close()
+    assert b.summary is summary
+
+
+def test_no_summary_when_nothing_was_written(
+    captured: list[tuple[Directory, object, WriteOptions]],
+) -> None:
+    with pytest.raises(InvalidInputError, match="already exists"), ImageBuilder("out.img") as failed:
+        failed.mkfifo("p")
+        failed.mkfifo("p")
+    with ImageBuilder() as tree_only:
+        tree_only.mkfifo("p")
+    for b in (failed, tree_only):
+        with pytest.raises(InvalidInputError, match="no image has been written"):
+            b.summary  # noqa: B018 - the property raises
+    assert captured == []

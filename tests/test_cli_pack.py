@@ -265,7 +265,7 @@ def test_offset_overflow_names_the_path(
     fake_writer: Capture, src: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _pack(src, f"--uid-offset={2**32 - 1000}") == 2
-    assert capsys.readouterr().err == "erofsgen: error: /b.log: uid 4294967296 is outside 0..4294967295\n"
+    assert capsys.readouterr().err == "erofsgen: error: /b.log: uid 4294967296 is outside 0..4294967294\n"
 
 
 @pytest.mark.parametrize("name", ["missing", "a.txt"])

@@ -31,7 +31,8 @@ IDS = {case.id for case in CASES}
 
 
 def _param(case: Case) -> object:
-    return pytest.param(case, id=case.id, marks=[pytest.mark.kernel] if KERNEL in case.fixtures else [])
+    marks = [pytest.mark.kernel] if KERNEL in case.fixtures else []
+    return pytest.param(case, id=case.id, marks=[*marks, *([pytest.mark.slow] if case.slow else [])])
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +68,12 @@ def test_every_producer_meets_every_tool_independent_judge() -> None:
         assert {"kernel", "reader", "extract", "check", "schema"} <= judged, producer.name
         if producer.check is not None:
             assert "properties" in judged, producer.name
+
+
+def test_quick_runs_see_every_judge() -> None:
+    quick = [case for case in CASES if not case.slow]
+    assert {case.judge.name for case in quick} == {judge.name for judge in JUDGES}
+    assert all(case.slow for case in CASES if case.producer.reference)  # the mkfs.erofs matrix
 
 
 def test_declared_exclusions() -> None:

@@ -146,6 +146,7 @@ def mutate(image: bytes, mutations: list[tuple[str, int, int]], meta_bias: bool)
     return bytes(data)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(
     name=st.sampled_from(["handmade_compact", *MKFS_VARIANTS]),

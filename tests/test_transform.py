@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from erofsgen.errors import InvalidInputError
+from erofsgen.limits import MAX_ID
 from erofsgen.model import Directory, File, Metadata, Symlink, iter_tree
 from erofsgen.transform import TreeOverrides, apply_overrides
 
@@ -101,7 +102,32 @@ def test_offset_out_of_range_names_the_path(overrides: TreeOverrides, message: s
 
 
 @pytest.mark.parametrize("field", ["force_uid", "force_gid"])
-@pytest.mark.parametrize("value", [-1, 2**32])
+@pytest.mark.parametrize("value", [-1, 2**32 - 1, 2**32])  # (uid_t)-1 owns nothing: the writer refuses it
 def test_forced_id_out_of_range(field: str, value: int) -> None:
+    with pytest.raises(InvalidInputError, match=field):
+        TreeOverrides(**{field: value})  # type: ignore[arg-type]
+    assert getattr(TreeOverrides(**{field: MAX_ID}), field) == MAX_ID  # type: ignore[arg-type]
+
+
+def test_offset_onto_the_no_id_value_is_refused() -> None:
+    root, _ = _tree()  # gids 0, 2, 4, 20: 20 + offset is (gid_t)-1
+    with pytest.raises(InvalidInputError, match=f"gid {MAX_ID + 1} is outside 0..{MAX_ID}") as info:
+        apply_overrides(root, TreeOverrides(gid_offset=MAX_ID + 1 - 20))
+    assert info.value.path == "/one"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("force_uid", True),
+        ("force_gid", "0"),
+        ("uid_offset", 1.0),
+        ("gid_offset", None),
+        ("mtime_ns", 1.5),
+        ("clamp_mtime_ns", False),
+        ("all_root", 1),
+    ],
+)
+def test_wrong_types_are_refused_not_converted(field: str, value: object) -> None:
     with pytest.raises(InvalidInputError, match=field):
         TreeOverrides(**{field: value})  # type: ignore[arg-type]

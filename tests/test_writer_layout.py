@@ -26,8 +26,8 @@ def test_root_without_inline_tail_still_gets_the_first_nid(tmp_path: Path) -> No
         assert img.read_bytes("/sub/f599") == bytes([599 % 251]) * 4000
 
 
-def test_file_object_windows_sharing_one_stream(tmp_path: Path) -> None:
-    """Windows of one stream (tar-like), read by several worker threads, each get their bytes."""
+def test_file_object_windows_of_one_stream_each_read_their_own_bytes(tmp_path: Path) -> None:
+    """512 files that are windows of one shared stream (tar-like) each get their own range."""
     chunks = [bytes([i % 256]) * 10000 for i in range(512)]
     stream = io.BytesIO(b"".join(chunks) + b"trailing data after the last window")
     root = Directory(Metadata(0o755))

@@ -7,10 +7,13 @@ Each sub-command lives in its own module exposing `register(subparsers)`; the mo
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
+from .. import __version__
 from ..errors import ErofsgenError
 
 # Sub-command modules, in the order `--help` lists them.
@@ -21,10 +24,52 @@ EXIT_PROBLEMS = 1  # `check` found problems
 EXIT_ERROR = 2  # bad input, corrupt image, missing file
 
 
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors suggest the closest command or option (one line, exit 2)."""
+
+    def fail(self, message: str) -> NoReturn:
+        """Exit 2 after one line `PROG: error: MESSAGE` on stderr (no usage block)."""
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        choices = action.choices
+        if isinstance(value, str) and choices is not None and value not in choices:
+            match = _closest(value, [str(choice) for choice in choices])
+            if match is not None:
+                what = "command" if isinstance(action, argparse._SubParsersAction) else "choice"
+                self.fail(f"unknown {what} {value!r}; did you mean {match!r}?")
+        super()._check_value(action, value)
+
+
+class CommandParser(Parser):
+    """A sub-command's parser: rejects what it does not know itself, suggesting its own options."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        for word in extras:
+            if word.startswith("-") and word != "-":
+                name = word.split("=", 1)[0]
+                options = [opt for action in self._actions for opt in action.option_strings]
+                match = _closest(name, options)
+                if match is not None:
+                    self.fail(f"unrecognized option {name!r}; did you mean {match!r}?")
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def _closest(word: str, candidates: list[str]) -> str | None:
+    matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.7)
+    return matches[0] if matches else None
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, just that sub-command (so only its module is imported)."""
-    parser = argparse.ArgumentParser(prog="erofsgen", description="Write and read EROFS images.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog="erofsgen", description="Write and read EROFS images.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     for name in COMMANDS if only is None else (only,):
         try:
             module = importlib.import_module(f".{name}", __name__)
@@ -34,6 +79,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             continue  # command not built yet
         module.register(sub)
     return parser
+
+
+def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The sub-command parsers of a `build_parser()` result, by command name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 def error(message: str) -> None:

@@ -8,12 +8,7 @@ the extent is accepted and cut, as the kernel's partial decoding does.
 
 from __future__ import annotations
 
-import lzma
-import zlib
 from typing import Any
-
-import lz4.block
-import zstandard
 
 from ..errors import CorruptImageError
 from ..format.constants import CompressionAlgorithm
@@ -89,7 +84,30 @@ def lz4_decode_partial(src: bytes, size: int) -> bytes:
     return bytes(out[:size])
 
 
+# The compression libraries are imported by the decoders that use them, so reading an
+# uncompressed image never loads them.
+
+
+def _codec_errors(alg: CompressionAlgorithm) -> tuple[type[Exception], ...]:
+    """The error `alg`'s library raises on a bad stream (importing the library)."""
+    if alg == CompressionAlgorithm.LZMA:
+        import lzma
+
+        return (lzma.LZMAError,)
+    if alg == CompressionAlgorithm.DEFLATE:
+        import zlib
+
+        return (zlib.error,)
+    if alg == CompressionAlgorithm.ZSTD:
+        import zstandard
+
+        return (zstandard.ZstdError,)
+    return ()
+
+
 def _lz4(data: bytes, size: int) -> bytes:
+    import lz4.block
+
     try:
         out: bytes = lz4.block.decompress(data, uncompressed_size=size)
     except lz4.block.LZ4BlockError:
@@ -101,6 +119,8 @@ def _lz4(data: bytes, size: int) -> bytes:
 def _lzma(data: bytes, size: int, config: dict[str, Any] | None) -> bytes:
     # MicroLZMA: byte 0 is the inverted lc/lp/pb properties byte; the range coder's first
     # byte (always 0) is omitted. Rebuild a raw LZMA1 stream.
+    import lzma
+
     props = (~data[0]) & 0xFF
     if props >= _LZMA_PROPS_MAX:
         raise ValueError(f"bad MicroLZMA properties {props:#x}")
@@ -113,10 +133,14 @@ def _lzma(data: bytes, size: int, config: dict[str, Any] | None) -> bytes:
 
 
 def _deflate(data: bytes, size: int) -> bytes:
+    import zlib
+
     return zlib.decompressobj(-15).decompress(data, size)
 
 
 def _zstd(data: bytes, size: int) -> bytes:
+    import zstandard
+
     dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
     reader = dctx.stream_reader(data, read_across_frames=False)
     parts = []
@@ -157,6 +181,7 @@ def decode_extent(
     data = raw
     if zero_padding or alg != CompressionAlgorithm.LZ4:
         data = skip_zero_padding(raw, ext, page, nid)
+    errors: tuple[type[Exception], ...] = (ValueError, MemoryError, *_codec_errors(alg))
     try:
         if alg == CompressionAlgorithm.LZ4:
             out = _lz4(data, ext.length) if zero_padding else lz4_decode_partial(data, ext.length)
@@ -166,7 +191,7 @@ def decode_extent(
             out = _deflate(data, ext.length)
         else:
             out = _zstd(data, ext.length)
-    except (ValueError, lzma.LZMAError, zlib.error, zstandard.ZstdError, MemoryError) as exc:
+    except errors as exc:
         raise _fail(ext, nid, f"{alg.name} stream does not decode: {exc}") from None
     if len(out) != ext.length:
         raise _fail(ext, nid, f"{alg.name} stream decodes to {len(out)} bytes, expected {ext.length}")

@@ -135,7 +135,7 @@ class Image:
         info = self.inode(nid)
         if not info.is_dir:
             shown = os.fsdecode(path) if path is not None else f"nid {nid}"
-            raise NotFoundError(f"{shown}: not a directory")
+            raise NotFoundError("not a directory", shown)
         return InodeData(self._storage, self._sb, info)
 
     def scandir_nid(self, nid: int) -> Iterator[dirs.RawDirEntry]:
@@ -196,7 +196,7 @@ class Image:
             data = self._dir_data(nid, b"/" + b"/".join(parts[:depth]))
             entry = dirs.lookup(data, self._sb.block_size, part)
             if entry is None:
-                raise NotFoundError(f"{os.fsdecode(raw)}: no such file or directory")
+                raise NotFoundError("no such file or directory", os.fsdecode(raw))
             nid = entry.nid
         return nid
 

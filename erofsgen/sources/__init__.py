@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .builder import EntryOptions, ImageBuilder
+from .builder import ImageBuilder
 from .directory import ScanProgress, tree_from_directory
 
-__all__ = ["EntryOptions", "ImageBuilder", "ScanProgress", "tree_from_directory"]
+__all__ = ["ImageBuilder", "ScanProgress", "tree_from_directory"]

@@ -11,14 +11,12 @@ import os
 from ..errors import InvalidInputError
 from ..format.constants import EROFS_NAME_LEN, EROFS_PATH_MAX, XATTR_LIST_MAX, XATTR_NAME_MAX
 from ..format.xattr import split_xattr_name
+from ..limits import MAX_ID, MAX_TIME_NS, MIN_TIME_NS
 from ..model import Device, Directory, File, Node, Symlink
 
-MAX_ID = 2**32 - 2  # (uid_t)-1 means "no id" to the kernel; it cannot own a file
 ACL_NAMES = (b"system.posix_acl_access", b"system.posix_acl_default")
 MAX_XATTR_VALUE = 65535  # e_value_size is 16 bits
 MAX_FILE_SIZE = 2**63 - 1
-MIN_TIME_NS = -(2**63) * 10**9
-MAX_TIME_NS = (2**63 - 1) * 10**9 + 999_999_999
 
 
 def show(path: bytes) -> str:
@@ -79,12 +77,16 @@ def check_xattrs(xattrs: dict[bytes, bytes], where: str) -> None:
     for name, value in xattrs.items():
         if not name or len(name) > XATTR_NAME_MAX or b"\0" in name:
             raise InvalidInputError(f"xattr name {name!r} is empty, too long or contains NUL", where)
-        if split_xattr_name(name) is None:
+        split = split_xattr_name(name)
+        if split is None:
             raise InvalidInputError(
                 f"xattr {os.fsdecode(name)} has no prefix EROFS can store "
                 "(user., trusted., security., system.posix_acl_*)",
                 where,
             )
+        if not split[1] and name not in ACL_NAMES:
+            # Linux refuses a name that is only its namespace, and cannot read one back.
+            raise InvalidInputError(f"xattr name {os.fsdecode(name)} has nothing after its prefix", where)
         if len(value) > MAX_XATTR_VALUE:
             raise InvalidInputError(
                 f"xattr {os.fsdecode(name)} value is {len(value)} bytes, over {MAX_XATTR_VALUE}", where

@@ -131,6 +131,8 @@ def properties(built: Built, ctx: Context) -> None:
 
 
 JUDGES: tuple[Judge, ...] = (
+    # The slow ones write or walk the whole tree in Python; the first producer's cells run
+    # in quick runs all the same.
     Judge("kernel", kernel, fixtures=(KERNEL,)),
     Judge("fsck", fsck, fixtures=(EROFS_UTILS,), cannot_read=EROFS_UTILS_1_5_CANNOT_READ),
     # The slowest judge (it writes the whole tree), so not spent on erofs-utils' own images.
@@ -140,11 +142,12 @@ JUDGES: tuple[Judge, ...] = (
         fixtures=(EROFS_UTILS,),
         cannot_read=EROFS_UTILS_1_5_CANNOT_READ,
         applies=lambda producer: not producer.reference,
+        slow=True,
     ),
     Judge("dump_erofs", dump_erofs, fixtures=(EROFS_UTILS,), cannot_read=EROFS_UTILS_1_5_CANNOT_READ),
     Judge("reader", reader),
-    Judge("extract", extract),
+    Judge("extract", extract, slow=True),
     Judge("check", check),
-    Judge("schema", schema),
+    Judge("schema", schema, slow=True),
     Judge("properties", properties, applies=lambda producer: producer.check is not None),
 )

@@ -75,6 +75,7 @@ class Producer:
     ignore: tuple[str, ...] = ()  # Entry fields it does not keep (compared by no judge)
     # A property of this producer's images beyond the round trip (block size, size bound).
     check: Callable[[Built, ImageCache], None] | None = None
+    slow: bool = False  # its cells belong to the suite's long tail (see `cases`)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class Judge:
     fixtures: tuple[str, ...] = ()
     cannot_read: frozenset[str] = frozenset()  # scenario or image features it cannot handle
     applies: Callable[[Producer], bool] = lambda producer: True
+    slow: bool = False  # its cells belong to the suite's long tail (see `cases`)
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class Case:
     scenario: Scenario
     producer: Producer
     judge: Judge
+    slow: bool = False  # marked `slow`: `-m 'not slow'` leaves it out
 
     @property
     def id(self) -> str:
@@ -154,15 +157,18 @@ def cases(
     """Every judge on every producer, on the richest scenario the pair can take.
 
     Non-fallback scenarios are all used; a fallback one only for pairs no other fits. Cells
-    of one image come together, so a session builds and judges image by image.
+    of one image come together, so a session builds and judges image by image. A cell is slow
+    when its producer or judge is, except for the first producer's: a quick run still sees
+    every judge.
     """
     scenarios = list(scenarios)
     out: list[Case] = []
-    for producer in producers:
+    for i, producer in enumerate(producers):
         for judge in filter(lambda j: j.applies(producer), judges):
             usable = [s for s in scenarios if _fits(s, producer, judge)]
             chosen = [s for s in usable if not s.fallback] or usable[:1]
-            out.extend(Case(s, producer, judge) for s in chosen)
+            slow = i > 0 and (producer.slow or judge.slow)
+            out.extend(Case(s, producer, judge, slow) for s in chosen)
     order = {s.name: i for i, s in enumerate(scenarios)}
     return sorted(out, key=lambda c: order[c.scenario.name])  # stable: producer order stays
 
