@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     CorruptImageError,
     ErofsgenError,
+    ImageWriteError,
     InvalidInputError,
     NotFoundError,
     UnsupportedFeatureError,
@@ -90,6 +91,7 @@ __all__ = [
     "ImageBuilder",
     "ImageFile",
     "ImageSummary",
+    "ImageWriteError",
     "InodeFormat",
     "InvalidInputError",
     "Metadata",

@@ -17,6 +17,23 @@ class InvalidInputError(ErofsgenError, ValueError):
         super().__init__(f"{path}: {message}" if path is not None else message)
 
 
+class ImageWriteError(ErofsgenError, OSError):
+    """Writing the image failed on the output's side: a full disk, a read-only file system, ...
+
+    Also an OSError: `errno` is the system's error number (None if there is none), `strerror`
+    the reason and `filename` the image path; the original exception is the `__cause__`.
+    """
+
+    def __init__(self, message: str, path: str, code: int | None = None) -> None:
+        super().__init__(code, message, path)
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+    def __reduce__(self) -> tuple[type[ImageWriteError], tuple[str, str, int | None]]:
+        return type(self), (str(self.strerror), self.filename, self.errno)
+
+
 class CorruptImageError(ErofsgenError):
     """The image breaks a rule of the format; names where (offset, nid, area)."""
 

@@ -20,6 +20,7 @@ from erofsgen.writer import write_image
 EAGER = {
     "CorruptImageError",
     "ErofsgenError",
+    "ImageWriteError",
     "InvalidInputError",
     "NotFoundError",
     "UnsupportedFeatureError",

@@ -44,7 +44,9 @@ class Capture:
 def fake_writer(monkeypatch: pytest.MonkeyPatch) -> Capture:
     capture = Capture()
 
-    def write_image(root: Directory, output: Any, options: WriteOptions, *, progress: Any = None) -> Any:
+    def write_image(
+        root: Directory, output: Any, options: WriteOptions, *, progress: Any = None, sync: bool = True
+    ) -> Any:
         capture.calls.append((root, output, options))
         if progress is not None:
             progress(10, 10)

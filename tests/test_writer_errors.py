@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from erofsgen.cli import main as cli_main
-from erofsgen.errors import InvalidInputError
+from erofsgen.errors import ImageWriteError, InvalidInputError
 from erofsgen.model import BytesData, Device, Directory, Fifo, File, Metadata, Node, PathData, Symlink
 from erofsgen.sources.directory import tree_from_directory
 from erofsgen.writer import WriteOptions, write_image
+
+from .support.pause import PausedCommand
 
 
 def tree_with(name: bytes, node: Node) -> Directory:
@@ -129,24 +131,19 @@ def test_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     """A real SIGINT to a running `erofsgen pack`: exit 130, no image, no temporary file."""
     source = tmp_path / "src"
     source.mkdir()
-    for i in range(400):  # enough data that the copy is still running when the signal lands
-        (source / f"f{i:03d}").write_bytes(os.urandom(256 * 1024))
+    for i in range(4):
+        (source / f"f{i}").write_bytes(os.urandom(256 * 1024))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     image = out_dir / "img.erofs"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "erofsgen", "pack", "--quiet", str(source), str(image)],
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while not any(p.name.endswith(".tmp") for p in out_dir.iterdir()):
-        assert proc.poll() is None, "pack finished before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert b"Traceback" not in err
+    # The child stops in its first data copy, so the signal always lands mid-pack, however busy
+    # the machine: no sleeping, no tree big enough to outrun the parent.
+    child = PausedCommand("copy_file_range", ["pack", "--quiet", str(source), str(image)])
+    child.wait_paused()
+    assert [p.name for p in out_dir.iterdir() if p.name.endswith(".tmp")], "no temporary file"
+    child.proc.send_signal(signal.SIGINT)
+    code, err = child.finish()
+    assert (code, err) == (130, "erofsgen: error: interrupted\n")
     assert list(out_dir.iterdir()) == []
 
 
@@ -163,8 +160,10 @@ def test_long_prefix_limits() -> None:
         )
 
 
-def test_image_side_errors_are_not_blamed_on_the_source(tmp_path: Path) -> None:
-    """A full destination is an OSError about the image (exit 2), not a bad input file."""
+def test_image_side_errors_are_not_blamed_on_the_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full destination is an error about the image, naming it (exit 2), not a bad input file."""
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a small tmpfs")
     small = tmp_path / "small"
@@ -174,9 +173,21 @@ def test_image_side_errors_are_not_blamed_on_the_source(tmp_path: Path) -> None:
         src = tmp_path / "src"
         src.mkdir()
         (src / "big").write_bytes(os.urandom(1 << 20))
-        with pytest.raises(OSError) as info:
-            write_image(tree_from_directory(src), small / "out.img")
+        out = small / "out.img"
+        with pytest.raises(ImageWriteError) as info:
+            write_image(tree_from_directory(src), out)
         assert not isinstance(info.value, InvalidInputError)
+        assert str(info.value) == (
+            f"{out}: cannot write the image: No space left on device (the image needs 1052672 bytes)"
+        )
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(out)
+        copy = pickle.loads(pickle.dumps(info.value))
+        assert (str(copy), copy.errno, copy.filename) == (str(info.value), errno.ENOSPC, str(out))
+        assert isinstance(info.value.__cause__, OSError)
+        assert list(small.iterdir()) == []
+        assert cli_main(["pack", "--quiet", str(src), str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"erofsgen: error: {info.value}\n"  # the same one line from the command
         assert list(small.iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)], check=True)

@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import Any, NoReturn
 
 from .. import __version__
@@ -93,12 +96,63 @@ def error(message: str) -> None:
     print(f"erofsgen: error: {message}", file=sys.stderr)
 
 
+# Signals that end a command the way Ctrl-C does: every cleanup runs, then exit 128 + signal.
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+# What signal.signal takes and returns: a function, SIG_DFL, SIG_IGN, or None (set outside Python).
+SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived; a KeyboardInterrupt so that every interrupt cleanup runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
     args = parser.parse_args(words)
+    previous = _raise_on_termination()
+    try:
+        return _run(args)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _raise_on_termination() -> dict[int, SignalHandler]:
+    """Make SIGTERM and SIGHUP raise Terminated; returns the handlers to restore.
+
+    Only the first such signal raises: a second one must not cut the cleanup of the first
+    short. Signals ignored on entry (`nohup`) stay ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # only the main thread may set handlers (and it is the one signals reach)
+    fired = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise Terminated(signum)
+
+    previous: dict[int, SignalHandler] = {}
+    for signum in TERMINATING:
+        current = signal.getsignal(signum)
+        # None: a handler set outside Python, which could not be put back.
+        if current is not signal.SIG_IGN and current is not None:
+            previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         status: int = args.func(args)
+    except Terminated as exc:
+        error(f"terminated by {signal.Signals(exc.signum).name}")
+        return 128 + exc.signum
     except KeyboardInterrupt:
         error("interrupted")
         return 130

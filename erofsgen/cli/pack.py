@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import uuid
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -99,6 +100,12 @@ def register(subparsers: Any) -> None:
         default=[],
         metavar="X",
         help="skip paths matching the regular expression X (repeatable)",
+    )
+    parser.add_argument(
+        "--no-sync",
+        dest="sync",
+        action="store_false",
+        help="do not flush the image to disk before renaming it into place (faster, not crash-safe)",
     )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     for option in NOT_YET_SUPPORTED:
@@ -210,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = tree_overrides(args, mtime_ns, clamp_ns)
     from ..writer import write_image
 
+    # An image written to standard output must not get the summary mixed into it.
+    summary_stream = sys.stderr if _is_stdout(args.image) else sys.stdout
     source = source_directory(args.source, args.image)
     with Progress(quiet=args.quiet) as progress:
         root = tree_from_directory(
@@ -220,11 +229,12 @@ def run(args: argparse.Namespace) -> int:
             on_progress=progress.scanned,
         )
         apply_overrides(root, overrides)
-        summary = write_image(root, args.image, options, progress=progress.written)
+        summary = write_image(root, args.image, options, progress=progress.written, sync=args.sync)
     if not args.quiet:
         print(
             f"{args.image}: {summary.inodes} inodes, {summary.blocks} blocks of {summary.block_size} bytes, "
-            f"uuid {summary.uuid}"
+            f"uuid {summary.uuid}",
+            file=summary_stream,
         )
     return EXIT_OK
 
@@ -244,6 +254,16 @@ def source_directory(source: str, image: str) -> str:
             path=source,
         )
     return source
+
+
+def _is_stdout(image: str) -> bool:
+    """Whether IMAGE is the file standard output goes to (`/dev/stdout`, `/dev/fd/1`, ...)."""
+    try:
+        out = os.fstat(sys.stdout.fileno())
+        target = os.stat(image)
+    except (OSError, ValueError, AttributeError):
+        return False  # no real stdout (captured), or no IMAGE yet
+    return (out.st_dev, out.st_ino) == (target.st_dev, target.st_ino)
 
 
 def write_options(args: argparse.Namespace, build_time_ns: int | None) -> WriteOptions:

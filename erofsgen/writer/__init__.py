@@ -38,15 +38,21 @@ def write_image(
     options: WriteOptions | None = None,
     *,
     progress: ProgressCallback | None = None,
+    sync: bool = True,
 ) -> ImageSummary:
     """Write `root` as an EROFS image at `output`.
 
-    The image is written to a temporary file beside `output` and renamed into place, so an
-    error or an interrupt leaves neither a partial image nor the temporary file.
+    A regular file is written to a temporary file beside `output`, synced (unless `sync` is
+    false) and renamed into place, so an error or an interrupt leaves neither a partial image
+    nor the temporary file, and the old image stays as it was; so the directory must be
+    writable (an existing image in a read-only directory is refused, not overwritten in place).
+    A symlink's target is replaced, not the link. A block or character device or
+    a FIFO is written in place instead, from offset 0, once the image is complete. A failure to
+    write (a full disk, a read-only file system) is an ImageWriteError naming `output`.
     """
     options = options or WriteOptions()
     layout = plan_image(root, options)
-    with atomic_output(output) as fd:
+    with atomic_output(output, layout.blocks * options.block_size, sync=sync) as fd:
         image_uuid = Emitter(layout, fd, progress).emit()
     return ImageSummary(
         path=os.fspath(output),

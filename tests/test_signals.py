@@ -1,0 +1,111 @@
+"""SIGTERM and SIGHUP end a command the way Ctrl-C does: cleanup runs, one line, exit 128 + N."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from types import FrameType
+
+import pytest
+
+from erofsgen.cli import main as cli_main
+from erofsgen.model import BytesData, Directory, File, Metadata
+from erofsgen.writer import write_image
+
+from .support.pause import PausedCommand
+
+OLD_IMAGE = b"the previous image, which must survive"
+
+
+def source_tree(root: Path, files: int = 4, size: int = 256 * 1024) -> Path:
+    root.mkdir()
+    for i in range(files):
+        (root / f"f{i}").write_bytes(os.urandom(size))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGTERM", "SIGHUP"]
+)
+def test_signal_during_pack_leaves_nothing_and_keeps_the_old_image(
+    signum: signal.Signals, status: int, tmp_path: Path
+) -> None:
+    source = source_tree(tmp_path / "src")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    image = out_dir / "img.erofs"
+    image.write_bytes(OLD_IMAGE)
+    # Paused while copying file data: the temporary image exists and the digest thread runs.
+    child = PausedCommand("copy_file_range", ["pack", "--quiet", str(source), str(image)])
+    child.wait_paused()
+    assert [p.name for p in out_dir.iterdir() if p.name.endswith(".tmp")], "no temporary file"
+    child.proc.send_signal(signum)
+    code, err = child.finish()
+    assert code == status, err
+    assert err == f"erofsgen: error: terminated by {signum.name}\n"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["img.erofs"]
+    assert image.read_bytes() == OLD_IMAGE
+
+
+def test_ignored_sighup_stays_ignored(tmp_path: Path) -> None:
+    """Under `nohup`, SIGHUP must not stop pack; SIGTERM still does."""
+    source = source_tree(tmp_path / "src", files=1)
+    image = tmp_path / "img.erofs"
+    child = PausedCommand(
+        "copy_file_range",
+        ["pack", "--quiet", str(source), str(image)],
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    child.wait_paused()
+    child.proc.send_signal(signal.SIGHUP)
+    child.proc.send_signal(signal.SIGTERM)  # delivered in order: SIGHUP is seen (and ignored) first
+    code, err = child.finish()
+    assert (code, err) == (143, "erofsgen: error: terminated by SIGTERM\n")
+    assert not image.exists()
+
+
+def small_image(path: Path, files: int = 3, size: int = 64 * 1024) -> Path:
+    tree = Directory(
+        Metadata(0o755),
+        {b"f%d" % i: File(Metadata(0o644), BytesData(os.urandom(size))) for i in range(files)},
+    )
+    write_image(tree, path)
+    return path
+
+
+def test_sigterm_during_extract(tmp_path: Path) -> None:
+    image = small_image(tmp_path / "img.erofs")
+    dest = tmp_path / "dest"
+    child = PausedCommand("ftruncate", ["extract", "--quiet", str(image), str(dest)])  # after a file's data
+    child.wait_paused()
+    child.proc.send_signal(signal.SIGTERM)
+    code, err = child.finish()
+    assert (code, err) == (143, "erofsgen: error: terminated by SIGTERM\n")
+
+
+def test_sigterm_during_cat(tmp_path: Path) -> None:
+    image = small_image(tmp_path / "img.erofs", files=1)
+    child = PausedCommand("pread", ["cat", str(image), "/f0"], stdout=subprocess.PIPE)
+    child.wait_paused()
+    child.proc.send_signal(signal.SIGTERM)
+    code, err = child.finish()
+    assert (code, err) == (143, "erofsgen: error: terminated by SIGTERM\n")
+
+
+def test_main_restores_the_signal_handlers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def mine(signum: int, frame: FrameType | None) -> None:
+        raise AssertionError("not expected to run")
+
+    previous = {s: signal.signal(s, mine) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        source = source_tree(tmp_path / "src", files=1, size=10)
+        assert cli_main(["pack", "--quiet", str(source), str(tmp_path / "ok.img")]) == 0
+        assert cli_main(["pack", "--quiet", str(source), str(tmp_path / "no" / "x.img")]) == 2
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGHUP) is mine
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    capsys.readouterr()
