@@ -195,7 +195,7 @@ class ImageCache:
         key = (scenario.name, producer.name)
         if key not in self._images:
             workdir = self.root / f"{scenario.name}-{producer.name}"
-            workdir.mkdir()
+            workdir.mkdir(exist_ok=True)  # a build that failed in an earlier cell is retried
             image = workdir / "image"
             devices = producer.make(source, image)
             expected = producer.expect(self.source_snapshot(source))
