@@ -20,7 +20,7 @@ from tests.support import erofs_utils as eu
 from tests.support import kernel
 from tests.support.erofs_utils import ErofsUtils
 from tests.support.kernel import MountImage
-from tests.support.trees import build_scenario_tree
+from tests.support.scenario import build_scenario_tree
 
 REQUIRE_ENV = "EROFSGEN_REQUIRE_KERNEL"
 

@@ -19,9 +19,10 @@ from erofsgen.cli import main
 from erofsgen.cli.progress import Progress
 from erofsgen.model import Directory, iter_tree
 from erofsgen.writer.options import InodeFormat, WriteOptions
+from tests.support.compare import assert_same_tree
 from tests.support.erofs_utils import ErofsUtils
 from tests.support.kernel import MountImage
-from tests.support.trees import assert_same_tree, snapshot
+from tests.support.snapshot import snapshot
 
 
 @dataclass

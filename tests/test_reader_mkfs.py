@@ -22,8 +22,10 @@ from erofsgen.format.device import DEVICE_SLOT
 from erofsgen.format.superblock import CHECKSUM_OFFSET, sb_checksum
 from erofsgen.reader import Image
 from erofsgen.reader.zmap import Extent
+from tests.support.compare import assert_same_tree
 from tests.support.erofs_utils import ErofsUtils
-from tests.support.trees import SHARED_XATTR, assert_same_tree, snapshot
+from tests.support.scenario import SHARED_XATTR
+from tests.support.snapshot import snapshot
 
 # Option sets whose images must extract to exactly the source tree.
 EXACT_OPTIONS = {

@@ -16,7 +16,8 @@ from erofsgen.errors import InvalidInputError
 from erofsgen.model import Device, Directory, Fifo, File, Node, PathData, Socket, Symlink, iter_tree
 from erofsgen.sources import directory as directory_module
 from erofsgen.sources.directory import tree_from_directory
-from tests.support.trees import Entry, TreeSnapshot, assert_same_tree, snapshot
+from tests.support.compare import assert_same_tree
+from tests.support.snapshot import Entry, TreeSnapshot, snapshot
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (devices, owners, trusted.* xattrs)")
 

@@ -1,14 +1,15 @@
 """The harness itself: scenario tree, snapshots, tree comparison, kernel mounts, erofs-utils.
 
-Findings with Debian's erofs-utils 1.5 and Linux 6.18, checked by the tests below: packing the
-scenario tree (without 255-byte names, which 1.5 rejects) with *default* options and mounting
-it reproduces every recorded field exactly: types, permission bits incl. setuid/setgid/sticky,
-32-bit owners, nanosecond mtimes before 1970 and past 2106 (1.5 writes extended inodes with
-per-file mtimes unless told otherwise, so --preserve-mtime is not needed), nlink, rdev with
-12-bit majors / 20-bit minors, sockets, FIFOs, symlink targets up to 4095 bytes, contents,
-xattrs of every namespace incl. POSIX ACLs and security.capability, xattrs on symlinks and
-special files, and hard links of files, FIFOs, devices and symlinks. Only the mtimes change
-with --ignore-mtime (build time) or -T N (N), and only owners with --all-root.
+Findings with Debian's erofs-utils 1.5 and Linux 6.18, checked by the image matrix (cells
+short-mkfs_*-kernel of tests/test_matrix.py): packing the scenario tree (without 255-byte
+names, which 1.5 rejects) with *default* options and mounting it reproduces every recorded
+field exactly: types, permission bits incl. setuid/setgid/sticky, 32-bit owners, nanosecond
+mtimes before 1970 and past 2106 (1.5 writes extended inodes with per-file mtimes unless told
+otherwise, so --preserve-mtime is not needed), nlink, rdev with 12-bit majors / 20-bit minors,
+sockets, FIFOs, symlink targets up to 4095 bytes, contents, xattrs of every namespace incl.
+POSIX ACLs and security.capability, xattrs on symlinks and special files, and hard links of
+files, FIFOs, devices and symlinks. Only the mtimes change with --ignore-mtime (build time) or
+-T N (N), and only owners with --all-root.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import pytest_report_header
-from tests.support import trees
+from tests.support import scenario
+from tests.support.compare import assert_same_tree, diff_trees
 from tests.support.erofs_utils import ErofsUtils, ToolError, parse_version
 from tests.support.kernel import MountError, MountImage, is_mounted, loop_devices_of
-from tests.support.trees import (
+from tests.support.scenario import (
     BIG_DIR,
     BIG_DIR_ENTRIES,
     DEEP_LEVELS,
@@ -38,12 +40,9 @@ from tests.support.trees import (
     MANY_XATTRS_FILE,
     NON_UTF8_NAME,
     SHARED_XATTR,
-    TreeSnapshot,
-    assert_same_tree,
     build_scenario_tree,
-    diff_trees,
-    snapshot,
 )
+from tests.support.snapshot import TreeSnapshot, snapshot
 
 # --------------------------------------------------------------------------- helpers
 
@@ -163,12 +162,19 @@ def test_scenario_acls_are_consistent_with_modes(scenario_snap: TreeSnapshot) ->
     acl = _acl_entries(dict(e.xattrs)["system.posix_acl_access"])
     keys = [(tag, ident) for tag, _, ident in acl]
     assert keys == sorted(keys)  # sorted by tag, then id
-    mask = next(perm for tag, perm, _ in acl if tag == trees.ACL_MASK)
+    mask = next(perm for tag, perm, _ in acl if tag == scenario.ACL_MASK)
     assert e.mode is not None and (e.mode >> 3) & 7 == mask
     d = dict(scenario_snap.entries["acl/dir_default"].xattrs)
     assert {"system.posix_acl_access", "system.posix_acl_default"} <= d.keys()
     child = dict(scenario_snap.entries["acl/dir_default/child"].xattrs)
     assert "system.posix_acl_access" not in child  # built before the default ACL was set
+
+
+def test_default_tree_has_the_edges_of_every_smaller_block_size() -> None:
+    # So one tree serves the matrix's small-block producers too.
+    for bs in (512, 1024, 2048):
+        assert set(scenario.scenario_file_sizes(bs)) <= set(scenario.scenario_file_sizes())
+        assert set(scenario.scenario_symlink_lengths(bs)) <= set(scenario.scenario_symlink_lengths())
 
 
 def test_build_options(tmp_path: Path) -> None:
@@ -178,7 +184,7 @@ def test_build_options(tmp_path: Path) -> None:
     assert not [p for p in snap.entries if max(len(os.fsencode(c)) for c in p.split("/")) > 200]
     sizes = {x.size for p, x in snap.entries.items() if p.startswith("sizes/")}
     assert {8191, 8192, 8193, 3 * 8192 + 1} <= sizes
-    with pytest.raises(trees.ScenarioError, match="not empty"):
+    with pytest.raises(scenario.ScenarioError, match="not empty"):
         build_scenario_tree(root)
     with pytest.raises(ValueError):
         build_scenario_tree(tmp_path / "u", blksz=3000)
@@ -195,14 +201,14 @@ def test_build_fails_loudly_where_the_filesystem_falls_short(
         real_utime(path, ns=(t, t), follow_symlinks=follow_symlinks)
 
     monkeypatch.setattr(os, "utime", clamping_utime)
-    with pytest.raises(trees.ScenarioError, match="'times/past_2106' mtime_ns"):
+    with pytest.raises(scenario.ScenarioError, match="'times/past_2106' mtime_ns"):
         build_scenario_tree(tmp_path / "clamped")
 
     def no_xattrs(path: Path, name: str, value: bytes, *, follow_symlinks: bool) -> None:
         raise OSError(95, "Operation not supported")
 
     monkeypatch.setattr(os, "setxattr", no_xattrs)
-    with pytest.raises(trees.ScenarioError, match=r"setxattr user\.root failed"):
+    with pytest.raises(scenario.ScenarioError, match=r"setxattr user\.root failed"):
         build_scenario_tree(tmp_path / "no_xattrs")
 
 
@@ -372,37 +378,6 @@ def test_erofs_utils_helpers(erofs_utils: ErofsUtils, tmp_path: Path) -> None:
 def test_report_header(pytestconfig: pytest.Config) -> None:
     header = "\n".join(pytest_report_header(pytestconfig))
     assert "erofs-utils:" in header and "kernel:" in header and "loop mounts" in header
-
-
-def test_mkfs_erofs_image_mounts_identically(
-    scenario_tree_short_names: Path, erofs_utils: ErofsUtils, kernel_mount: MountImage, tmp_path: Path
-) -> None:
-    image = tmp_path / "scenario.erofs"
-    erofs_utils.mkfs(image, scenario_tree_short_names)
-    assert erofs_utils.fsck(image).returncode == 0
-    expected = snapshot(scenario_tree_short_names)
-    with kernel_mount(image) as mnt:
-        assert_same_tree(expected, snapshot(mnt))
-
-
-@pytest.mark.parametrize(("opts", "ignore"), [(["-T", "1234"], "mtime"), (["--all-root"], "owner")])
-def test_mkfs_erofs_options_change_only_that_field(
-    opts: list[str],
-    ignore: str,
-    scenario_tree_short_names: Path,
-    erofs_utils: ErofsUtils,
-    kernel_mount: MountImage,
-    tmp_path: Path,
-) -> None:
-    image = tmp_path / "scenario.erofs"
-    erofs_utils.mkfs(image, scenario_tree_short_names, *opts)
-    expected = snapshot(scenario_tree_short_names)
-    with kernel_mount(image) as mnt:
-        actual = snapshot(mnt)
-    field = "mtime_ns" if ignore == "mtime" else "uid"
-    with pytest.raises(AssertionError, match=f"{field}:"):
-        assert_same_tree(expected, actual)
-    assert_same_tree(expected, actual, ignore_mtime=ignore == "mtime", ignore_owner=ignore == "owner")
 
 
 def test_mount_with_extra_device(erofs_utils: ErofsUtils, kernel_mount: MountImage, tmp_path: Path) -> None:

@@ -26,9 +26,9 @@ from erofsgen.model import (
 )
 from erofsgen.writer import WriteOptions, write_image
 from erofsgen.writer.pack import pack_records
-from tests.support.image_snapshot import image_snapshot
+from tests.support.compare import assert_same_tree
 from tests.support.kernel import MountImage
-from tests.support.trees import KIND_OF_MODE, Entry, TreeSnapshot, assert_same_tree, snapshot
+from tests.support.snapshot import KIND_OF_MODE, Entry, TreeSnapshot, image_snapshot, snapshot
 
 BLOCK_EDGES = [0, 1, 31, 32, 511, 512, 513, 1023, 1024, 2047, 2048, 4095, 4096, 4097, 8191, 8192, 8193]
 
