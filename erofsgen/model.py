@@ -29,7 +29,7 @@ class Metadata:
 
 
 class DataSource(Protocol):
-    """Where a regular file's bytes come from; read only while the image is emitted."""
+    """Where a regular file's bytes come from; read once, by the writer's data stage or emitter."""
 
     @property
     def size(self) -> int: ...
@@ -92,6 +92,32 @@ class FileObjectData:
 
     def open(self) -> BinaryIO:
         return cast(BinaryIO, _Window(self.fileobj, self.offset, self.size))
+
+
+class StreamData:
+    """Data of a forward-only stream (a pipe, a tar member read from stdin), consumed exactly once.
+
+    The writer's data stage reads it into a spool before the layout is planned; `size` is the
+    length the stream promises, and a stream that ends early or runs on is refused.
+    """
+
+    __slots__ = ("_taken", "label", "size", "stream")
+
+    def __init__(self, stream: BinaryIO, size: int, label: str = "<stream>") -> None:
+        self.stream = stream
+        self.size = size
+        self.label = label
+        self._taken = False
+
+    def describe(self) -> str:
+        return self.label
+
+    def open(self) -> BinaryIO:
+        """The stream itself, once; a second reader would see none of its data."""
+        if self._taken:
+            raise OSError(f"{self.label} was already read")
+        self._taken = True
+        return self.stream
 
 
 _FILEOBJ_LOCK = threading.Lock()

@@ -25,7 +25,7 @@ from erofsgen.model import (
     iter_tree,
 )
 from erofsgen.writer import WriteOptions, write_image
-from erofsgen.writer.pack import pack_records
+from erofsgen.writer.placement import pack_records
 from tests.support.image_snapshot import image_snapshot
 from tests.support.kernel import MountImage
 from tests.support.trees import KIND_OF_MODE, Entry, TreeSnapshot, assert_same_tree, snapshot

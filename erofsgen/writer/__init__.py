@@ -1,4 +1,9 @@
-"""The image writer: validate a tree, plan its layout, emit it atomically."""
+"""The image writer: validate a tree, decide each inode's stored form, plan, emit atomically.
+
+Modules: validate (what can be stored), datastage + stored (each inode's stored form, read at
+most once), policy (producer-specific layout choices), plan + placement + xattrs + dirs (the
+layout), header (planned areas and the metadata writer), emit + filecopy + digest (the bytes).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..model import Directory
+from .datastage import DataStage
 from .emit import Emitter
 from .options import InodeFormat, ProgressCallback, WriteOptions
 from .output import atomic_output
@@ -45,9 +51,11 @@ def write_image(
     error or an interrupt leaves neither a partial image nor the temporary file.
     """
     options = options or WriteOptions()
-    layout = plan_image(root, options)
-    with atomic_output(output) as fd:
-        image_uuid = Emitter(layout, fd, progress).emit()
+    # The stage's workers and spool live until the data is in the image.
+    with DataStage(options.block_size) as stage:
+        layout = plan_image(root, options, stage)
+        with atomic_output(output) as fd:
+            image_uuid = Emitter(layout, fd, progress).emit()
     return ImageSummary(
         path=os.fspath(output),
         inodes=len(layout.inodes),
