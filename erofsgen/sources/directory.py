@@ -18,7 +18,7 @@ import stat
 from collections.abc import Callable, Iterable
 
 from ..errors import InvalidInputError
-from ..model import Device, Directory, Fifo, File, Metadata, Node, PathData, Socket, Symlink
+from ..model import Device, Directory, Fifo, File, Metadata, Node, PathData, Socket, Symlink, gc_paused
 
 # Called as on_progress(entries) with the number of entries scanned so far, every
 # PROGRESS_EVERY entries and once at the end.
@@ -57,7 +57,8 @@ def tree_from_directory(
         on_progress=on_progress,
     )
     root = Directory(walker.metadata(root_path, st))
-    walker.walk(root_path, root)
+    with gc_paused():
+        walker.walk(root_path, root)
     if on_progress is not None:
         on_progress(walker.count)
     return root

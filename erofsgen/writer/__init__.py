@@ -11,7 +11,7 @@ import os
 import uuid
 from dataclasses import dataclass
 
-from ..model import Directory
+from ..model import Directory, gc_paused
 from .datastage import DataStage
 from .emit import Emitter
 from .options import InodeFormat, ProgressCallback, WriteOptions
@@ -52,7 +52,7 @@ def write_image(
     """
     options = options or WriteOptions()
     # The stage's workers and spool live until the data is in the image.
-    with DataStage(options.block_size) as stage:
+    with gc_paused(), DataStage(options.block_size) as stage:
         layout = plan_image(root, options, stage)
         with atomic_output(output) as fd:
             image_uuid = Emitter(layout, fd, progress).emit()

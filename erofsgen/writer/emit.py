@@ -13,6 +13,7 @@ import uuid
 from ..format.constants import EROFS_SUPER_MAGIC_V1, FeatureCompat, FeatureIncompat
 from ..format.inode import INODE_COMPACT, INODE_EXTENDED, xattr_icount
 from ..format.superblock import CHECKSUM_OFFSET, SUPERBLOCK, SuperBlockRec, checksum_length, sb_checksum
+from .copier import Copier
 from .digest import ContentDigest
 from .header import Area, MetadataWriter, write_final
 from .options import ProgressCallback
@@ -22,6 +23,9 @@ from .plan import Layout, PlannedInode
 COMPACT_PACK = INODE_COMPACT.struct.pack
 EXTENDED_PACK = INODE_EXTENDED.struct.pack
 COMPACT_RESERVED = bytes(4)
+# Files of at least this many blocks are copied on the copier thread; smaller ones cost more in
+# thread hand-overs (each syscall's return waits for the GIL) than their copy takes.
+COPIER_MIN_BLOCKS = 4
 EXTENDED_RESERVED = bytes(16)
 
 
@@ -36,6 +40,7 @@ class Emitter:
         self.progress = progress
         self.done = 0
         self.digest: ContentDigest | None = None
+        self.copier: Copier | None = None
 
     def emit(self) -> uuid.UUID:
         """Write every area, record and data block, then the superblock; return the UUID."""
@@ -44,9 +49,13 @@ class Emitter:
         os.ftruncate(self.fd, layout.blocks * self.bs)
         if layout.options.uuid is None:
             self.digest = ContentDigest(self.fd, layout.data_start * self.bs)
-        # Leaving the block stops the digest thread, whatever failed, before the descriptor closes.
+        # Leaving the blocks stops the worker threads, whatever failed, before the descriptor closes.
         with self.digest or contextlib.nullcontext():
-            self.emit_areas()
+            copied = [p for p in layout.inodes if p.data.background and p.nblocks >= COPIER_MIN_BLOCKS]
+            if copied:
+                self.copier = Copier(copied, self.fd, self.bs)
+            with self.copier or contextlib.nullcontext():
+                self.emit_areas()
             return self.finish_superblock()
 
     def emit_areas(self) -> None:
@@ -74,28 +83,30 @@ class Emitter:
     def inode_record(self, plan: PlannedInode) -> bytes:
         """Core, xattr body and inline tail of one inode; its stored form writes its blocks."""
         data = plan.data
-        tail = data.write(self.fd, plan, self.bs)
+        if data.background and plan.nblocks >= COPIER_MIN_BLOCKS:
+            assert self.copier is not None
+            tail = self.copier.tail()
+        else:
+            tail = data.write(self.fd, plan, self.bs)
         if data.file_data:
-            self.done += data.size
+            self.done += plan.size
             if self.progress is not None:
                 self.progress(self.done, self.layout.total_data)
-        return self.inode_core(plan) + plan.xattr_body + tail
-
-    def inode_core(self, plan: PlannedInode) -> bytes:
         meta = plan.node.meta
-        i_u = plan.data.i_u(plan)
-        icount = xattr_icount(len(plan.xattr_body))
-        mode = plan.mode
+        body = plan.xattr_body
+        icount = xattr_icount(len(body)) if body else 0
         if plan.extended:
             sec, nsec = divmod(meta.mtime_ns, 10**9)
-            return EXTENDED_PACK(
-                plan.layout_format, icount, mode, 0, plan.size, i_u, plan.ino, meta.uid, meta.gid,
-                sec, nsec, plan.nlink, EXTENDED_RESERVED,
+            core = EXTENDED_PACK(
+                plan.layout_format, icount, plan.mode, 0, plan.size, data.i_u(plan), plan.ino, meta.uid,
+                meta.gid, sec, nsec, plan.nlink, EXTENDED_RESERVED,
             )  # fmt: skip
-        return COMPACT_PACK(
-            plan.layout_format, icount, mode, plan.nlink, plan.size, 0, i_u, plan.ino, meta.uid, meta.gid,
-            COMPACT_RESERVED,
-        )  # fmt: skip
+        else:
+            core = COMPACT_PACK(
+                plan.layout_format, icount, plan.mode, plan.nlink, plan.size, 0, data.i_u(plan), plan.ino,
+                meta.uid, meta.gid, COMPACT_RESERVED,
+            )  # fmt: skip
+        return core + body + tail
 
     def superblock(self, image_uuid: uuid.UUID) -> SuperBlockRec:
         layout = self.layout

@@ -32,34 +32,44 @@ def _aligned(size: int) -> int:
 
 
 class _Blocks:
-    """Blocks holding rigid records, bucketed by free space (in slots) for best-fit lookups."""
+    """Blocks holding rigid records, bucketed by free space (in slots) for best-fit lookups.
+
+    `nonempty` has bit k set while bucket k holds a block, so a lookup is one bit operation
+    instead of a scan over every bucket.
+    """
 
     def __init__(self, first_offset: int, block_size: int) -> None:
         self.bs = block_size
         self.fill: list[int] = []  # next free byte of each block
         self.buckets: list[list[int]] = [[] for _ in range(block_size // SLOT + 1)]
+        self.nonempty = 0
         self.first_block = first_offset // block_size
         self.fill.append(_aligned(first_offset))
-        self.buckets[self._free(0) // SLOT].append(0)
+        self._file(0)
 
-    def _free(self, index: int) -> int:
-        return (self.first_block + index + 1) * self.bs - self.fill[index]
+    def _file(self, index: int) -> None:
+        k = ((self.first_block + index + 1) * self.bs - self.fill[index]) // SLOT
+        self.buckets[k].append(index)
+        self.nonempty |= 1 << k
 
     def place(self, size: int, *, may_open: bool) -> int | None:
         """Offset for `size` bytes in the fullest block that has room, opening one if allowed."""
-        need = _aligned(size)
-        for k in range(need // SLOT, len(self.buckets)):
-            if self.buckets[k]:
-                index = self.buckets[k].pop()
-                break
+        need = -(-size // SLOT)
+        fitting = self.nonempty >> need
+        if fitting:
+            k = need + (fitting & -fitting).bit_length() - 1
+            bucket = self.buckets[k]
+            index = bucket.pop()
+            if not bucket:
+                self.nonempty &= ~(1 << k)
         else:
-            if not may_open or need > self.bs:
+            if not may_open or need * SLOT > self.bs:
                 return None
             index = len(self.fill)
             self.fill.append((self.first_block + index) * self.bs)
         offset = self.fill[index]
-        self.fill[index] += need
-        self.buckets[self._free(index) // SLOT].append(index)
+        self.fill[index] += need * SLOT
+        self._file(index)
         return offset
 
     @property

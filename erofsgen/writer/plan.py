@@ -33,6 +33,7 @@ from .xattrs import (
 )
 
 MAX_BLOCKS = 2**32 - 1  # block addresses are 32 bits without 48BIT
+_I_FORMAT = {(bool(v), layout): i_format(v, layout) for v in InodeVersion for layout in DataLayout}
 
 
 @dataclass(eq=False, slots=True)
@@ -46,6 +47,7 @@ class PlannedInode:
     mode: int  # st_mode: type and permission bits
     ftype: int  # the dirent file type
     data: Stored = NO_DATA
+    size: int = 0  # i_size (the logical size, whatever the stored form)
     nlink: int = 1
     children: list[tuple[bytes, PlannedInode]] | None = None  # directories: entries by name
     extended: bool = False
@@ -67,17 +69,13 @@ class PlannedInode:
         return b"/".join(reversed(names))
 
     @property
-    def size(self) -> int:
-        return self.data.size
-
-    @property
     def nid(self) -> int:
         return self.offset // EROFS_INODE_SLOT_SIZE
 
     @property
     def layout_format(self) -> int:
         """i_format: core version and data layout."""
-        return i_format(InodeVersion(int(self.extended)), self.layout)
+        return _I_FORMAT[self.extended, self.layout]
 
     @property
     def core_size(self) -> int:
@@ -123,7 +121,8 @@ def collect_inodes(
     planned: dict[int, PlannedInode] = {}
     root_plan = PlannedInode(root, b"", None, 1, full_mode(root), FileType.DIR, nlink=2, children=[])
     root_plan.parent = root_plan
-    root_plan.data = stage.stored_form(root, root_plan)
+    root_plan.data = data = stage.stored_form(root, root_plan)
+    root_plan.size = data.size
     planned[id(root)] = root_plan
     order = [root_plan]
     queue: deque[tuple[PlannedInode, bytes]] = deque([(root_plan, b"")])
@@ -146,7 +145,8 @@ def collect_inodes(
             check_node(child, path, xattrs=xattrs)
             mode = full_mode(child)
             plan = PlannedInode(child, name, dir_plan, len(order) + 1, mode, file_type_of_mode(mode))
-            plan.data = stage.stored_form(child, plan)
+            plan.data = data = stage.stored_form(child, plan)
+            plan.size = data.size
             planned[id(child)] = plan
             order.append(plan)
             dir_plan.children.append((name, plan))
@@ -169,8 +169,10 @@ def plan_xattrs(
     inodes: list[PlannedInode], options: WriteOptions, policy: LayoutPolicy
 ) -> tuple[NameEncoder, SharedArea]:
     """Long prefixes, the shared area and every inode's xattr body."""
-    if not options.xattrs:
-        return NameEncoder(()), SharedArea(b"", {})
+    if options.xattrs:
+        inodes = [p for p in inodes if p.node.meta.xattrs]  # the rest need no xattr work
+    if not options.xattrs or not inodes:
+        return NameEncoder(options.xattr_prefixes if options.xattrs else ()), SharedArea(b"", {})
     pairs = choose_shared((p.node.meta.xattrs for p in inodes), policy.xattr_share_threshold)
     prefixes = list(options.xattr_prefixes)
     if options.auto_xattr_prefixes:
@@ -180,8 +182,7 @@ def plan_xattrs(
     shared = build_shared_area(pairs, encoder)
     ids = {pair: off // 4 for pair, off in shared.offsets.items()}
     for plan in inodes:
-        if plan.node.meta.xattrs:
-            plan.xattr_body = inode_xattr_body(plan.node.meta.xattrs, ids, encoder, show(plan.path))
+        plan.xattr_body = inode_xattr_body(plan.node.meta.xattrs, ids, encoder, show(plan.path))
     return encoder, shared
 
 
@@ -204,9 +205,11 @@ def plan_image(root: Directory, options: WriteOptions, stage: DataStage | None =
     prefix_table = encoder.prefix_table()
     areas = front_areas(prefix_table)
     stage.settle()  # from here on, every stored form knows its size
+    policy.choose_cores(inodes, build_time_ns)
+    may_inline = policy.may_inline
     for plan in inodes:
-        plan.extended = policy.needs_extended(plan, build_time_ns)
-        plan.data.shape(plan, bs, policy.may_inline(plan.data))
+        data = plan.data
+        data.shape(plan, bs, may_inline(data))
 
     records = [(p.record_size, p.tail_size > 0) for p in inodes]
     packed = pack_records(records, areas[-1].end, bs, len(shared.data))

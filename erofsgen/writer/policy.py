@@ -63,12 +63,24 @@ class LayoutPolicy:
         best = max(counts.values())
         return min(t for t, n in counts.items() if n == best)
 
-    def needs_extended(self, plan: PlannedInode, build_time_ns: int) -> bool:
-        """Whether the inode gets a 64-byte core."""
+    def choose_cores(self, inodes: Iterable[PlannedInode], build_time_ns: int) -> None:
+        """Give each inode a compact (32-byte) or extended (64-byte) core.
+
+        Compact when its fields fit 16/32 bits and (AUTO) its mtime is the build time.
+        """
         fmt = self.inode_format
-        if fmt is InodeFormat.EXTENDED or not compact_fits(plan):
-            return True
-        return fmt is InodeFormat.AUTO and plan.node.meta.mtime_ns != build_time_ns
+        every = fmt is InodeFormat.EXTENDED
+        by_time = fmt is InodeFormat.AUTO
+        for plan in inodes:
+            meta = plan.node.meta
+            plan.extended = (
+                every
+                or (by_time and meta.mtime_ns != build_time_ns)
+                or plan.size > 0xFFFFFFFF
+                or plan.nlink > COMPACT_LIMIT
+                or meta.uid > COMPACT_LIMIT
+                or meta.gid > COMPACT_LIMIT
+            )
 
     def may_inline(self, stored: Stored) -> bool:
         """Whether this data may keep its tail inline after the inode."""

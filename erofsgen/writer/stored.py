@@ -32,6 +32,7 @@ class Stored:
     __slots__ = ()
     file_data: ClassVar[bool] = False  # a regular file's data: obeys inline_data, counts for progress
     extra: ClassVar[int] = 0  # record bytes after the xattr body, before any inline tail
+    background: ClassVar[bool] = False  # written by the copier thread (I/O that releases the GIL)
 
     @property
     def size(self) -> int:
@@ -112,6 +113,7 @@ class PlainData(Stored):
 
     __slots__ = ("source",)
     file_data = True
+    background = True
 
     def __init__(self, source: DataSource) -> None:
         self.source = source
@@ -132,6 +134,7 @@ class SpooledData(Stored):
 
     __slots__ = ("_size", "offset", "spool_fd")
     file_data = True
+    background = True
 
     def __init__(self, spool_fd: int, offset: int, size: int) -> None:
         self.spool_fd = spool_fd
