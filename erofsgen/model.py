@@ -76,6 +76,32 @@ class PathData:
         return open(self.path, "rb", buffering=0)
 
 
+class EntryData:
+    """File data at `prefix + name`, read when emitted (a directory walk's files).
+
+    Like `PathData`, but `prefix` (the directory's path with its trailing slash) is one object
+    shared by all files of the directory and the name is the one the tree already holds, so a
+    large tree does not keep every path twice.
+    """
+
+    __slots__ = ("name", "prefix", "size")
+
+    def __init__(self, prefix: bytes, name: bytes, size: int) -> None:
+        self.prefix = prefix
+        self.name = name
+        self.size = size
+
+    @property
+    def path(self) -> bytes:
+        return self.prefix + self.name
+
+    def describe(self) -> str:
+        return os.fsdecode(self.path)
+
+    def open(self) -> BinaryIO:
+        return open(self.path, "rb", buffering=0)
+
+
 @dataclass(frozen=True, slots=True)
 class FileObjectData:
     """A window of a seekable binary file object owned by the caller.

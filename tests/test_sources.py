@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from erofsgen.errors import InvalidInputError
-from erofsgen.model import Device, Directory, Fifo, File, Node, PathData, Socket, Symlink, iter_tree
+from erofsgen.model import Device, Directory, EntryData, Fifo, File, Node, Socket, Symlink, iter_tree
 from erofsgen.sources import directory as directory_module
 from erofsgen.sources.directory import tree_from_directory
 from tests.support.trees import Entry, TreeSnapshot, assert_same_tree, snapshot
@@ -64,7 +64,7 @@ def test_every_type_and_metadata(src: Path) -> None:
     deeper = sub.children[b"deeper"]
     assert isinstance(deeper, Directory)
     data = deeper.children[b"data"]
-    assert isinstance(data, File) and isinstance(data.data, PathData)
+    assert isinstance(data, File) and isinstance(data.data, EntryData)
     assert data.data.size == 5000
     assert data.data.path == os.fsencode(src / "sub" / "deeper" / "data")
     root_st = os.lstat(src)

@@ -13,8 +13,8 @@ import pytest
 
 from erofsgen import open_image
 from erofsgen.errors import InvalidInputError
-from erofsgen.model import BytesData, Directory, File, Metadata, StreamData
-from erofsgen.writer import WriteOptions, datastage, write_image
+from erofsgen.model import BytesData, Directory, File, Metadata, PathData, StreamData
+from erofsgen.writer import WriteOptions, copier, datastage, emit, write_image
 from erofsgen.writer.header import Area, MetadataWriter
 from erofsgen.writer.policy import LayoutPolicy
 
@@ -170,3 +170,43 @@ def test_a_policy_changes_the_layout_not_the_content(tmp_path: Path) -> None:
     with open_image(tmp_path / "a") as a:
         for i, size in enumerate(SIZES):
             assert a.read_bytes(f"/sub/s{i:02d}") == content(i, size)[:size]
+
+
+def path_tree(src: Path) -> Directory:
+    root = Directory(Metadata(0o755))
+    for i, size in enumerate([0, 100, 4096, 5000, 16384, 20000, 70000, 300000, 4095, 1 << 20]):
+        path = src / f"f{i}"
+        path.write_bytes(content(i, size)[:size])
+        root.children[b"f%d" % i] = File(Metadata(), PathData(str(path), size))
+    return root
+
+
+def test_copier_thread_does_not_change_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files copied on the copier thread, in lockstep or far ahead, or all on the emitter."""
+    src = tmp_path / "src"
+    src.mkdir()
+    images = []
+    for run, (min_blocks, batch) in enumerate([(10**9, 64), (1, 1), (1, 64), (4, 2)]):
+        monkeypatch.setattr(emit, "COPIER_MIN_BLOCKS", min_blocks)
+        monkeypatch.setattr(copier, "BATCH", batch)
+        monkeypatch.setattr(copier, "AHEAD", batch)
+        write_image(path_tree(src), tmp_path / f"img{run}")
+        images.append((tmp_path / f"img{run}").read_bytes())
+    assert all(image == images[0] for image in images)
+
+
+def test_copier_reports_the_first_failure_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two files vanish: the copier blames the one a single-threaded emitter would."""
+    src = tmp_path / "src"
+    src.mkdir()
+    root = path_tree(src)
+    (src / "f5").unlink()
+    (src / "f9").unlink()
+    blamed = []
+    for min_blocks in (10**9, 1, 4):
+        monkeypatch.setattr(emit, "COPIER_MIN_BLOCKS", min_blocks)
+        with pytest.raises(InvalidInputError, match="cannot read") as info:
+            write_image(root, tmp_path / "img")
+        blamed.append(str(info.value).split(":")[0])
+    assert blamed[0] in ("/f5", "/f9") and blamed.count(blamed[0]) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

@@ -13,7 +13,7 @@ import os
 from typing import BinaryIO, Protocol
 
 from ..errors import InvalidInputError
-from ..model import DataSource, PathData
+from ..model import DataSource, EntryData, PathData
 from .validate import show
 
 COPY_CHUNK = 1 << 20  # bytes per read when the kernel cannot copy for us
@@ -53,9 +53,9 @@ class FileReader:
         self.base = 0  # descriptor offset of the data's first byte
         self.file: BinaryIO | None = None
         self.fd: int | None = None
-        self.owned_fd = isinstance(data, PathData)
+        self.owned_fd = isinstance(data, PathData | EntryData)
         try:
-            if isinstance(data, PathData):
+            if isinstance(data, PathData | EntryData):
                 self.fd = os.open(data.path, _PATH_FLAGS)
             else:
                 self.file = data.open()

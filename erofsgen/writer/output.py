@@ -26,6 +26,10 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[int]:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     except OSError as exc:
         raise InvalidInputError(f"cannot create the image: {exc.strerror}", os.fspath(path)) from None
+    except BaseException:  # an interrupt as the file was being created: it must not stay behind
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     try:
         try:
             yield fd

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from ..format.constants import EROFS_NULL_ADDR, DataLayout, FileType
 from ..format.inode import encode_rdev
-from ..model import DataSource, PathData
+from ..model import DataSource, EntryData, PathData
 from .dirs import DirectoryShape, directory_block
 from .filecopy import copy_path, copy_range, copy_with_reader
 
@@ -124,7 +124,7 @@ class PlainData(Stored):
 
     def write(self, fd: int, plan: PlannedInode, block_size: int) -> bytes:
         source = self.source
-        if type(source) is PathData:
+        if type(source) is EntryData or type(source) is PathData:
             return copy_path(source.path, plan, source, fd, block_size)
         return copy_with_reader(plan, source, fd, block_size)
 
