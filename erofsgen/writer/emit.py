@@ -13,6 +13,7 @@ import uuid
 from ..format.constants import EROFS_SUPER_MAGIC_V1, FeatureCompat, FeatureIncompat
 from ..format.inode import INODE_COMPACT, INODE_EXTENDED, xattr_icount
 from ..format.superblock import CHECKSUM_OFFSET, SUPERBLOCK, SuperBlockRec, checksum_length, sb_checksum
+from ..model import full_mode
 from .copier import Copier
 from .digest import ContentDigest
 from .header import Area, MetadataWriter, write_final
@@ -93,17 +94,18 @@ class Emitter:
             if self.progress is not None:
                 self.progress(self.done, self.layout.total_data)
         meta = plan.node.meta
+        mode = full_mode(plan.node)
         body = plan.xattr_body
         icount = xattr_icount(len(body)) if body else 0
         if plan.extended:
             sec, nsec = divmod(meta.mtime_ns, 10**9)
             core = EXTENDED_PACK(
-                plan.layout_format, icount, plan.mode, 0, plan.size, data.i_u(plan), plan.ino, meta.uid,
+                plan.layout_format, icount, mode, 0, plan.size, data.i_u(plan), plan.ino, meta.uid,
                 meta.gid, sec, nsec, plan.nlink, EXTENDED_RESERVED,
             )  # fmt: skip
         else:
             core = COMPACT_PACK(
-                plan.layout_format, icount, plan.mode, plan.nlink, plan.size, 0, data.i_u(plan), plan.ino,
+                plan.layout_format, icount, mode, plan.nlink, plan.size, 0, data.i_u(plan), plan.ino,
                 meta.uid, meta.gid, COMPACT_RESERVED,
             )  # fmt: skip
         return core + body + tail

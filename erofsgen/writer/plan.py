@@ -44,12 +44,11 @@ class PlannedInode:
     name: bytes  # the first name it was found under (b"" for the root)
     parent: PlannedInode | None  # the directory of that name; the root is its own parent
     ino: int
-    mode: int  # st_mode: type and permission bits
     ftype: int  # the dirent file type
     data: Stored = NO_DATA
     size: int = 0  # i_size (the logical size, whatever the stored form)
     nlink: int = 1
-    children: list[tuple[bytes, PlannedInode]] | None = None  # directories: entries by name
+    children: list[PlannedInode] | None = None  # directories: the entries, in bytewise name order
     extended: bool = False
     layout: DataLayout = DataLayout.FLAT_PLAIN
     xattr_body: bytes = b""
@@ -119,7 +118,7 @@ def collect_inodes(
     """
     check_node(root, b"", xattrs=xattrs)
     planned: dict[int, PlannedInode] = {}
-    root_plan = PlannedInode(root, b"", None, 1, full_mode(root), FileType.DIR, nlink=2, children=[])
+    root_plan = PlannedInode(root, b"", None, 1, FileType.DIR, nlink=2, children=[])
     root_plan.parent = root_plan
     root_plan.data = data = stage.stored_form(root, root_plan)
     root_plan.size = data.size
@@ -129,8 +128,9 @@ def collect_inodes(
     while queue:
         dir_plan, dir_path = queue.popleft()
         directory = dir_plan.node
-        assert isinstance(directory, Directory) and dir_plan.children is not None
+        assert isinstance(directory, Directory)
         children = directory.children
+        entries: list[tuple[bytes, PlannedInode]] = []
         for name in policy.names_in_order(children):
             check_name(name, dir_path)
             child = children[name]
@@ -140,24 +140,24 @@ def collect_inodes(
                 if found.children is not None:
                     raise InvalidInputError("directory appears under more than one name", show(path))
                 found.nlink += 1  # another name for the same node: a hard link
-                dir_plan.children.append((name, found))
+                entries.append((name, found))
                 continue
             check_node(child, path, xattrs=xattrs)
-            mode = full_mode(child)
-            plan = PlannedInode(child, name, dir_plan, len(order) + 1, mode, file_type_of_mode(mode))
+            plan = PlannedInode(child, name, dir_plan, len(order) + 1, file_type_of_mode(full_mode(child)))
             plan.data = data = stage.stored_form(child, plan)
             plan.size = data.size
             planned[id(child)] = plan
             order.append(plan)
-            dir_plan.children.append((name, plan))
+            entries.append((name, plan))
             if isinstance(child, Directory):
                 plan.nlink = 2
                 plan.children = []
                 dir_plan.nlink += 1
                 queue.append((plan, path))
         # Directory blocks list names bytewise, whatever order the policy numbered them in
-        # (linear when they already are).
-        dir_plan.children.sort(key=_entry_name)
+        # (linear when they already are); the names themselves stay in the directory's shape.
+        entries.sort(key=_entry_name)
+        dir_plan.children = [entry[1] for entry in entries]
     return order
 
 

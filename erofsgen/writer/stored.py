@@ -173,16 +173,16 @@ class DirectoryData(Stored):
         shape = self.dir_shape
         assert plan.parent is not None and plan.children is not None
         # Both lists are in bytewise order; "." and ".." slot in among the children.
-        dots = {b".": (b".", plan.nid, FileType.DIR), b"..": (b"..", plan.parent.nid, FileType.DIR)}
+        dots = {b".": plan.nid, b"..": plan.parent.nid}
         children = iter(plan.children)
         entries = []
         for name in shape.names:
-            dot = dots.get(name)
-            if dot is None:
-                child_name, child = next(children)
-                entries.append((child_name, child.nid, child.ftype))
+            nid = dots.get(name)
+            if nid is None:
+                child = next(children)
+                entries.append((name, child.nid, child.ftype))
             else:
-                entries.append(dot)
+                entries.append((name, nid, FileType.DIR))
         blocks = len(shape.splits)
         whole = blocks if plan.layout is DataLayout.FLAT_PLAIN else blocks - 1
         addr = plan.startblk * block_size
