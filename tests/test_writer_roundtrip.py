@@ -178,7 +178,7 @@ def test_packing_keeps_inline_records_inside_one_block(
     records = [(min(size, block_size), rigid) for size, rigid in records]
     shared = shared // 4 * 4
     meta_start = 1152
-    packed = pack_records(records, meta_start, block_size, shared)
+    packed = pack_records([s for s, _ in records], [r for _, r in records], meta_start, block_size, shared)
     spans = sorted((off, off + size) for off, (size, _) in zip(packed.offsets, records, strict=True))
     if shared:
         spans = sorted([*spans, (packed.shared_offset, packed.shared_offset + shared)])

@@ -9,15 +9,12 @@ block, behind the shared xattr area, which must start on a block boundary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..format.constants import EROFS_INODE_SLOT_SIZE
 
 SLOT = EROFS_INODE_SLOT_SIZE
-
-
-# (bytes of core + xattr body + inline data, whether it must stay inside one block)
-Record = tuple[int, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,27 +74,36 @@ class _Blocks:
         return (self.first_block + len(self.fill)) * self.bs
 
 
-def pack_records(records: list[Record], meta_start: int, block_size: int, shared_size: int) -> Packed:
-    """Offsets for every record; the first record (the root) is placed first so its nid is small."""
-    offsets: list[int | None] = [None] * len(records)
-    root_size, root_rigid = records[0]
-    if root_rigid:
+def pack_records(
+    sizes: Sequence[int], rigid: Sequence[int], meta_start: int, block_size: int, shared_size: int
+) -> Packed:
+    """Offsets for every record; the first record (the root) is placed first so its nid is small.
+
+    `sizes[i]` is record i's size in bytes and `rigid[i]` whether it must stay inside one block
+    (compact sequences, such as an array and bytes, keep a large tree's planning small).
+    """
+    offsets = [-1] * len(sizes)
+    if rigid[0]:
         blocks = _Blocks(meta_start, block_size)
-        offsets[0] = blocks.place(root_size, may_open=True)
-    else:  # it may straddle blocks: put it right at the start, the blocks begin after it
-        root = _aligned(meta_start)
+        root = blocks.place(sizes[0], may_open=True)
+        assert root is not None
         offsets[0] = root
-        blocks = _Blocks(root + _aligned(root_size), block_size)
-    rigid = sorted((i for i, (_, r) in enumerate(records) if r and i), key=lambda i: -records[i][0])
-    for i in rigid:
-        offsets[i] = blocks.place(records[i][0], may_open=True)
-    for i, (size, _) in enumerate(records):
-        if offsets[i] is None:
-            offsets[i] = blocks.place(size, may_open=False)
+    else:  # it may straddle blocks: put it right at the start, the blocks begin after it
+        offsets[0] = _aligned(meta_start)
+        blocks = _Blocks(offsets[0] + _aligned(sizes[0]), block_size)
+    for i in sorted((i for i in range(1, len(sizes)) if rigid[i]), key=lambda i: -sizes[i]):
+        placed = blocks.place(sizes[i], may_open=True)
+        assert placed is not None
+        offsets[i] = placed
+    for i, size in enumerate(sizes):
+        if offsets[i] < 0:
+            placed = blocks.place(size, may_open=False)
+            if placed is not None:
+                offsets[i] = placed
     shared_offset = blocks.end
     cursor = _aligned(shared_offset + shared_size)
-    for i, (size, _) in enumerate(records):
-        if offsets[i] is None:
+    for i, size in enumerate(sizes):
+        if offsets[i] < 0:
             offsets[i] = cursor
             cursor += _aligned(size)
-    return Packed([o for o in offsets if o is not None], shared_offset, cursor)
+    return Packed(offsets, shared_offset, cursor)

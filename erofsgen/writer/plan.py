@@ -8,6 +8,7 @@ stored form (stored.py), decided by the data stage (datastage.py) as inodes are 
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from dataclasses import dataclass
 
@@ -211,8 +212,10 @@ def plan_image(root: Directory, options: WriteOptions, stage: DataStage | None =
         data = plan.data
         data.shape(plan, bs, may_inline(data))
 
-    records = [(p.record_size, p.tail_size > 0) for p in inodes]
-    packed = pack_records(records, areas[-1].end, bs, len(shared.data))
+    sizes = array("L", [p.record_size for p in inodes])
+    rigid = bytes([p.tail_size > 0 for p in inodes])
+    packed = pack_records(sizes, rigid, areas[-1].end, bs, len(shared.data))
+    del sizes, rigid
     for plan, offset in zip(inodes, packed.offsets, strict=True):
         plan.offset = offset
     if inodes[0].nid > 0xFFFF:
