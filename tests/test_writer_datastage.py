@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -210,3 +211,22 @@ def test_copier_reports_the_first_failure_in_order(tmp_path: Path, monkeypatch: 
         blamed.append(str(info.value).split(":")[0])
     assert blamed[0] in ("/f5", "/f9") and blamed.count(blamed[0]) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_interrupt_stops_the_copier_and_leaves_nothing(tmp_path: Path) -> None:
+    """An interrupt while the copier is busy: its thread ends, no image, no temporary file."""
+    src = tmp_path / "src"
+    src.mkdir()
+    root = path_tree(src)
+    out = tmp_path / "out"
+    out.mkdir()
+    before = {t.name for t in threading.enumerate()}
+
+    def interrupt(done: int, total: int) -> None:
+        if done > 20000:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_image(root, out / "img", progress=interrupt)
+    assert list(out.iterdir()) == []
+    assert {t.name for t in threading.enumerate()} <= before
