@@ -7,12 +7,14 @@ so link counts are derived from the tree rather than stored.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import stat
 import threading
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, cast
 
@@ -29,7 +31,7 @@ class Metadata:
 
 
 class DataSource(Protocol):
-    """Where a regular file's bytes come from; read only while the image is emitted."""
+    """Where a regular file's bytes come from; read once, by the writer's data stage or emitter."""
 
     @property
     def size(self) -> int: ...
@@ -74,6 +76,32 @@ class PathData:
         return open(self.path, "rb", buffering=0)
 
 
+class EntryData:
+    """File data at `prefix + name`, read when emitted (a directory walk's files).
+
+    Like `PathData`, but `prefix` (the directory's path with its trailing slash) is one object
+    shared by all files of the directory and the name is the one the tree already holds, so a
+    large tree does not keep every path twice.
+    """
+
+    __slots__ = ("name", "prefix", "size")
+
+    def __init__(self, prefix: bytes, name: bytes, size: int) -> None:
+        self.prefix = prefix
+        self.name = name
+        self.size = size
+
+    @property
+    def path(self) -> bytes:
+        return self.prefix + self.name
+
+    def describe(self) -> str:
+        return os.fsdecode(self.path)
+
+    def open(self) -> BinaryIO:
+        return open(self.path, "rb", buffering=0)
+
+
 @dataclass(frozen=True, slots=True)
 class FileObjectData:
     """A window of a seekable binary file object owned by the caller.
@@ -92,6 +120,32 @@ class FileObjectData:
 
     def open(self) -> BinaryIO:
         return cast(BinaryIO, _Window(self.fileobj, self.offset, self.size))
+
+
+class StreamData:
+    """Data of a forward-only stream (a pipe, a tar member read from stdin), consumed exactly once.
+
+    The writer's data stage reads it into a spool before the layout is planned; `size` is the
+    length the stream promises, and a stream that ends early or runs on is refused.
+    """
+
+    __slots__ = ("_taken", "label", "size", "stream")
+
+    def __init__(self, stream: BinaryIO, size: int, label: str = "<stream>") -> None:
+        self.stream = stream
+        self.size = size
+        self.label = label
+        self._taken = False
+
+    def describe(self) -> str:
+        return self.label
+
+    def open(self) -> BinaryIO:
+        """The stream itself, once; a second reader would see none of its data."""
+        if self._taken:
+            raise OSError(f"{self.label} was already read")
+        self._taken = True
+        return self.stream
 
 
 _FILEOBJ_LOCK = threading.Lock()
@@ -210,3 +264,19 @@ def iter_tree(root: Directory, path: bytes = b"") -> Iterator[tuple[bytes, Node]
 def full_mode(node: Node) -> int:
     """st_mode: file type bits plus permission bits."""
     return node.file_type | (node.meta.mode & 0o7777)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block (restored after, as it was).
+
+    Building and planning a tree creates objects by the hundred thousand and frees none, so the
+    collector's passes over them find nothing; on large trees they cost seconds.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

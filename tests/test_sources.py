@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import hashlib
 import os
 import socket
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from erofsgen.errors import InvalidInputError
-from erofsgen.model import Device, Directory, Fifo, File, Node, PathData, Socket, Symlink, iter_tree
+from erofsgen.model import Device, Directory, EntryData, Fifo, File, Node, Socket, Symlink, iter_tree
 from erofsgen.sources import directory as directory_module
 from erofsgen.sources.directory import tree_from_directory
 from tests.support.compare import assert_same_tree
@@ -65,7 +66,7 @@ def test_every_type_and_metadata(src: Path) -> None:
     deeper = sub.children[b"deeper"]
     assert isinstance(deeper, Directory)
     data = deeper.children[b"data"]
-    assert isinstance(data, File) and isinstance(data.data, PathData)
+    assert isinstance(data, File) and isinstance(data.data, EntryData)
     assert data.data.size == 5000
     assert data.data.path == os.fsencode(src / "sub" / "deeper" / "data")
     root_st = os.lstat(src)
@@ -295,3 +296,30 @@ def _size(node: Node) -> int:
 
 def test_scenario_tree_reads_back_exactly(scenario_tree: Path) -> None:
     assert_same_tree(snapshot(scenario_tree), _model_snapshot(tree_from_directory(scenario_tree)))
+
+
+@pytest.mark.parametrize("suffix", ["", "/"])
+def test_file_paths_share_their_directory_prefix(src: Path, suffix: str) -> None:
+    """Files of one directory hold one prefix object; paths have no doubled slash."""
+    tree = tree_from_directory(str(src) + suffix)
+    sub = tree.children[b"sub"]
+    assert isinstance(sub, Directory)
+    deeper = sub.children[b"deeper"]
+    assert isinstance(deeper, Directory)
+    data = deeper.children[b"data"]
+    assert isinstance(data, File) and isinstance(data.data, EntryData)
+    assert data.data.path == os.fsencode(src / "sub" / "deeper" / "data")
+    top = [n.data for n in tree.children.values() if isinstance(n, File) and isinstance(n.data, EntryData)]
+    assert len(top) >= 2 and all(d.prefix is top[0].prefix for d in top)
+    assert top[0].prefix == os.fsencode(src) + b"/"
+
+
+def test_walk_leaves_garbage_collection_as_it_was(src: Path) -> None:
+    gc.disable()
+    try:
+        tree_from_directory(src)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    tree_from_directory(src)
+    assert gc.isenabled()

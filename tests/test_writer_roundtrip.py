@@ -25,7 +25,7 @@ from erofsgen.model import (
     iter_tree,
 )
 from erofsgen.writer import WriteOptions, write_image
-from erofsgen.writer.pack import pack_records
+from erofsgen.writer.placement import pack_records
 from tests.support.compare import assert_same_tree
 from tests.support.kernel import MountImage
 from tests.support.snapshot import KIND_OF_MODE, Entry, TreeSnapshot, image_snapshot, snapshot
@@ -178,7 +178,7 @@ def test_packing_keeps_inline_records_inside_one_block(
     records = [(min(size, block_size), rigid) for size, rigid in records]
     shared = shared // 4 * 4
     meta_start = 1152
-    packed = pack_records(records, meta_start, block_size, shared)
+    packed = pack_records([s for s, _ in records], [r for _, r in records], meta_start, block_size, shared)
     spans = sorted((off, off + size) for off, (size, _) in zip(packed.offsets, records, strict=True))
     if shared:
         spans = sorted([*spans, (packed.shared_offset, packed.shared_offset + shared)])

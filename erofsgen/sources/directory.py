@@ -2,8 +2,9 @@
 
 The walk uses bytes paths throughout (names need not be UTF-8), never follows symlinks, and costs
 one `lstat` and one `llistxattr` per entry (plus a `getxattr` per attribute and a `readlink` per
-symlink). File data is not read here: a file becomes `PathData(path, size)`, read when the image
-is emitted. Entries sharing (st_dev, st_ino) become one node under several names (hard links).
+symlink). File data is not read here: a file becomes `EntryData(prefix, name, size)` (a path
+whose directory part is shared), read when the image is emitted. Entries sharing (st_dev, st_ino)
+become one node under several names (hard links).
 
 The source root itself is taken with `lstat` too, so a symlink to a directory is refused unless
 given with a trailing slash (``src/``), which the kernel resolves.
@@ -18,7 +19,7 @@ import stat
 from collections.abc import Callable, Iterable
 
 from ..errors import InvalidInputError
-from ..model import Device, Directory, Fifo, File, Metadata, Node, PathData, Socket, Symlink
+from ..model import Device, Directory, EntryData, Fifo, File, Metadata, Node, Socket, Symlink, gc_paused
 
 # Called as on_progress(entries) with the number of entries scanned so far, every
 # PROGRESS_EVERY entries and once at the end.
@@ -57,7 +58,8 @@ def tree_from_directory(
         on_progress=on_progress,
     )
     root = Directory(walker.metadata(root_path, st))
-    walker.walk(root_path, root)
+    with gc_paused():
+        walker.walk(root_path, root)
     if on_progress is not None:
         on_progress(walker.count)
     return root
@@ -89,6 +91,7 @@ class _Walker:
         "_euid",
         "_filtering",
         "_groups",
+        "_ints",
         "_links",
         "count",
         "excluded",
@@ -111,45 +114,45 @@ class _Walker:
         self.on_progress = on_progress
         self.count = 0
         self._links: dict[tuple[int, int], Node] = {}
+        self._ints: dict[int, int] = {}
         self._euid = os.geteuid()
         self._check_read = self._euid != 0
         self._filtering = bool(excluded or regexes)
         self._groups = frozenset(os.getgroups()) | {os.getegid()}
 
     def walk(self, root_path: bytes, root: Directory) -> None:
-        """Fill `root` and every directory below it; iterative so depth is not limited."""
+        """Fill `root` and every directory below it; iterative so depth is not limited.
+
+        Each directory's path is built once, with its trailing slash, and shared by the data
+        sources of its files; entries' own paths are made only while they are looked at.
+        """
         stack: list[tuple[bytes, bytes, Directory]] = [(root_path, b"", root)]
+        filtering = self._filtering
         while stack:
             dir_path, rel_dir, directory = stack.pop()
+            prefix = dir_path if dir_path.endswith(b"/") else dir_path + b"/"
+            children = directory.children
             try:
                 with os.scandir(dir_path) as entries:
                     for entry in entries:
-                        self._add(entry.name, entry.path, rel_dir, directory, stack)
+                        name = entry.name
+                        rel = b""  # only exclusions need the relative path
+                        if filtering:
+                            rel = rel_dir + b"/" + name if rel_dir else name
+                            if self._is_excluded(rel):
+                                continue
+                        node = self._node(prefix, name)
+                        children[name] = node
+                        if type(node) is Directory:
+                            stack.append((prefix + name, rel, node))
             except OSError as exc:
                 raise _error("cannot read directory", dir_path, exc) from None
-
-    def _add(
-        self,
-        name: bytes,
-        path: bytes,
-        rel_dir: bytes,
-        directory: Directory,
-        stack: list[tuple[bytes, bytes, Directory]],
-    ) -> None:
-        rel = b""  # only exclusions need the relative path
-        if self._filtering:
-            rel = rel_dir + b"/" + name if rel_dir else name
-            if self._is_excluded(rel):
-                return
-        node = self._node(path)
-        directory.children[name] = node
-        if type(node) is Directory:
-            stack.append((path, rel, node))
 
     def _is_excluded(self, rel: bytes) -> bool:
         return rel in self.excluded or any(regex.search(rel) for regex in self.regexes)
 
-    def _node(self, path: bytes) -> Node:
+    def _node(self, prefix: bytes, name: bytes) -> Node:
+        path = prefix + name
         st = _lstat(path)
         self.count += 1
         if self.on_progress is not None and self.count % PROGRESS_EVERY == 0:
@@ -161,16 +164,17 @@ class _Walker:
             key = (st.st_dev, st.st_ino)
             node = self._links.get(key)
             if node is None:
-                node = self._links[key] = self._leaf(path, st, kind)
+                node = self._links[key] = self._leaf(prefix, name, st, kind)
             return node
-        return self._leaf(path, st, kind)
+        return self._leaf(prefix, name, st, kind)
 
-    def _leaf(self, path: bytes, st: os.stat_result, kind: int) -> Node:
+    def _leaf(self, prefix: bytes, name: bytes, st: os.stat_result, kind: int) -> Node:
+        path = prefix + name
         meta = self.metadata(path, st)
         if kind == stat.S_IFREG:
             if self._check_read and not self._readable(path, st):
                 raise InvalidInputError("cannot read file: permission denied", path=os.fsdecode(path))
-            return File(meta, PathData(path, st.st_size))
+            return File(meta, EntryData(prefix, name, st.st_size))
         if kind == stat.S_IFLNK:
             try:
                 return Symlink(meta, os.readlink(path))
@@ -188,7 +192,17 @@ class _Walker:
     def metadata(self, path: bytes, st: os.stat_result) -> Metadata:
         """The node metadata of the entry at `path` whose lstat result is `st`."""
         xattrs = _xattrs(path) if self.read_xattrs else {}
-        return Metadata(st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_mtime_ns, xattrs)
+        ints = self._ints  # one object per distinct mode, uid and gid, not one per inode
+        mode = st.st_mode & 0o7777
+        uid = st.st_uid
+        gid = st.st_gid
+        return Metadata(
+            ints.setdefault(mode, mode),
+            ints.setdefault(uid, uid),
+            ints.setdefault(gid, gid),
+            st.st_mtime_ns,
+            xattrs,
+        )
 
     def _readable(self, path: bytes, st: os.stat_result) -> bool:
         # Decide from the mode bits; only when they deny ask the kernel (ACLs may still allow).

@@ -1,4 +1,10 @@
-"""The image writer: validate a tree, plan its layout, emit it atomically."""
+"""The image writer: validate a tree, decide each inode's stored form, plan, emit atomically.
+
+Modules: validate (what can be stored), datastage + stored (each inode's stored form, read at
+most once), policy (producer-specific layout choices), plan + placement + xattrs + dirs (the
+layout), header (planned areas and the metadata writer), emit + copier + filecopy + digest (the
+bytes).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,8 @@ import os
 import uuid
 from dataclasses import dataclass
 
-from ..model import Directory
+from ..model import Directory, gc_paused
+from .datastage import DataStage
 from .emit import Emitter
 from .options import InodeFormat, ProgressCallback, WriteOptions
 from .output import atomic_output
@@ -51,9 +58,11 @@ def write_image(
     write (a full disk, a read-only file system) is an ImageWriteError naming `output`.
     """
     options = options or WriteOptions()
-    layout = plan_image(root, options)
-    with atomic_output(output, layout.blocks * options.block_size, sync=sync) as fd:
-        image_uuid = Emitter(layout, fd, progress).emit()
+    # The stage's workers and spool live until the data is in the image.
+    with gc_paused(), DataStage(options.block_size) as stage:
+        layout = plan_image(root, options, stage)
+        with atomic_output(output, layout.blocks * options.block_size, sync=sync) as fd:
+            image_uuid = Emitter(layout, fd, progress).emit()
     return ImageSummary(
         path=os.fspath(output),
         inodes=len(layout.inodes),

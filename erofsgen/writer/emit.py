@@ -1,4 +1,8 @@
-"""The emitting pass: turns a Layout into bytes at the offsets the plan chose."""
+"""The emitting pass: turns a Layout into bytes at the offsets the plan chose.
+
+Inode records and header areas go through one `MetadataWriter` in offset order, each area
+checked against its plan; each inode's data is written by its stored form.
+"""
 
 from __future__ import annotations
 
@@ -6,67 +10,29 @@ import contextlib
 import os
 import uuid
 
-from ..format.constants import (
-    EROFS_SUPER_MAGIC_V1,
-    EROFS_SUPER_OFFSET,
-    DataLayout,
-    FeatureCompat,
-    FeatureIncompat,
-    FileType,
-)
-from ..format.inode import (
-    INODE_COMPACT,
-    INODE_EXTENDED,
-    xattr_icount,
-)
+from ..format.constants import EROFS_SUPER_MAGIC_V1, FeatureCompat, FeatureIncompat
+from ..format.inode import INODE_COMPACT, INODE_EXTENDED, xattr_icount
 from ..format.superblock import CHECKSUM_OFFSET, SUPERBLOCK, SuperBlockRec, checksum_length, sb_checksum
-from ..model import Directory, File, Symlink
+from ..model import full_mode
+from .copier import Copier
 from .digest import ContentDigest
-from .dirs import directory_block
+from .header import Area, MetadataWriter, write_final
 from .options import ProgressCallback
 from .plan import Layout, PlannedInode
-from .sources import copy_file
 
-WINDOW_FLUSH = 1 << 20
 # The schema-derived struct codecs, called positionally on the hot path (fields in schema order).
 COMPACT_PACK = INODE_COMPACT.struct.pack
 EXTENDED_PACK = INODE_EXTENDED.struct.pack
 COMPACT_RESERVED = bytes(4)
+# Files of at least this many blocks are copied on the copier thread; smaller ones cost more in
+# thread hand-overs (each syscall's return waits for the GIL) than their copy takes.
+COPIER_MIN_BLOCKS = 4
 EXTENDED_RESERVED = bytes(16)
 
 
-class MetadataWriter:
-    """Buffers metadata written in increasing offset order; refuses to overlap what came before."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.start = 0
-        self.buf = bytearray()
-
-    @property
-    def end(self) -> int:
-        return self.start + len(self.buf)
-
-    def write(self, offset: int, data: bytes) -> None:
-        end = self.start + len(self.buf)
-        if offset < end:
-            raise AssertionError(f"metadata at {offset:#x} overlaps what was written up to {end:#x}")
-        if self.buf and (offset - end > 4096 or len(self.buf) > WINDOW_FLUSH):
-            self.flush()
-            end = self.start
-        if not self.buf:
-            self.start = end = offset
-        self.buf += bytes(offset - end)
-        self.buf += data
-
-    def flush(self) -> None:
-        if self.buf:
-            os.pwrite(self.fd, self.buf, self.start)
-            self.start += len(self.buf)
-            self.buf.clear()
-
-
 class Emitter:
+    """Writes one planned image into `fd` (already the right file; sized here)."""
+
     def __init__(self, layout: Layout, fd: int, progress: ProgressCallback | None) -> None:
         self.layout = layout
         self.fd = fd
@@ -75,98 +41,74 @@ class Emitter:
         self.progress = progress
         self.done = 0
         self.digest: ContentDigest | None = None
+        self.copier: Copier | None = None
 
     def emit(self) -> uuid.UUID:
+        """Write every area, record and data block, then the superblock; return the UUID."""
         layout = self.layout
         # Full size up front: the digest worker may read any final range; holes read as zeros.
         os.ftruncate(self.fd, layout.blocks * self.bs)
         if layout.options.uuid is None:
             self.digest = ContentDigest(self.fd, layout.data_start * self.bs)
-        # Leaving the block stops the digest thread, whatever failed, before the descriptor closes.
+        # Leaving the blocks stops the worker threads, whatever failed, before the descriptor closes.
         with self.digest or contextlib.nullcontext():
-            self.emit_areas()
+            copied = [p for p in layout.inodes if p.data.background and p.nblocks >= COPIER_MIN_BLOCKS]
+            if copied:
+                self.copier = Copier(copied, self.fd, self.bs)
+            with self.copier or contextlib.nullcontext():
+                self.emit_areas()
             return self.finish_superblock()
 
     def emit_areas(self) -> None:
         layout = self.layout
-        if layout.prefix_table:
-            self.meta.write(layout.prefix_start, layout.prefix_table)
-        shared_offset = layout.xattr_blkaddr * self.bs
-        shared_pending = bool(layout.shared.data)
+        # Header areas whose bytes are planned, in offset order, merged with the records.
+        pending = [a for a in layout.areas if a.data is not None]
+        pending.reverse()
+        next_area = pending[-1].offset if pending else -1
+        meta = self.meta
+        digest = self.digest
+        bs = self.bs
         for plan in layout.inodes:
-            if shared_pending and plan.offset >= shared_offset:
-                self.meta.write(shared_offset, layout.shared.data)
-                shared_pending = False
-            self.meta.write(plan.offset, self.inode_record(plan))
-            if plan.nblocks and self.digest is not None:
-                self.digest.advance((plan.startblk + plan.nblocks) * self.bs)
-        if shared_pending:
-            self.meta.write(shared_offset, layout.shared.data)
-        self.meta.flush()
-        if self.meta.end > layout.data_start * self.bs:
+            while 0 <= next_area <= plan.offset:
+                meta.write_area(pending.pop())
+                next_area = pending[-1].offset if pending else -1
+            meta.write(plan.offset, self.inode_record(plan))
+            if plan.nblocks and digest is not None:
+                digest.advance((plan.startblk + plan.nblocks) * bs)
+        while pending:
+            meta.write_area(pending.pop())
+        meta.flush()
+        if meta.end > layout.data_start * bs:
             raise AssertionError("metadata ran into the data area")
 
     def inode_record(self, plan: PlannedInode) -> bytes:
-        """Core, xattr body and inline tail of one inode; writes its data blocks on the way."""
-        tail = self.store_data(plan)
-        return self.inode_core(plan) + plan.xattr_body + tail
-
-    def store_data(self, plan: PlannedInode) -> bytes:
-        """Have the inode's whole blocks written (a file's by the data workers); return its tail."""
-        node = plan.node
-        full = plan.block_bytes
-        addr = plan.startblk * self.bs
-        if isinstance(node, File):
-            tail = copy_file(plan, self.fd, self.bs)
+        """Core, xattr body and inline tail of one inode; its stored form writes its blocks."""
+        data = plan.data
+        if data.background and plan.nblocks >= COPIER_MIN_BLOCKS:
+            assert self.copier is not None
+            tail = self.copier.tail()
+        else:
+            tail = data.write(self.fd, plan, self.bs)
+        if data.file_data:
             self.done += plan.size
             if self.progress is not None:
                 self.progress(self.done, self.layout.total_data)
-            return tail
-        if isinstance(node, Symlink):
-            if full:
-                os.pwrite(self.fd, node.target[:full], addr)
-            return node.target[full:]
-        if isinstance(node, Directory):
-            return self.write_directory(plan, addr)
-        return b""
-
-    def write_directory(self, plan: PlannedInode, addr: int) -> bytes:
-        shape = plan.shape
-        assert shape is not None and plan.parent is not None and plan.children is not None
-        # Both lists are in bytewise order; "." and ".." slot in among the children.
-        dots = {b".": (b".", plan.nid, FileType.DIR), b"..": (b"..", plan.parent.nid, FileType.DIR)}
-        children = iter(plan.children)
-        entries = []
-        for name in shape.names:
-            dot = dots.get(name)
-            if dot is None:
-                child_name, child = next(children)
-                entries.append((child_name, child.nid, child.ftype))
-            else:
-                entries.append(dot)
-        blocks = len(shape.splits)
-        whole = blocks if plan.layout is DataLayout.FLAT_PLAIN else blocks - 1
-        for b in range(whole):
-            os.pwrite(self.fd, directory_block(shape, b, entries, self.bs, self.bs), addr + b * self.bs)
-        if whole == blocks:
-            return b""
-        return directory_block(shape, blocks - 1, entries, self.bs, plan.tail_size)
-
-    def inode_core(self, plan: PlannedInode) -> bytes:
         meta = plan.node.meta
-        i_u = plan.i_u
-        icount = xattr_icount(len(plan.xattr_body))
-        mode = plan.mode
+        mode = full_mode(plan.node)
+        body = plan.xattr_body
+        icount = xattr_icount(len(body)) if body else 0
         if plan.extended:
             sec, nsec = divmod(meta.mtime_ns, 10**9)
-            return EXTENDED_PACK(
-                plan.layout_format, icount, mode, 0, plan.size, i_u, plan.ino, meta.uid, meta.gid,
-                sec, nsec, plan.nlink, EXTENDED_RESERVED,
+            core = EXTENDED_PACK(
+                plan.layout_format, icount, mode, 0, plan.size, data.i_u(plan), plan.ino, meta.uid,
+                meta.gid, sec, nsec, plan.nlink, EXTENDED_RESERVED,
             )  # fmt: skip
-        return COMPACT_PACK(
-            plan.layout_format, icount, mode, plan.nlink, plan.size, 0, i_u, plan.ino, meta.uid, meta.gid,
-            COMPACT_RESERVED,
-        )  # fmt: skip
+        else:
+            core = COMPACT_PACK(
+                plan.layout_format, icount, mode, plan.nlink, plan.size, 0, data.i_u(plan), plan.ino,
+                meta.uid, meta.gid, COMPACT_RESERVED,
+            )  # fmt: skip
+        return core + body + tail
 
     def superblock(self, image_uuid: uuid.UUID) -> SuperBlockRec:
         layout = self.layout
@@ -175,6 +117,7 @@ class Emitter:
         if options.sb_checksum:
             compat |= FeatureCompat.SB_CHKSUM
         incompat = FeatureIncompat(0)
+        prefixes = layout.area("long xattr prefixes")
         if layout.prefix_count:
             incompat |= FeatureIncompat.XATTR_PREFIXES
             compat |= FeatureCompat.PLAIN_XATTR_PFX
@@ -200,7 +143,7 @@ class Emitter:
             devt_slotoff=0,
             dirblkbits=0,
             xattr_prefix_count=layout.prefix_count,
-            xattr_prefix_start=layout.prefix_start // 4 if layout.prefix_count else 0,
+            xattr_prefix_start=prefixes.offset // 4 if prefixes is not None and layout.prefix_count else 0,
             packed_nid=0,
             xattr_filter_reserved=0,
             ishare_xattr_prefix_id=0,
@@ -212,14 +155,20 @@ class Emitter:
 
     def finish_superblock(self) -> uuid.UUID:
         """Write the superblock; derive the UUID from the image first if none was given."""
+        area = self.layout.area("superblock")
+        assert area is not None
         image_uuid = self.layout.options.uuid
         if image_uuid is None:
-            os.pwrite(self.fd, SUPERBLOCK.pack(self.superblock(uuid.UUID(int=0))), EROFS_SUPER_OFFSET)
+            write_final(self.fd, area, SUPERBLOCK.pack(self.superblock(uuid.UUID(int=0))))
             assert self.digest is not None
             image_uuid = self.digest.finish(self.layout.blocks * self.bs, self.layout.data_start * self.bs)
-        os.pwrite(self.fd, SUPERBLOCK.pack(self.superblock(image_uuid)), EROFS_SUPER_OFFSET)
+        self.write_superblock(area, SUPERBLOCK.pack(self.superblock(image_uuid)))
+        return image_uuid
+
+    def write_superblock(self, area: Area, record: bytes) -> None:
+        """The superblock with its checksum over block 0 (from the superblock to the block end)."""
+        write_final(self.fd, area, record)
         if self.layout.options.sb_checksum:
-            end = EROFS_SUPER_OFFSET + checksum_length(self.bs)
+            end = area.offset + checksum_length(self.bs)
             head = os.pread(self.fd, end, 0)
             os.pwrite(self.fd, sb_checksum(head, self.bs).to_bytes(4, "little"), CHECKSUM_OFFSET)
-        return image_uuid

@@ -6,8 +6,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .policy import LayoutPolicy
 
 
 class InodeFormat(Enum):
@@ -42,6 +46,8 @@ class WriteOptions:
     inode_format: InodeFormat = InodeFormat.AUTO
     inline_data: bool = True  # False: -E noinline_data
     sb_checksum: bool = True  # False: -E nosbcrc
+    # The layout policy; None: erofsgen's default, made from the options above (policy.py).
+    policy: LayoutPolicy | None = None
 
     def __post_init__(self) -> None:
         if self.block_size not in (512, 1024, 2048, 4096):

@@ -83,6 +83,10 @@ def _replacing(shown: str, size: int | None, sync: bool) -> Iterator[int]:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     except OSError as exc:
         raise _create_error(exc, shown, target) from exc
+    except BaseException:  # an interrupt as the file was being created: it must not stay behind
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     try:
         try:
             yield fd

@@ -59,17 +59,19 @@ def check_node(node: Node, path: bytes, *, xattrs: bool = True) -> None:
 
 
 def check_payload(node: Node, path: bytes) -> None:
-    where = show(path)
+    # The path is formatted only for an error: this runs once per inode.
     if isinstance(node, Symlink):
         if not 0 < len(node.target) < EROFS_PATH_MAX:
             raise InvalidInputError(
-                f"symlink target is {len(node.target)} bytes; it must be 1..{EROFS_PATH_MAX - 1}", where
+                f"symlink target is {len(node.target)} bytes; it must be 1..{EROFS_PATH_MAX - 1}", show(path)
             )
     elif isinstance(node, File):
         if not 0 <= node.data.size <= MAX_FILE_SIZE:
-            raise InvalidInputError(f"file size {node.data.size} is out of range", where)
+            raise InvalidInputError(f"file size {node.data.size} is out of range", show(path))
     elif isinstance(node, Device) and not (0 <= node.major < 4096 and 0 <= node.minor < 2**20):
-        raise InvalidInputError(f"device number {node.major}:{node.minor} does not fit 12:20 bits", where)
+        raise InvalidInputError(
+            f"device number {node.major}:{node.minor} does not fit 12:20 bits", show(path)
+        )
 
 
 def check_xattrs(xattrs: dict[bytes, bytes], where: str) -> None:

@@ -1,4 +1,8 @@
-"""Reading file data while the image is emitted: streamed, never held whole, checked for change."""
+"""Copying file data into the image: kernel-side where possible, never held whole, checked for change.
+
+Used by the stored forms (stored.py) when they write themselves; nothing here knows the model
+types beyond the data source it is handed.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,10 @@ import contextlib
 import errno
 import io
 import os
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ..errors import InvalidInputError
-from ..model import File, PathData
-from .plan import PlannedInode
+from ..model import DataSource, EntryData, PathData
 from .validate import show
 
 COPY_CHUNK = 1 << 20  # bytes per read when the kernel cannot copy for us
@@ -19,6 +22,19 @@ _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, er
 _IMAGE_SIDE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # the image's problem, not the source's
 # No symlink may have taken the file's place; a FIFO that did must not block the build.
 _PATH_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+class Target(Protocol):
+    """Where one inode's data goes: its planned blocks and inline tail."""
+
+    @property
+    def path(self) -> bytes: ...
+    @property
+    def size(self) -> int: ...
+
+    startblk: int
+    nblocks: int
+    tail_size: int
 
 
 class FileReader:
@@ -30,17 +46,16 @@ class FileReader:
     without blocking, should a FIFO have taken the file's place since the scan.
     """
 
-    def __init__(self, node: File, path: bytes, size: int) -> None:
+    def __init__(self, data: DataSource, path: bytes, size: int) -> None:
         self.path = path
         self.expected = size
         self.pos = 0  # bytes consumed
         self.base = 0  # descriptor offset of the data's first byte
         self.file: BinaryIO | None = None
         self.fd: int | None = None
-        data = node.data
-        self.owned_fd = isinstance(data, PathData)
+        self.owned_fd = isinstance(data, PathData | EntryData)
         try:
-            if isinstance(data, PathData):
+            if isinstance(data, PathData | EntryData):
                 self.fd = os.open(data.path, _PATH_FLAGS)
             else:
                 self.file = data.open()
@@ -119,29 +134,24 @@ class FileReader:
             raise self.error("file changed size while packing")
 
 
-def copy_file(plan: PlannedInode, fd: int, block_size: int) -> bytes:
-    """Copy one file's whole blocks into the image; return its inline tail."""
-    node = plan.node
-    assert isinstance(node, File)
-    if isinstance(node.data, PathData):
-        return copy_path(node.data.path, plan, fd, block_size)
-    return copy_with_reader(plan, fd, block_size)
+def copy_path(path: bytes | str, target: Target, data: DataSource, fd: int, block_size: int) -> bytes:
+    """Copy a path-backed file's whole blocks into the image; return its inline tail.
 
-
-def copy_path(path: bytes | str, plan: PlannedInode, fd: int, block_size: int) -> bytes:
-    """The common case of copy_file, kept lean: it runs once per file of the tree.
-
-    One pread fetches the tail and one byte more, which tells a file that grew; a short one
-    tells a file that shrank. FileReader takes over for anything unusual.
+    Kept lean: it runs once per file of the tree. One pread fetches the tail and one byte more,
+    which tells a file that grew; a short one tells a file that shrank. FileReader takes over
+    for anything unusual.
     """
     try:
         src = os.open(path, _PATH_FLAGS)
     except OSError as exc:
-        raise InvalidInputError(f"cannot read {os.fsdecode(path)}: {exc.strerror}", show(plan.path)) from None
+        raise InvalidInputError(
+            f"cannot read {os.fsdecode(path)}: {exc.strerror}", show(target.path)
+        ) from None
     try:
         done = 0
-        length = plan.block_bytes if plan.nblocks else 0
-        dst = plan.startblk * block_size
+        tail_size = target.tail_size
+        length = target.size - tail_size if target.nblocks else 0
+        dst = target.startblk * block_size
         while done < length:
             try:
                 n = os.copy_file_range(src, fd, min(length - done, KERNEL_COPY_CHUNK), done, dst + done)
@@ -150,23 +160,40 @@ def copy_path(path: bytes | str, plan: PlannedInode, fd: int, block_size: int) -
                     raise
                 n = 0  # not copyable in the kernel: the slow path sorts it out
             if n == 0:
-                return copy_with_reader(plan, fd, block_size)
+                return copy_with_reader(target, data, fd, block_size)
             done += n
-        tail = os.pread(src, plan.tail_size + 1, length)
+        tail = os.pread(src, tail_size + 1, length)
     finally:
         os.close(src)
-    if len(tail) != plan.tail_size:
-        return copy_with_reader(plan, fd, block_size)  # shrank or grew: FileReader says which
+    if len(tail) != tail_size:
+        return copy_with_reader(target, data, fd, block_size)  # shrank or grew: FileReader says which
     return tail
 
 
-def copy_with_reader(plan: PlannedInode, fd: int, block_size: int) -> bytes:
-    """copy_file through FileReader: any data source, every check, clear errors."""
-    node = plan.node
-    assert isinstance(node, File)
-    with FileReader(node, plan.path, plan.size) as reader:
-        if plan.nblocks:
-            reader.copy_to(fd, plan.startblk * block_size, plan.block_bytes)
-        tail = reader.read(plan.tail_size) if plan.tail_size else b""
+def copy_with_reader(target: Target, data: DataSource, fd: int, block_size: int) -> bytes:
+    """Copy any data source through FileReader: every check, clear errors; return the tail."""
+    with FileReader(data, target.path, target.size) as reader:
+        if target.nblocks:
+            reader.copy_to(fd, target.startblk * block_size, target.size - target.tail_size)
+        tail = reader.read(target.tail_size) if target.tail_size else b""
         reader.finish()
     return tail
+
+
+def copy_range(src: int, src_offset: int, dst: int, dst_offset: int, length: int) -> None:
+    """Copy bytes between two descriptors we own (a spool and the image), in the kernel when it can."""
+    done = 0
+    while done < length:
+        step = min(length - done, KERNEL_COPY_CHUNK)
+        try:
+            n = os.copy_file_range(src, dst, step, src_offset + done, dst_offset + done)
+        except OSError as exc:
+            if exc.errno in _IMAGE_SIDE or exc.errno not in _NO_KERNEL_COPY:
+                raise
+            n = 0
+        if n == 0:  # another file system, or none that can copy: through a buffer
+            chunk = os.pread(src, min(step, COPY_CHUNK), src_offset + done)
+            if not chunk:
+                raise OSError(errno.EIO, "the spool ended early")
+            n = os.pwrite(dst, chunk, dst_offset + done)
+        done += n

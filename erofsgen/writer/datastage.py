@@ -1,0 +1,153 @@
+"""The data stage: between the tree and the plan, each inode's stored form is decided once.
+
+Plain files only note their source (they are copied kernel-side at emit). Data that must be
+examined before planning (today: streams, which can be read only once; next: digests, chunk
+dedup, compression) is read exactly once, by worker threads, while the main thread goes on
+collecting and planning. `settle()` waits for that work, in submission order, so the first
+error reported and everything decided do not depend on which worker ran when.
+
+Workers write only to places reserved for them on the main thread (spool offsets assigned in
+submission order), so even the spool's bytes are independent of thread timing.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, BinaryIO
+
+from ..errors import InvalidInputError
+from ..model import BytesData, Device, Directory, File, Node, StreamData, Symlink
+from .dirs import shape_directory
+from .stored import (
+    NO_DATA,
+    DeviceNumber,
+    DirectoryData,
+    InlineBytes,
+    PlainData,
+    SpooledData,
+    Stored,
+    SymlinkTarget,
+)
+from .validate import show
+
+if TYPE_CHECKING:
+    from .plan import PlannedInode
+
+WORKERS = 2  # threads for examined kinds; their work releases the GIL (I/O, hashing, compression)
+SPOOL_CHUNK = 1 << 20
+# Tests set this to delay or reorder worker jobs; it is called with the job's index.
+job_hook: Callable[[int], None] | None = None
+
+
+class DataStage:
+    """Turns tree nodes into stored forms; owns the workers and the spool until closed."""
+
+    def __init__(self, block_size: int, workers: int | None = None) -> None:
+        self.block_size = block_size
+        self.workers = workers or WORKERS
+        self.jobs: list[Future[None]] = []
+        self.executor: ThreadPoolExecutor | None = None
+        self.spool: BinaryIO | None = None
+        self.spool_end = 0
+        self.abort = threading.Event()
+
+    def __enter__(self) -> DataStage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stored_form(self, node: Node, plan: PlannedInode) -> Stored:
+        """The stored form of `node`'s data (the one place that dispatches on model types)."""
+        if isinstance(node, File):
+            data = node.data
+            if isinstance(data, StreamData):
+                return self._spool(data, plan)
+            if isinstance(data, BytesData):
+                return InlineBytes(data.data)
+            return PlainData(data)
+        if isinstance(node, Directory):
+            return DirectoryData(shape_directory(list(node.children), self.block_size))
+        if isinstance(node, Symlink):
+            return SymlinkTarget(node.target)
+        if isinstance(node, Device):
+            return DeviceNumber(node.major, node.minor)
+        return NO_DATA
+
+    def _spool(self, data: StreamData, plan: PlannedInode) -> SpooledData:
+        if self.spool is None:
+            # An unnamed temporary file: nothing is left behind, whatever stops the build.
+            self.spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        offset = self.spool_end
+        self.spool_end += data.size
+        stored = SpooledData(self.spool.fileno(), offset, data.size)
+        self._submit(_consume_stream, data, plan, self.spool.fileno(), offset)
+        return stored
+
+    def _submit(self, job: Callable[..., None], *args: object) -> None:
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="erofsgen-data")
+        index = len(self.jobs)
+        self.jobs.append(self.executor.submit(self._run, index, job, args))
+
+    def _run(self, index: int, job: Callable[..., None], args: tuple[object, ...]) -> None:
+        if job_hook is not None:
+            job_hook(index)
+        if not self.abort.is_set():
+            job(*args, self.abort)
+
+    def settle(self) -> None:
+        """Wait for every examined kind; raise the first failure in submission order."""
+        for future in self.jobs:
+            future.result()
+
+    def close(self) -> None:
+        """Stop the workers (pending jobs are dropped) and release the spool."""
+        self.abort.set()
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
+
+def _consume_stream(
+    data: StreamData, plan: PlannedInode, spool_fd: int, offset: int, abort: threading.Event
+) -> None:
+    """Read a stream exactly once into the spool; it must hold exactly its declared size."""
+
+    def failed(why: str) -> InvalidInputError:
+        return InvalidInputError(f"{data.describe()}: {why}", show(plan.path))
+
+    try:
+        stream = data.open()
+        done = 0
+        while done < data.size:
+            if abort.is_set():
+                return
+            chunk = stream.read(min(SPOOL_CHUNK, data.size - done))
+            if not chunk:
+                raise failed(f"the stream ended at byte {done}, short of its size {data.size}")
+            _spool_write(spool_fd, chunk, offset + done)
+            done += len(chunk)
+        if stream.read(1):
+            raise failed(f"the stream runs on past its size {data.size}")
+    except OSError as exc:
+        raise failed(f"cannot read: {exc.strerror or exc}") from None
+
+
+def _spool_write(fd: int, chunk: bytes, offset: int) -> None:
+    """A write to the spool; its failures are the build's, not the stream's."""
+    view = memoryview(chunk)
+    while view:
+        try:
+            n = os.pwrite(fd, view, offset)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot write the spool of streamed data: {exc.strerror}") from None
+        view = view[n:]
+        offset += n
