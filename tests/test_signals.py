@@ -37,8 +37,9 @@ def test_signal_during_pack_leaves_nothing_and_keeps_the_old_image(
     out_dir.mkdir()
     image = out_dir / "img.erofs"
     image.write_bytes(OLD_IMAGE)
-    # Paused while copying file data: the temporary image exists and the digest thread runs.
-    child = PausedCommand("copy_file_range", ["pack", "--quiet", str(source), str(image)])
+    # Paused in the main thread's first write to the image: the temporary image exists, the
+    # copier and the digest threads run.
+    child = PausedCommand("pwrite", ["pack", "--quiet", str(source), str(image)])
     child.wait_paused()
     assert [p.name for p in out_dir.iterdir() if p.name.endswith(".tmp")], "no temporary file"
     child.proc.send_signal(signum)
@@ -54,7 +55,7 @@ def test_ignored_sighup_stays_ignored(tmp_path: Path) -> None:
     source = source_tree(tmp_path / "src", files=1)
     image = tmp_path / "img.erofs"
     child = PausedCommand(
-        "copy_file_range",
+        "pwrite",
         ["pack", "--quiet", str(source), str(image)],
         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
     )

@@ -136,9 +136,9 @@ def test_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     image = out_dir / "img.erofs"
-    # The child stops in its first data copy, so the signal always lands mid-pack, however busy
-    # the machine: no sleeping, no tree big enough to outrun the parent.
-    child = PausedCommand("copy_file_range", ["pack", "--quiet", str(source), str(image)])
+    # The child stops in its main thread's first write to the image, so the signal always lands
+    # mid-pack, however busy the machine: no sleeping, no tree big enough to outrun the parent.
+    child = PausedCommand("pwrite", ["pack", "--quiet", str(source), str(image)])
     child.wait_paused()
     assert [p.name for p in out_dir.iterdir() if p.name.endswith(".tmp")], "no temporary file"
     child.proc.send_signal(signal.SIGINT)

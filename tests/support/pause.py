@@ -1,9 +1,11 @@
 """Run the real command line in a child process that stops at a known point, to signal it there.
 
 Waiting for a side effect and hoping the child is still busy is a race a loaded machine loses.
-Instead the child replaces one `os` function with a wrapper that, on its first call, reports
-on a pipe and sleeps; the parent waits for that report (bounded) and then knows the command is
-in the middle of its work. The sleep is what the signal interrupts.
+Instead the child replaces one `os` function with a wrapper that, on its first call from the
+main thread, reports on a pipe and sleeps; the parent waits for that report (bounded) and then
+knows the command is in the middle of its work. The sleep is what the signal interrupts. Calls
+from worker threads pass straight through: a worker stalled for minutes is not what a signal
+meets in a real run, and the main thread's cleanup rightly waits for its workers to stop.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 120  # seconds; generous, the machine may be busy
 
 _CHILD = """
-import os, runpy, sys, time
+import os, runpy, sys, threading, time
 ready, name = int(sys.argv[1]), sys.argv[2]
 del sys.argv[1:3]
 real = getattr(os, name)
 def paused(*args, **kwargs):
+    if threading.current_thread() is not threading.main_thread():
+        return real(*args, **kwargs)
     setattr(os, name, real)
     os.write(ready, b"!")
     os.close(ready)
@@ -35,7 +39,7 @@ runpy.run_module("erofsgen", run_name="__main__", alter_sys=True)
 
 
 class PausedCommand:
-    """`python -m erofsgen ARGS` that pauses in the first call of `os.<pause_at>`."""
+    """`python -m erofsgen ARGS` that pauses in the main thread's first call of `os.<pause_at>`."""
 
     def __init__(
         self,
