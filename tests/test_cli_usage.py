@@ -163,8 +163,8 @@ def test_mkfs_argument_order_gets_a_hint(
         image.write_bytes(b"old image")
     assert main(["pack", "--quiet", str(image), str(src)]) == 2
     assert capsys.readouterr().err == (
-        f"erofsgen: error: {image}: not a directory; IMAGE is a directory — the order is "
-        "`erofsgen pack SOURCE IMAGE` (mkfs.erofs takes IMAGE first)\n"
+        f"erofsgen: error: {image}: {'not a' if image_exists else 'no such'} directory; IMAGE is a "
+        "directory — the order is `erofsgen pack SOURCE IMAGE` (mkfs.erofs takes IMAGE first)\n"
     )
     assert sorted(p.name for p in src.iterdir()) == ["file"]
 

@@ -248,8 +248,10 @@ def source_directory(source: str, image: str) -> str:
         # The trailing slash makes the scan's lstat of the root resolve the link.
         return os.path.join(source, "") if os.path.islink(source) else source
     if os.path.isdir(image):
+        # A new image's name given first (mkfs order) does not exist yet: say that, not "not a directory".
+        what = "not a directory" if os.path.lexists(source) else "no such directory"
         raise InvalidInputError(
-            "not a directory; IMAGE is a directory — the order is `erofsgen pack SOURCE IMAGE` "
+            f"{what}; IMAGE is a directory — the order is `erofsgen pack SOURCE IMAGE` "
             "(mkfs.erofs takes IMAGE first)",
             path=source,
         )
