@@ -124,6 +124,8 @@ def test_unsupported_options_are_listed_in_help(capsys: pytest.CaptureFixture[st
     ("argv", "expected"),
     [
         (["pakc", "a", "b"], "erofsgen: error: unknown command 'pakc'; did you mean 'pack'?\n"),
+        (["--verison"], "erofsgen: error: unrecognized option '--verison'; did you mean '--version'?\n"),
+        (["--verbose", "pack", "a", "b"], "erofsgen: error: unrecognized option '--verbose'\n"),
         (["extrat", "a", "b"], "erofsgen: error: unknown command 'extrat'; did you mean 'extract'?\n"),
         (
             ["pack", "--exclude-pth=x", "a", "b"],

@@ -84,6 +84,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _check_leading_options(parser: argparse.ArgumentParser, words: list[str]) -> None:
+    """Refuse an unknown option before the command (`--verison`), with a suggestion.
+
+    argparse would otherwise drop it and complain that COMMAND is missing, or pass it by.
+    """
+    known = [opt for action in parser._actions for opt in action.option_strings]
+    for word in words:
+        if not word.startswith("-") or word == "--":
+            return
+        if word not in known:
+            match = _closest(word, known)
+            hint = f"; did you mean {match!r}?" if match is not None else ""
+            parser.exit(EXIT_ERROR, f"{parser.prog}: error: unrecognized option {word!r}{hint}\n")
+
+
 def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     """The sub-command parsers of a `build_parser()` result, by command name."""
     for action in parser._actions:
@@ -113,6 +128,7 @@ class Terminated(KeyboardInterrupt):
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
+    _check_leading_options(parser, words)
     args = parser.parse_args(words)
     previous = _raise_on_termination()
     try:
