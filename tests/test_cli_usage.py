@@ -231,3 +231,19 @@ def test_compressed_image_needs_its_library(src: Path, tmp_path: Path, erofs_uti
     erofs_utils.mkfs(image, src, "-zlz4hc")
     result = probe(str(image), "read")
     assert result.returncode == 1 and "ModuleNotFoundError" in result.stderr and "lz4" in result.stderr
+
+
+def test_pack_errors_escape_raw_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Paths from the command line reach messages as `ls -b` shows them: one line, no surrogates."""
+    source = os.fsdecode(bytes(tmp_path) + b"/new\nsrc\xff")
+    assert main(["pack", "--quiet", source, str(tmp_path / "out.img")]) == 2
+    assert capsys.readouterr().err == (
+        f"erofsgen: error: {tmp_path}/new\\nsrc\\377: cannot stat: No such file or directory\n"
+    )
+    (tmp_path / "src").mkdir()
+    image = os.fsdecode(bytes(tmp_path) + b"/no\tdir\xfe/out.img")
+    assert main(["pack", "--quiet", str(tmp_path / "src"), image]) == 2
+    assert capsys.readouterr().err == (
+        f"erofsgen: error: {tmp_path}/no\\tdir\\376/out.img: cannot create the image: "
+        "No such file or directory\n"
+    )

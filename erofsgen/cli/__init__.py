@@ -108,7 +108,21 @@ def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.Argum
 
 
 def error(message: str) -> None:
-    print(f"erofsgen: error: {message}", file=sys.stderr)
+    """Print `erofsgen: error: MESSAGE` on stderr as one line, whatever bytes a path in it holds."""
+    print(f"erofsgen: error: {one_line(message)}", file=sys.stderr)
+
+
+def one_line(message: str) -> str:
+    """`message` with what cannot be shown (newlines, controls, bytes that are not UTF-8) escaped.
+
+    Readers escape the names they report as `ls -b` does; paths from the command line or the
+    source tree may reach a message raw, and must not split the line or print as `\\udcff`.
+    """
+    if message.isprintable():
+        return message
+    from ..reader.names import escape_name  # only on this rare path: pack does not load the reader
+
+    return "".join(ch if ch.isprintable() else escape_name(ch) for ch in message)
 
 
 # Signals that end a command the way Ctrl-C does: every cleanup runs, then exit 128 + signal.
