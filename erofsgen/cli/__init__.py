@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import importlib
 import signal
 import sys
@@ -25,6 +26,7 @@ COMMANDS = ("pack", "inspect", "ls", "cat", "extract", "dump", "check")
 EXIT_OK = 0
 EXIT_PROBLEMS = 1  # `check` found problems
 EXIT_ERROR = 2  # bad input, corrupt image, missing file
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class Parser(argparse.ArgumentParser):
@@ -198,4 +200,7 @@ def _run(args: argparse.Namespace) -> int:
 def _os_error(exc: OSError) -> str:
     if exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}"
-    return str(exc)
+    reason = exc.strerror or str(exc)
+    # Files (images, extract's destinations) are named where they fail; reading never runs out
+    # of room, so an unnamed "no space" is the one output left: standard output (`> /dev/full`).
+    return f"standard output: {reason}" if exc.errno in _NO_ROOM else reason
