@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from ..errors import InvalidInputError
+from ..limits import MAX_TIME_NS
 from ..sources.directory import tree_from_directory
 from ..transform import TreeOverrides, apply_overrides
 from ..writer.options import InodeFormat, WriteOptions
@@ -332,6 +333,8 @@ def _epoch(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a UNIX timestamp") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is a negative timestamp")
+    if value * NS > MAX_TIME_NS:
+        raise argparse.ArgumentTypeError(f"{text!r} is beyond the last time an image can hold")
     return value
 
 
