@@ -320,3 +320,22 @@ def test_block_device_too_small_or_mounted_is_refused(tmp_path: Path, kernel_mou
         assert proc.returncode == 2
         busy = "cannot open the output: Device or resource busy (is it mounted?)"
         assert err.decode() == f"erofsgen: error: {device}: {busy}\n"
+
+
+def test_image_inside_its_source(tmp_path: Path) -> None:
+    """The source is scanned before the image (or its temporary file) exists there: no self-loop.
+
+    A rebuild then packs the previous image as a plain file, as mkfs.erofs does.
+    """
+    source = source_dir(tmp_path / "src", 10_000)
+    image = source / "self.img"
+    assert cli_main(["pack", "--quiet", "-U", "clear", str(source), str(image)]) == 0
+    with open_image(image) as img:
+        assert img.listdir("/") == ["f"]
+    first = image.read_bytes()
+    assert cli_main(["pack", "--quiet", "-U", "clear", str(source), str(image)]) == 0
+    with open_image(image) as img:
+        assert sorted(img.listdir("/")) == ["f", "self.img"]
+        with img.open("/self.img") as inner:
+            assert inner.read() == first
+    assert sorted(p.name for p in source.iterdir()) == ["f", "self.img"]
