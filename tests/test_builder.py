@@ -186,6 +186,12 @@ INVALID: list[tuple[str, Callable[[ImageBuilder], Any], str | None, str]] = [
     ("two sources", lambda b: b.add_file("f", b"x", path="/etc/hostname"), "/f", "only one"),
     ("size without fileobj", lambda b: b.add_file("f", b"x", size=1), "/f", "size applies only"),
     ("fileobj too short", lambda b: b.add_file("f", fileobj=io.BytesIO(b"ab"), size=3), "/f", "beyond"),
+    (
+        "size negative",
+        lambda b: b.add_file("f", fileobj=io.BytesIO(b"ab"), size=-1),
+        "/f",
+        "size -1 is negative",
+    ),
     ("missing path", lambda b: b.add_file("f", path="/nonexistent/x"), "/f", "cannot stat"),
     ("path not a file", lambda b: b.add_file("f", path="/"), "/f", "not a regular file"),
     ("tree missing", lambda b: b.add_tree("/nonexistent/x", "t"), "/nonexistent/x", "No such file"),

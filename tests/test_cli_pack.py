@@ -238,7 +238,15 @@ def test_exclusions(fake_writer: Capture, src: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["-E", "bogus"], ["-E", "nosbcrc,bogus"], ["-U", "nope"], ["-b", "8192"], ["-T", "x"], ["-T", "-1"]],
+    [
+        ["-E", "bogus"],
+        ["-E", "nosbcrc,bogus"],
+        ["-U", "nope"],
+        ["-b", "8192"],
+        ["-T", "x"],
+        ["-T", "-1"],
+        ["-T", str(2**63)],  # beyond a signed 64-bit mtime: refused as the option, not as a file's
+    ],
 )
 def test_bad_options_are_usage_errors(
     fake_writer: Capture, src: Path, args: list[str], capsys: pytest.CaptureFixture[str]

@@ -279,6 +279,18 @@ def test_cat_into_a_closed_pipe(mkfs_images: dict[str, Path]) -> None:
     assert len(head) == 100 and proc.returncode == 0 and err == b""
 
 
+@pytest.mark.parametrize("command", [["cat", "/aa"], ["ls", "-lR"], ["inspect"], ["dump"]])
+def test_full_standard_output_is_named(command: list[str], tmp_path: Path) -> None:
+    """`> /dev/full` is one line naming standard output, not a bare `[Errno 28]`."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    image = pack(small_tree(tmp_path / "src"), tmp_path / "img")
+    args = [sys.executable, "-m", "erofsgen", command[0], str(image), *command[1:]]
+    with open("/dev/full", "wb") as full:
+        res = subprocess.run(args, stdout=full, stderr=subprocess.PIPE, check=False)
+    assert (res.returncode, res.stderr) == (2, b"erofsgen: error: standard output: No space left on device\n")
+
+
 # -------------------------------------------------------------------------------- extract
 
 

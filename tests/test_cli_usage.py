@@ -124,6 +124,8 @@ def test_unsupported_options_are_listed_in_help(capsys: pytest.CaptureFixture[st
     ("argv", "expected"),
     [
         (["pakc", "a", "b"], "erofsgen: error: unknown command 'pakc'; did you mean 'pack'?\n"),
+        (["--verison"], "erofsgen: error: unrecognized option '--verison'; did you mean '--version'?\n"),
+        (["--verbose", "pack", "a", "b"], "erofsgen: error: unrecognized option '--verbose'\n"),
         (["extrat", "a", "b"], "erofsgen: error: unknown command 'extrat'; did you mean 'extract'?\n"),
         (
             ["pack", "--exclude-pth=x", "a", "b"],
@@ -163,8 +165,8 @@ def test_mkfs_argument_order_gets_a_hint(
         image.write_bytes(b"old image")
     assert main(["pack", "--quiet", str(image), str(src)]) == 2
     assert capsys.readouterr().err == (
-        f"erofsgen: error: {image}: not a directory; IMAGE is a directory — the order is "
-        "`erofsgen pack SOURCE IMAGE` (mkfs.erofs takes IMAGE first)\n"
+        f"erofsgen: error: {image}: {'not a' if image_exists else 'no such'} directory; IMAGE is a "
+        "directory — the order is `erofsgen pack SOURCE IMAGE` (mkfs.erofs takes IMAGE first)\n"
     )
     assert sorted(p.name for p in src.iterdir()) == ["file"]
 
@@ -229,3 +231,19 @@ def test_compressed_image_needs_its_library(src: Path, tmp_path: Path, erofs_uti
     erofs_utils.mkfs(image, src, "-zlz4hc")
     result = probe(str(image), "read")
     assert result.returncode == 1 and "ModuleNotFoundError" in result.stderr and "lz4" in result.stderr
+
+
+def test_pack_errors_escape_raw_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Paths from the command line reach messages as `ls -b` shows them: one line, no surrogates."""
+    source = os.fsdecode(bytes(tmp_path) + b"/new\nsrc\xff")
+    assert main(["pack", "--quiet", source, str(tmp_path / "out.img")]) == 2
+    assert capsys.readouterr().err == (
+        f"erofsgen: error: {tmp_path}/new\\nsrc\\377: cannot stat: No such file or directory\n"
+    )
+    (tmp_path / "src").mkdir()
+    image = os.fsdecode(bytes(tmp_path) + b"/no\tdir\xfe/out.img")
+    assert main(["pack", "--quiet", str(tmp_path / "src"), image]) == 2
+    assert capsys.readouterr().err == (
+        f"erofsgen: error: {tmp_path}/no\\tdir\\376/out.img: cannot create the image: "
+        "No such file or directory\n"
+    )

@@ -128,6 +128,28 @@ def test_symlink_to_a_file_replaces_the_file(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.erofs", "real"]
 
 
+def test_replaced_image_keeps_mode_and_owner(tmp_path: Path) -> None:
+    """A rebuilt private image stays private, as one written in place (mkfs.erofs, `>`) does."""
+    image = tmp_path / "private.erofs"
+    image.write_bytes(OLD)
+    os.chmod(image, 0o600)
+    owner = (1234, 5678) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    os.chown(image, *owner)
+    write_image(tree(), image, CLEAR)
+    st = image.stat()
+    assert image.read_bytes() == reference(tmp_path)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, *owner)
+    fresh = tmp_path / "fresh.erofs"
+    write_image(tree(), fresh, CLEAR)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_dangling_symlink_creates_its_target(tmp_path: Path) -> None:
     link = tmp_path / "link.erofs"
     link.symlink_to("made.erofs")
@@ -298,3 +320,22 @@ def test_block_device_too_small_or_mounted_is_refused(tmp_path: Path, kernel_mou
         assert proc.returncode == 2
         busy = "cannot open the output: Device or resource busy (is it mounted?)"
         assert err.decode() == f"erofsgen: error: {device}: {busy}\n"
+
+
+def test_image_inside_its_source(tmp_path: Path) -> None:
+    """The source is scanned before the image (or its temporary file) exists there: no self-loop.
+
+    A rebuild then packs the previous image as a plain file, as mkfs.erofs does.
+    """
+    source = source_dir(tmp_path / "src", 10_000)
+    image = source / "self.img"
+    assert cli_main(["pack", "--quiet", "-U", "clear", str(source), str(image)]) == 0
+    with open_image(image) as img:
+        assert img.listdir("/") == ["f"]
+    first = image.read_bytes()
+    assert cli_main(["pack", "--quiet", "-U", "clear", str(source), str(image)]) == 0
+    with open_image(image) as img:
+        assert sorted(img.listdir("/")) == ["f", "self.img"]
+        with img.open("/self.img") as inner:
+            assert inner.read() == first
+    assert sorted(p.name for p in source.iterdir()) == ["f", "self.img"]

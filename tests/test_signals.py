@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -48,6 +50,39 @@ def test_signal_during_pack_leaves_nothing_and_keeps_the_old_image(
     assert err == f"erofsgen: error: terminated by {signum.name}\n"
     assert sorted(p.name for p in out_dir.iterdir()) == ["img.erofs"]
     assert image.read_bytes() == OLD_IMAGE
+
+
+@pytest.mark.parametrize(
+    ("signum", "line"),
+    [(signal.SIGTERM, "terminated by SIGTERM"), (signal.SIGINT, "interrupted")],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_fifo_without_reader_waits_and_a_signal_ends_it(
+    signum: signal.Signals, line: str, tmp_path: Path
+) -> None:
+    """Like `cat > fifo`, pack waits for a reader to open the FIFO; a signal still ends it cleanly."""
+    source = source_tree(tmp_path / "src", files=1)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "erofsgen", "pack", "--quiet", str(source), str(fifo)],
+        cwd=Path(__file__).resolve().parents[1],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wchan = Path(f"/proc/{proc.pid}/wchan")
+        deadline = time.monotonic() + 120  # bounded wait for a state, not a timing assertion
+        while wchan.read_text() != "wait_for_partner":  # the kernel's FIFO open, waiting for a reader
+            assert proc.poll() is None and time.monotonic() < deadline, "pack never waited on the FIFO"
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert (proc.returncode, err.decode()) == (128 + signum, f"erofsgen: error: {line}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "src"]
 
 
 def test_ignored_sighup_stays_ignored(tmp_path: Path) -> None:

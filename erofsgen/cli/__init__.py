@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import importlib
 import signal
 import sys
@@ -25,6 +26,7 @@ COMMANDS = ("pack", "inspect", "ls", "cat", "extract", "dump", "check")
 EXIT_OK = 0
 EXIT_PROBLEMS = 1  # `check` found problems
 EXIT_ERROR = 2  # bad input, corrupt image, missing file
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class Parser(argparse.ArgumentParser):
@@ -84,6 +86,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _check_leading_options(parser: argparse.ArgumentParser, words: list[str]) -> None:
+    """Refuse an unknown option before the command (`--verison`), with a suggestion.
+
+    argparse would otherwise drop it and complain that COMMAND is missing, or pass it by.
+    """
+    known = [opt for action in parser._actions for opt in action.option_strings]
+    for word in words:
+        if not word.startswith("-") or word == "--":
+            return
+        if word not in known:
+            match = _closest(word, known)
+            hint = f"; did you mean {match!r}?" if match is not None else ""
+            parser.exit(EXIT_ERROR, f"{parser.prog}: error: unrecognized option {word!r}{hint}\n")
+
+
 def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     """The sub-command parsers of a `build_parser()` result, by command name."""
     for action in parser._actions:
@@ -93,7 +110,21 @@ def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.Argum
 
 
 def error(message: str) -> None:
-    print(f"erofsgen: error: {message}", file=sys.stderr)
+    """Print `erofsgen: error: MESSAGE` on stderr as one line, whatever bytes a path in it holds."""
+    print(f"erofsgen: error: {one_line(message)}", file=sys.stderr)
+
+
+def one_line(message: str) -> str:
+    """`message` with what cannot be shown (newlines, controls, bytes that are not UTF-8) escaped.
+
+    Readers escape the names they report as `ls -b` does; paths from the command line or the
+    source tree may reach a message raw, and must not split the line or print as `\\udcff`.
+    """
+    if message.isprintable():
+        return message
+    from ..reader.names import escape_name  # only on this rare path: pack does not load the reader
+
+    return "".join(ch if ch.isprintable() else escape_name(ch) for ch in message)
 
 
 # Signals that end a command the way Ctrl-C does: every cleanup runs, then exit 128 + signal.
@@ -113,6 +144,7 @@ class Terminated(KeyboardInterrupt):
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
+    _check_leading_options(parser, words)
     args = parser.parse_args(words)
     previous = _raise_on_termination()
     try:
@@ -168,4 +200,7 @@ def _run(args: argparse.Namespace) -> int:
 def _os_error(exc: OSError) -> str:
     if exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}"
-    return str(exc)
+    reason = exc.strerror or str(exc)
+    # Files (images, extract's destinations) are named where they fail; reading never runs out
+    # of room, so an unnamed "no space" is the one output left: standard output (`> /dev/full`).
+    return f"standard output: {reason}" if exc.errno in _NO_ROOM else reason

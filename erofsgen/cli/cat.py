@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import InvalidInputError
 from ..format.constants import FileType
@@ -41,11 +41,28 @@ def run(args: argparse.Namespace) -> int:
         if info.file_type != FileType.REG_FILE:
             raise InvalidInputError(f"not a regular file ({info.file_type.name.lower()})", shown)
         out = sys.stdout.buffer
-        try:
-            with image.open_nid(nid, args.path) as src:
-                while piece := src.read(PIECE):
-                    out.write(piece)
-            out.flush()
-        except BrokenPipeError:
+        with image.open_nid(nid, args.path) as src:
+            while piece := src.read(PIECE):
+                if not _write(out, piece):
+                    return stdout_gone()
+        if not _write(out, None):
             return stdout_gone()
     return EXIT_OK
+
+
+def _write(out: BinaryIO, piece: bytes | None) -> bool:
+    """Write `piece` (None: flush); False if the reader closed the pipe, which is not an error.
+
+    Any other failure (`> /dev/full`) is an OSError naming standard output.
+    """
+    try:
+        if piece is None:
+            out.flush()
+        else:
+            out.write(piece)
+    except BrokenPipeError:
+        return False
+    except OSError as exc:
+        stdout_gone()  # the exit must not try, and fail, to flush the same bytes again
+        raise OSError(exc.errno, exc.strerror, "standard output") from None
+    return True

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from ..errors import InvalidInputError
+from ..limits import MAX_TIME_NS
 from ..sources.directory import tree_from_directory
 from ..transform import TreeOverrides, apply_overrides
 from ..writer.options import InodeFormat, WriteOptions
@@ -248,8 +249,10 @@ def source_directory(source: str, image: str) -> str:
         # The trailing slash makes the scan's lstat of the root resolve the link.
         return os.path.join(source, "") if os.path.islink(source) else source
     if os.path.isdir(image):
+        # A new image's name given first (mkfs order) does not exist yet: say that, not "not a directory".
+        what = "not a directory" if os.path.lexists(source) else "no such directory"
         raise InvalidInputError(
-            "not a directory; IMAGE is a directory — the order is `erofsgen pack SOURCE IMAGE` "
+            f"{what}; IMAGE is a directory — the order is `erofsgen pack SOURCE IMAGE` "
             "(mkfs.erofs takes IMAGE first)",
             path=source,
         )
@@ -330,6 +333,8 @@ def _epoch(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a UNIX timestamp") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is a negative timestamp")
+    if value * NS > MAX_TIME_NS:
+        raise argparse.ArgumentTypeError(f"{text!r} is beyond the last time an image can hold")
     return value
 
 

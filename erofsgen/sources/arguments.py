@@ -239,11 +239,14 @@ def fileobj_source(fileobj: object, size: object, where: str) -> FileObjectData:
     if not isinstance(probe, bytes) or not isinstance(offset, int) or not isinstance(end, int):
         raise InvalidInputError(f"fileobj {label} does not read bytes", where)
     available = end - offset
-    if size is None:
-        size = available
-    elif not 0 <= check_int(size, "size", where) <= available:
-        raise InvalidInputError(f"size {size} is beyond the {available} bytes left in fileobj {label}", where)
-    return FileObjectData(fileobj, offset, size, label)  # type: ignore[arg-type]
+    length = available if size is None else check_int(size, "size", where)
+    if length < 0:
+        raise InvalidInputError(f"size {length} is negative", where)
+    if length > available:
+        raise InvalidInputError(
+            f"size {length} is beyond the {available} bytes left in fileobj {label}", where
+        )
+    return FileObjectData(fileobj, offset, length, label)  # type: ignore[arg-type]
 
 
 def _is_closed(fileobj: object) -> bool:

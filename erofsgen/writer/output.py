@@ -2,8 +2,10 @@
 
 A regular file (new, or reached through symbolic links) is built in a temporary file beside it,
 synced and renamed over it: readers see the old image or the whole new one, never a part, and a
-crash cannot leave a renamed but empty image. The directory must be writable for that; an
-existing image in a read-only directory is refused rather than overwritten in place.
+crash cannot leave a renamed but empty image. The new file keeps the old one's permissions and
+owner, as a file written in place (mkfs.erofs, a shell's `>`) would. The directory must be
+writable for that; an existing image in a read-only directory is refused rather than overwritten
+in place.
 
 Block devices, character devices and FIFOs (a disk, /dev/null, /dev/stdout on a pipe) are never
 replaced. The emitter writes at offsets and sizes the file up front, which a pipe cannot take,
@@ -48,7 +50,7 @@ def atomic_output(
     shown = os.fspath(path)
     found = _inspect(shown)
     if found is None or stat.S_ISREG(found.st_mode):
-        with _replacing(shown, size, sync) as fd:
+        with _replacing(shown, found, size, sync) as fd:
             yield fd
     else:
         with _streaming(shown, found, size, sync) as fd:
@@ -75,7 +77,7 @@ def _inspect(shown: str) -> os.stat_result | None:
 
 
 @contextmanager
-def _replacing(shown: str, size: int | None, sync: bool) -> Iterator[int]:
+def _replacing(shown: str, old: os.stat_result | None, size: int | None, sync: bool) -> Iterator[int]:
     target = os.path.realpath(shown)  # a symlink stays; the file it leads to is replaced
     directory, name = os.path.split(target)
     tmp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
@@ -89,6 +91,8 @@ def _replacing(shown: str, size: int | None, sync: bool) -> Iterator[int]:
         raise
     try:
         try:
+            if old is not None:
+                _keep_mode_and_owner(fd, old)
             yield fd
             if sync:
                 os.fsync(fd)  # before the rename: never a renamed but empty image after a crash
@@ -103,6 +107,16 @@ def _replacing(shown: str, size: int | None, sync: bool) -> Iterator[int]:
         raise
     if sync:
         _sync_directory(directory, shown)
+
+
+def _keep_mode_and_owner(fd: int, old: os.stat_result) -> None:
+    """Give the new image the replaced file's permissions and owner, as writing in place would.
+
+    Without this a private (0600) image would come back world-readable after a rebuild.
+    """
+    with suppress(PermissionError):  # not root: a file of another owner cannot be given away
+        os.fchown(fd, old.st_uid, old.st_gid)
+    os.fchmod(fd, stat.S_IMODE(old.st_mode))  # after the chown, which clears set-id bits
 
 
 def _create_error(exc: OSError, shown: str, target: str) -> InvalidInputError:
