@@ -12,6 +12,7 @@ import os
 import uuid
 from dataclasses import dataclass
 
+from ..errors import InvalidInputError
 from ..model import Directory, gc_paused
 from .datastage import DataStage
 from .emit import Emitter
@@ -57,7 +58,14 @@ def write_image(
     a FIFO is written in place instead, from offset 0, once the image is complete. A failure to
     write (a full disk, a read-only file system) is an ImageWriteError naming `output`.
     """
-    options = options or WriteOptions()
+    if not isinstance(root, Directory):
+        raise InvalidInputError(f"the root of an image must be a Directory, not {type(root).__name__}")
+    if not isinstance(output, str | os.PathLike):
+        raise InvalidInputError(f"the output must be a path, not {type(output).__name__}")
+    if options is None:
+        options = WriteOptions()
+    elif not isinstance(options, WriteOptions):
+        raise InvalidInputError(f"options must be WriteOptions, not {type(options).__name__}")
     # The stage's workers and spool live until the data is in the image.
     with gc_paused(), DataStage(options.block_size) as stage:
         layout = plan_image(root, options, stage)

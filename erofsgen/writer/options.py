@@ -50,6 +50,7 @@ class WriteOptions:
     policy: LayoutPolicy | None = None
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.block_size not in (512, 1024, 2048, 4096):
             raise InvalidInputError(f"block size {self.block_size} is not one of 512, 1024, 2048, 4096")
         if len(self.label.encode()) > 15:
@@ -60,6 +61,34 @@ class WriteOptions:
             raise InvalidInputError("a long xattr prefix is given twice")
         if len(self.xattr_prefixes) > MAX_LONG_PREFIXES:
             raise InvalidInputError(f"at most {MAX_LONG_PREFIXES} long xattr prefixes fit a 7-bit id")
+
+    def _check_types(self) -> None:
+        """Refuse a value of the wrong type by name, before it fails somewhere deep in a build."""
+        from .policy import LayoutPolicy
+
+        expected: dict[str, tuple[type, ...]] = {
+            "block_size": (int,),
+            "build_time_ns": (int, type(None)),
+            "uuid": (uuid.UUID, type(None)),
+            "label": (str,),
+            "xattrs": (bool,),
+            "xattr_share_threshold": (int,),
+            "xattr_prefixes": (tuple,),
+            "auto_xattr_prefixes": (bool,),
+            "inode_format": (InodeFormat,),
+            "inline_data": (bool,),
+            "sb_checksum": (bool,),
+            "policy": (LayoutPolicy, type(None)),
+        }
+        for name, types in expected.items():
+            value = getattr(self, name)
+            # bool is an int to Python, never a size, a time or a threshold here.
+            wrong_bool = isinstance(value, bool) and bool not in types
+            if wrong_bool or not isinstance(value, types):
+                wanted = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+                raise InvalidInputError(f"WriteOptions.{name} must be {wanted}, not {type(value).__name__}")
+        if not all(isinstance(p, bytes) for p in self.xattr_prefixes):
+            raise InvalidInputError("WriteOptions.xattr_prefixes must be a tuple of bytes")
 
     @property
     def blkszbits(self) -> int:
