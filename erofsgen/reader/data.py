@@ -30,12 +30,20 @@ COPY_PIECE = 1 << 20
 
 def copy_uncompressed(storage: Storage, sb: SuperblockInfo, inode: InodeInfo, fd: int) -> None:
     """`InodeData.copy_to` for an uncompressed inode: its data runs, in the kernel."""
+    copy_segments(storage, inode.nid, inode.size, plan_uncompressed(storage, sb, inode), fd)
+
+
+def plan_uncompressed(storage: Storage, sb: SuperblockInfo, inode: InodeInfo) -> list[Segment]:
+    """The data runs of an uncompressed inode (holes left out), checked against the image."""
     check_bounds(storage, sb, inode)
-    nid = inode.nid
+    return [seg for seg in iter_segments(storage, sb, inode) if seg.device is not None]
+
+
+def copy_segments(storage: Storage, nid: int, size: int, segments: list[Segment], fd: int) -> None:
+    """Copy `plan_uncompressed` runs into the new, empty file at `fd` and give it `size` bytes."""
     written, positioned = 0, True  # a new file's position is 0
-    for seg in iter_segments(storage, sb, inode):
-        if seg.device is None:
-            continue
+    for seg in segments:
+        assert seg.device is not None
         positioned = storage.copy_to(
             seg.physical,
             seg.length,
@@ -46,9 +54,9 @@ def copy_uncompressed(storage: Storage, sb: SuperblockInfo, inode: InodeInfo, fd
             device=seg.device,
             positioned=positioned and seg.logical == written,
         )
-        written = seg.end
-    if written < inode.size:
-        os.ftruncate(fd, inode.size)  # the file ends in a hole
+        written = seg.logical + seg.length
+    if written < size:
+        os.ftruncate(fd, size)  # the file ends in a hole
 
 
 class InodeData:
