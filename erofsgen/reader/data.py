@@ -33,28 +33,36 @@ def copy_uncompressed(storage: Storage, sb: SuperblockInfo, inode: InodeInfo, fd
     copy_segments(storage, inode.nid, inode.size, plan_uncompressed(storage, sb, inode), fd)
 
 
-def plan_uncompressed(storage: Storage, sb: SuperblockInfo, inode: InodeInfo) -> list[Segment]:
+# A data run of `plan_uncompressed`: (logical, length, device, physical, inline) as in Segment,
+# but a plain tuple, which pickles fast.
+Run = tuple[int, int, int, int, bool]
+
+
+def plan_uncompressed(storage: Storage, sb: SuperblockInfo, inode: InodeInfo) -> list[Run]:
     """The data runs of an uncompressed inode (holes left out), checked against the image."""
     check_bounds(storage, sb, inode)
-    return [seg for seg in iter_segments(storage, sb, inode) if seg.device is not None]
+    return [
+        (seg.logical, seg.length, seg.device, seg.physical, seg.inline)
+        for seg in iter_segments(storage, sb, inode)
+        if seg.device is not None
+    ]
 
 
-def copy_segments(storage: Storage, nid: int, size: int, segments: list[Segment], fd: int) -> None:
+def copy_segments(storage: Storage, nid: int, size: int, runs: list[Run], fd: int) -> None:
     """Copy `plan_uncompressed` runs into the new, empty file at `fd` and give it `size` bytes."""
     written, positioned = 0, True  # a new file's position is 0
-    for seg in segments:
-        assert seg.device is not None
+    for logical, length, device, physical, inline in runs:
         positioned = storage.copy_to(
-            seg.physical,
-            seg.length,
+            physical,
+            length,
             fd,
-            seg.logical,
-            area="inline data" if seg.inline else "file data",
+            logical,
+            area="inline data" if inline else "file data",
             nid=nid,
-            device=seg.device,
-            positioned=positioned and seg.logical == written,
+            device=device,
+            positioned=positioned and logical == written,
         )
-        written = seg.logical + seg.length
+        written = logical + length
     if written < size:
         os.ftruncate(fd, size)  # the file ends in a hole
 

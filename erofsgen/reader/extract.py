@@ -10,8 +10,11 @@ directories get xattrs (a default ACL would otherwise leak into their children),
 times last, bottom-up. A file whose mode the umask leaves alone is created with it directly.
 
 Speed: the walk is `reader.walk`, file data moves in the kernel (`Image.copy_nid`), each inode
-is decoded once, and per file only the necessary system calls are made. An error of the
-destination (ENOSPC, EFBIG, EROFS, EACCES, ...) is an OSError whose filename is the full path.
+is decoded once, and per file only the necessary system calls are made (no chown when the new
+entry is owned right already). With `parallel`, plain files with uncompressed data are created
+by a forked writer process from ready-made jobs while this one decodes the next directories
+(see `_FileWriter`). An error of the destination (ENOSPC, EFBIG, EROFS, EACCES, ...) is an
+OSError whose filename is the full path.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Protocol
 
 from ..errors import CorruptImageError, InvalidInputError
 from ..format.constants import FileType
-from .datamap import Segment
+from .data import Run
 from .dirs import RawDirEntry
 from .inode import InodeInfo
 from .names import escape_name
@@ -60,10 +63,10 @@ class ImageSource(Protocol):
     def copy_nid(self, nid: int, fd: int) -> None:
         """Write the inode's data into the new file open at `fd`."""
 
-    def copy_plan_nid(self, nid: int) -> list[Segment] | None:
+    def copy_plan_nid(self, nid: int) -> list[Run] | None:
         """Data runs of an uncompressed inode for `copy_planned`; None if compressed."""
 
-    def copy_planned(self, nid: int, size: int, segments: list[Segment], fd: int) -> None:
+    def copy_planned(self, nid: int, size: int, segments: list[Run], fd: int) -> None:
         """Copy planned runs into the new file open at `fd`; system calls only."""
 
 
@@ -87,7 +90,7 @@ def check_name(name: bytes, nid: int) -> None:
 
 # A regular file for the writer: name, mode, (uid, gid) to set or None, mtime in ns, nid, size,
 # data runs, and its path relative to the root (for messages).
-_FileJob = tuple[bytes, int, "tuple[int, int] | None", int, int, int, list[Segment], bytes]
+_FileJob = tuple[bytes, int, "tuple[int, int] | None", int, int, int, list[Run], bytes]
 _BATCH = 256  # jobs handed over at once: few messages, yet the writer starts early
 
 

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from ..errors import CorruptImageError, InvalidInputError, NotFoundError
 from ..format.constants import EROFS_PATH_MAX, FileType
 from . import dirs, xattrs
-from .data import ImageFile, InodeData, copy_segments, copy_uncompressed, plan_uncompressed
+from .data import ImageFile, InodeData, Run, copy_segments, copy_uncompressed, plan_uncompressed
 from .datamap import Segment, iter_segments, map_uncompressed
 from .extract import ExtractResult, extract_tree
 from .inode import InodeInfo, Stat, decode_inode, make_stat
@@ -138,7 +138,7 @@ class Image:
         else:
             copy_uncompressed(self._storage, self._sb, info, fd)
 
-    def copy_plan_nid(self, nid: int) -> list[Segment] | None:
+    def copy_plan_nid(self, nid: int) -> list[Run] | None:
         """The data runs `copy_planned` copies for an uncompressed inode (None if compressed).
 
         Planning reads and checks the mapping; the copy is then system calls only, so it can
@@ -147,7 +147,7 @@ class Image:
         info = self.inode(nid)
         return None if info.compressed else plan_uncompressed(self._storage, self._sb, info)
 
-    def copy_planned(self, nid: int, size: int, segments: list[Segment], fd: int) -> None:
+    def copy_planned(self, nid: int, size: int, segments: list[Run], fd: int) -> None:
         """Copy the runs of `copy_plan_nid` into the new, empty file at `fd` (`size` bytes)."""
         copy_segments(self._storage, nid, size, segments, fd)
 
