@@ -149,7 +149,7 @@ class _FileWriter:
         """Record what the child said; whether it answered a sync (or ended)."""
         if not data:
             if self.error is None:
-                self.error = (RuntimeError("the extraction writer process ended early"), b"")
+                self.error = (OSError(errno.EIO, "the writer process ended early"), b"")
             return True
         synced = False
         *lines, self.partial = (self.partial + data).split(b"\n")
