@@ -161,3 +161,54 @@ def test_unprivileged_extract_skips_what_it_cannot_set(
         assert os.stat(work / "out" / "modes" / "file_4755").st_mode & 0o7777 == 0o4755
     finally:
         shutil.rmtree(work)
+
+
+def _listing(root: Path) -> dict[str, tuple[int, int, int, int, int, bytes]]:
+    """Every entry below `root`: mode, owner, link count, mtime and content (or link target)."""
+    out = {}
+    for path in [root, *sorted(root.rglob("*"))]:
+        st = path.lstat()
+        if path.is_symlink():
+            body = os.fsencode(os.readlink(path))
+        elif path.is_file():
+            body = path.read_bytes()
+        else:
+            body = b""
+        out[str(path.relative_to(root))] = (
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            st.st_nlink,
+            st.st_mtime_ns,
+            body,
+        )
+    return out
+
+
+def test_parallel_extract_equals_serial(
+    erofs_utils: ErofsUtils, scenario_tree_short_names: Path, tmp_path: Path
+) -> None:
+    """Files made by the writer process (hard links to them included) match a serial extract."""
+    image = tmp_path / "img"
+    erofs_utils.mkfs(image, scenario_tree_short_names, "--quiet")
+    with erofsgen.open_image(image) as img:
+        serial = img.extract(tmp_path / "serial")
+        parallel = img.extract(tmp_path / "parallel", parallel=True)
+    assert parallel == serial and serial.files > 2000 and serial.hardlinks > 0
+    assert _listing(tmp_path / "parallel") == _listing(tmp_path / "serial")
+
+
+def test_parallel_extract_error_names_the_file(
+    erofs_utils: ErofsUtils, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error in the writer process stops the extraction with the destination path."""
+    _image(erofs_utils, tmp_path, {"d/a": b"one", "d/b": b"two"})
+
+    def full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(erofsgen.reader.image.Image, "copy_planned", full)  # the child inherits it
+    with erofsgen.open_image(tmp_path / "img") as img, pytest.raises(OSError) as caught:
+        img.extract(tmp_path / "out", parallel=True)
+    assert caught.value.errno == 28
+    assert caught.value.filename == str(tmp_path / "out" / "d" / "a")

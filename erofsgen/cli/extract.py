@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     """Extract, then print a one-line summary and what had to be skipped."""
     with open_image(args.image, args.device) as image:
         try:
-            result = image.extract(args.dest, args.path)
+            result = image.extract(args.dest, args.path, parallel=True)
         except OSError as exc:  # the destination failed: say which file and why
             error(os_error_text(exc))
             return EXIT_ERROR

@@ -30,25 +30,41 @@ COPY_PIECE = 1 << 20
 
 def copy_uncompressed(storage: Storage, sb: SuperblockInfo, inode: InodeInfo, fd: int) -> None:
     """`InodeData.copy_to` for an uncompressed inode: its data runs, in the kernel."""
+    copy_segments(storage, inode.nid, inode.size, plan_uncompressed(storage, sb, inode), fd)
+
+
+# A data run of `plan_uncompressed`: (logical, length, device, physical, inline) as in Segment,
+# but a plain tuple, which pickles fast.
+Run = tuple[int, int, int, int, bool]
+
+
+def plan_uncompressed(storage: Storage, sb: SuperblockInfo, inode: InodeInfo) -> list[Run]:
+    """The data runs of an uncompressed inode (holes left out), checked against the image."""
     check_bounds(storage, sb, inode)
-    nid = inode.nid
+    return [
+        (seg.logical, seg.length, seg.device, seg.physical, seg.inline)
+        for seg in iter_segments(storage, sb, inode)
+        if seg.device is not None
+    ]
+
+
+def copy_segments(storage: Storage, nid: int, size: int, runs: list[Run], fd: int) -> None:
+    """Copy `plan_uncompressed` runs into the new, empty file at `fd` and give it `size` bytes."""
     written, positioned = 0, True  # a new file's position is 0
-    for seg in iter_segments(storage, sb, inode):
-        if seg.device is None:
-            continue
+    for logical, length, device, physical, inline in runs:
         positioned = storage.copy_to(
-            seg.physical,
-            seg.length,
+            physical,
+            length,
             fd,
-            seg.logical,
-            area="inline data" if seg.inline else "file data",
+            logical,
+            area="inline data" if inline else "file data",
             nid=nid,
-            device=seg.device,
-            positioned=positioned and seg.logical == written,
+            device=device,
+            positioned=positioned and logical == written,
         )
-        written = seg.end
-    if written < inode.size:
-        os.ftruncate(fd, inode.size)  # the file ends in a hole
+        written = logical + length
+    if written < size:
+        os.ftruncate(fd, size)  # the file ends in a hole
 
 
 class InodeData:

@@ -10,21 +10,29 @@ directories get xattrs (a default ACL would otherwise leak into their children),
 times last, bottom-up. A file whose mode the umask leaves alone is created with it directly.
 
 Speed: the walk is `reader.walk`, file data moves in the kernel (`Image.copy_nid`), each inode
-is decoded once, and per file only the necessary system calls are made. An error of the
-destination (ENOSPC, EFBIG, EROFS, EACCES, ...) is an OSError whose filename is the full path.
+is decoded once, and per file only the necessary system calls are made (no chown when the new
+entry is owned right already). With `parallel`, plain files with uncompressed data are created
+by a forked writer process from ready-made jobs while this one decodes the next directories
+(see `_FileWriter`). An error of the destination (ENOSPC, EFBIG, EROFS, EACCES, ...) is an
+OSError whose filename is the full path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import pickle
+import signal
 import stat
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..errors import CorruptImageError, InvalidInputError
 from ..format.constants import FileType
+from .data import Run
 from .dirs import RawDirEntry
 from .inode import InodeInfo
 from .names import escape_name
@@ -55,6 +63,12 @@ class ImageSource(Protocol):
     def copy_nid(self, nid: int, fd: int) -> None:
         """Write the inode's data into the new file open at `fd`."""
 
+    def copy_plan_nid(self, nid: int) -> list[Run] | None:
+        """Data runs of an uncompressed inode for `copy_planned`; None if compressed."""
+
+    def copy_planned(self, nid: int, size: int, segments: list[Run], fd: int) -> None:
+        """Copy planned runs into the new file open at `fd`; system calls only."""
+
 
 @dataclass
 class ExtractResult:
@@ -74,12 +88,163 @@ def check_name(name: bytes, nid: int) -> None:
         raise CorruptImageError(f"unsafe entry name {escape_name(name)}", nid=nid, area="directory")
 
 
+# A regular file for the writer: name, mode, (uid, gid) to set or None, mtime in ns, nid, size,
+# data runs, and its path relative to the root (for messages).
+_FileJob = tuple[bytes, int, "tuple[int, int] | None", int, int, int, list[Run], bytes]
+_BATCH = 256  # jobs handed over at once: few messages, yet the writer starts early
+
+
+class _FileWriter:
+    """A forked process creating regular files from ready-made jobs while this one decodes.
+
+    Creating a file is system calls (open, copy_file_range, fchown, utimensat, close); in a
+    thread of this process each would wait for the GIL again, so a child process does them on
+    the other core. Jobs arrive pickled on a pipe, in order, as (directory, files) batches; the
+    child opens the directory below `root_fd` itself, component by component. It answers only
+    `sync` requests, and reports the first error (with the path it happened on), after which it
+    skips everything. It never returns into the caller's code: it ends with os._exit.
+    """
+
+    def __init__(self, image: ImageSource, open_dir: Callable[[bytes], int]) -> None:
+        job_r, job_w = os.pipe()
+        res_r, res_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - the child (coverage does not follow forks)
+            os.close(job_w)
+            os.close(res_r)
+            _child_main(image, open_dir, job_r, res_w)
+        os.close(job_r)
+        os.close(res_w)
+        self.jobs = os.fdopen(job_w, "wb")
+        self.results = os.fdopen(res_r, "rb")
+        os.set_blocking(res_r, False)
+        self.error: tuple[BaseException, bytes] | None = None
+        self.partial = b""  # an unfinished line of the child's reports
+
+    def submit(self, rel: bytes, jobs: list[_FileJob]) -> None:
+        """Queue `jobs`, files to create in directory `rel` (relative to the root)."""
+        pickle.dump((rel, jobs), self.jobs, pickle.HIGHEST_PROTOCOL)
+        self.jobs.flush()
+
+    def poll(self) -> None:
+        """Take in an error the child reported, without waiting."""
+        try:
+            data = os.read(self.results.fileno(), 1 << 16)
+        except BlockingIOError:
+            return
+        self._take(data)
+
+    def wait(self) -> None:
+        """Return once every job queued so far is done (or skipped after an error)."""
+        pickle.dump(None, self.jobs)
+        self.jobs.flush()
+        os.set_blocking(self.results.fileno(), True)
+        try:
+            while not self._take(os.read(self.results.fileno(), 1 << 16)):
+                pass
+        finally:
+            os.set_blocking(self.results.fileno(), False)
+
+    def _take(self, data: bytes) -> bool:
+        """Record what the child said; whether it answered a sync (or ended)."""
+        if not data:
+            if self.error is None:
+                self.error = (OSError(errno.EIO, "the writer process ended early"), b"")
+            return True
+        synced = False
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        for line in lines:
+            if line == b"sync":
+                synced = True
+            elif line and self.error is None:
+                exc, rel = pickle.loads(bytes.fromhex(line.decode()))
+                self.error = (exc, rel)
+        return synced
+
+    def close(self, *, finish: bool) -> None:
+        """Finish the queued jobs and end the child (`finish`), or kill it at once."""
+        finished = False
+        try:
+            if finish:
+                self.wait()
+                finished = True
+        finally:
+            if not finished:  # told so, or interrupted while waiting
+                os.kill(self.pid, signal.SIGKILL)
+            for f in (self.jobs, self.results):
+                with contextlib.suppress(OSError):
+                    f.close()
+            os.waitpid(self.pid, 0)
+
+
+def _child_main(image: ImageSource, open_dir: Callable[[bytes], int], job_r: int, res_w: int) -> None:
+    """The writer process: run batches until the pipe closes, then _exit (never return)."""
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        failed = False
+        with os.fdopen(job_r, "rb") as jobs:
+            while True:
+                try:
+                    item = pickle.load(jobs)
+                except EOFError:
+                    break
+                if item is None:
+                    os.write(res_w, b"sync\n")
+                elif not failed:
+                    failed = _child_batch(image, open_dir, res_w, *item)
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _child_batch(
+    image: ImageSource, open_dir: Callable[[bytes], int], res_w: int, rel: bytes, jobs: list[_FileJob]
+) -> bool:
+    """Create one batch of files; on an error report it and return True."""
+    copy = image.copy_planned
+    path = rel
+    try:
+        dfd = open_dir(rel)
+        try:
+            for job in jobs:
+                name, mode, owner, mtime, nid, size, runs, path = job
+                fd = os.open(name, _FILE_FLAGS, mode, dir_fd=dfd)
+                try:
+                    if size:
+                        copy(nid, size, runs, fd)
+                    if owner is not None:
+                        os.fchown(fd, *owner)
+                    os.utime(fd, ns=(mtime, mtime))  # the kernel reports atime = mtime
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(dfd)
+    except Exception as exc:  # handed to the parent
+        try:
+            blob = pickle.dumps((exc, path))
+        except Exception:
+            blob = pickle.dumps((CorruptImageError(str(exc)), path))
+        os.write(res_w, blob.hex().encode() + b"\n")
+        return True
+    return False
+
+
 class _Extractor:
     def __init__(self, image: ImageSource, root_fd: int, dest: bytes) -> None:
         self.image = image
         self.root_fd = root_fd
         self.dest = dest  # what root_fd is, for messages
         self.privileged = os.geteuid() == 0
+        # A new file is owned by (euid, egid) unless its directory's group is another (setgid
+        # directory, `grpid` mount): then the chown a file owned by us needs can be skipped.
+        self.own = (os.geteuid(), os.getegid())
+        self.parent_gid = os.fstat(root_fd).st_gid  # of the directory being filled
+        self.writer: _FileWriter | None = None
+        self.pending: list[_FileJob] = []  # files for the writer, of the directory being filled
         self.result = ExtractResult()
         # nid -> (directory, name) of its first link, relative to root_fd: linking through a
         # directory descriptor works however long the path (PATH_MAX does not apply).
@@ -128,7 +293,7 @@ class _Extractor:
 
     # -- the tree -------------------------------------------------------------------------
 
-    def run(self, top_nid: int) -> ExtractResult:
+    def run(self, top_nid: int, *, parallel: bool) -> ExtractResult:
         top = self.image.inode(top_nid)
         try:
             if self.privileged:
@@ -136,18 +301,61 @@ class _Extractor:
         except OSError as exc:
             raise self.dest_error(exc, b"") from None
         self.finish_dirs.append((b"", top))
-        scandir = self.image.scandir_nid
+        # Forking is safe only without other threads (one might hold a lock the child needs).
+        if parallel and threading.active_count() == 1:
+            self.writer = _FileWriter(self.image, self.open_dir)
+        try:
+            self.fill_tree(top_nid)
+        except BaseException:
+            if self.writer is not None:  # its own error, if any, is moot now
+                self.writer.close(finish=False)
+            raise
+        if self.writer is not None:
+            self.writer.close(finish=True)
+            self.check_writer()
+        self.finish()
+        return self.result
+
+    def fill_tree(self, top_nid: int) -> None:
+        """Create everything below the root but the directories' final attributes."""
+        scandir, inode = self.image.scandir_nid, self.image.inode
         for visit in walk_dirs(lambda nid: list(scandir(nid)), top_nid, b""):
             try:
                 dfd = self.open_dir(visit.path)
             except OSError as exc:
                 raise self.dest_error(exc, visit.path) from None
             try:
+                self.parent_gid = inode(visit.nid).gid if self.privileged else -1
                 visit.descend = self.fill_dir(dfd, visit.path, visit.nid, visit.entries)
+                self.flush(visit.path)
             finally:
                 os.close(dfd)
-        self.finish()
-        return self.result
+            if self.writer is not None:
+                self.writer.poll()
+                self.check_writer()
+
+    def flush(self, rel: bytes) -> None:
+        """Hand the files collected for directory `rel` to the writer."""
+        if self.pending:
+            assert self.writer is not None
+            self.writer.submit(rel, self.pending)
+            self.pending = []
+
+    def check_writer(self) -> None:
+        """Raise the error the writer reported, if any."""
+        failed = self.writer.error if self.writer is not None else None
+        if failed is not None:
+            exc, rel = failed
+            if isinstance(exc, OSError):
+                raise self.dest_error(exc, rel) from None
+            raise exc
+
+    def owner(self, info: InodeInfo) -> tuple[int, int] | None:
+        """(uid, gid) a new entry of the directory being filled must be given, None if none."""
+        if not self.privileged:
+            return None
+        owner = (info.uid, info.gid)
+        return None if owner == self.own and self.parent_gid == owner[1] else owner
 
     def fill_dir(
         self, dfd: int, rel: bytes, nid: int, entries: Sequence[RawDirEntry]
@@ -175,12 +383,15 @@ class _Extractor:
                     self.make_entry(dfd, rel, name, info)
             except OSError as exc:
                 raise self.dest_error(exc, crel) from None
+            if len(self.pending) >= _BATCH:
+                self.flush(rel)
         return subdirs
 
     def make_dir(self, dfd: int, name: bytes, info: InodeInfo, rel: bytes) -> None:
         os.mkdir(name, 0o700, dir_fd=dfd)  # opened up in finish(), once its children exist
-        if self.privileged:
-            os.chown(name, info.uid, info.gid, dir_fd=dfd, follow_symlinks=False)
+        owner = self.owner(info)
+        if owner is not None:
+            os.chown(name, *owner, dir_fd=dfd, follow_symlinks=False)
         self.finish_dirs.append((rel, info))
         self.result.directories += 1
 
@@ -217,6 +428,10 @@ class _Extractor:
         self.first_link[info.nid] = (parent, name)  # whatever i_nlink says
 
     def make_link(self, dfd: int, parent: bytes, name: bytes, first: tuple[bytes, bytes]) -> None:
+        if self.writer is not None:  # the first link must exist
+            self.flush(parent)
+            self.writer.wait()
+            self.check_writer()
         src_dir, src_name = first
         src_fd = dfd if src_dir == parent else self.open_dir(src_dir)
         try:
@@ -230,12 +445,19 @@ class _Extractor:
         mode = info.mode & 0o7777
         bits = self.direct_bits
         direct = bits is not None and not mode & ~bits and not info.xattr_icount
+        owner = self.owner(info)
+        if direct and self.writer is not None:
+            runs = self.image.copy_plan_nid(info.nid) if info.size else []
+            if runs is not None:  # uncompressed: the writer creates it
+                self.pending.append((name, mode, owner, info.mtime_ns, info.nid, info.size, runs, rel))
+                self.result.files += 1
+                return
         fd = os.open(name, _FILE_FLAGS, mode if direct else 0o600, dir_fd=dfd)
         try:
             if info.size:
                 self.image.copy_nid(info.nid, fd)
-            if self.privileged:
-                os.fchown(fd, info.uid, info.gid)  # before the mode: chown clears setuid bits
+            if owner is not None:
+                os.fchown(fd, *owner)  # before the mode: chown clears setuid bits
             if not direct:
                 if info.xattr_icount:
                     self.set_xattrs(info, fd, rel)
@@ -274,8 +496,9 @@ class _Extractor:
 
     def path_attrs(self, dfd: int, name: bytes, info: InodeInfo, rel: bytes, *, chmod: bool) -> None:
         """Attributes of an entry we cannot open (symlink, device, fifo, socket) by name."""
-        if self.privileged:
-            os.chown(name, info.uid, info.gid, dir_fd=dfd, follow_symlinks=False)
+        owner = self.owner(info)
+        if owner is not None:
+            os.chown(name, *owner, dir_fd=dfd, follow_symlinks=False)
         if info.xattr_icount:
             self.set_xattrs(info, b"/proc/self/fd/%d/%s" % (dfd, name), rel)
         if chmod:
@@ -324,7 +547,7 @@ def _prepare_dir(dest: bytes) -> None:
         raise InvalidInputError("destination directory is not empty", escape_name(dest))
 
 
-def extract_tree(image: ImageSource, dest: str | bytes, nid: int) -> ExtractResult:
+def extract_tree(image: ImageSource, dest: str | bytes, nid: int, *, parallel: bool = False) -> ExtractResult:
     """Recreate the inode `nid` (a whole tree if a directory) at `dest`.
 
     A directory goes to `dest`, which must not exist or be an empty directory (it then takes
@@ -340,7 +563,7 @@ def extract_tree(image: ImageSource, dest: str | bytes, nid: int) -> ExtractResu
         _prepare_dir(dest_b)
         root_fd = os.open(dest_b, _DIR_FLAGS)
         try:
-            return _Extractor(image, root_fd, dest_b).run(nid)
+            return _Extractor(image, root_fd, dest_b).run(nid, parallel=parallel)
         finally:
             os.close(root_fd)
     if os.path.lexists(dest_b):
