@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,3 +214,22 @@ def test_parallel_extract_error_names_the_file(
         img.extract(tmp_path / "out", parallel=True)
     assert caught.value.errno == 28
     assert caught.value.filename == str(tmp_path / "out" / "d" / "a")
+
+
+def test_parallel_extract_writer_that_dies_is_an_error_of_the_destination(
+    erofs_utils: ErofsUtils, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer process that is gone (killed, crashed) is EIO naming the destination, never a
+    bare BrokenPipeError, however many batches were still to be sent."""
+    _image(erofs_utils, tmp_path, {f"d{i}/f{j}": b"x" * j for i in range(40) for j in range(30)})
+
+    def die(image: object, open_dir: object, job_r: int, res_w: int) -> None:
+        os.close(job_r)  # every batch sent from now on meets a closed pipe
+        time.sleep(0.5)
+        os._exit(9)
+
+    monkeypatch.setattr(erofsgen.reader.extract, "_child_main", die)
+    with erofsgen.open_image(tmp_path / "img") as img, pytest.raises(OSError) as caught:
+        img.extract(tmp_path / "out", parallel=True)
+    assert caught.value.errno == errno.EIO
+    assert "writer process ended early" in str(caught.value)

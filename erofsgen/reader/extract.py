@@ -123,8 +123,12 @@ class _FileWriter:
 
     def submit(self, rel: bytes, jobs: list[_FileJob]) -> None:
         """Queue `jobs`, files to create in directory `rel` (relative to the root)."""
-        pickle.dump((rel, jobs), self.jobs, pickle.HIGHEST_PROTOCOL)
-        self.jobs.flush()
+        try:
+            pickle.dump((rel, jobs), self.jobs, pickle.HIGHEST_PROTOCOL)
+            self.jobs.flush()
+        except BrokenPipeError:  # the child is gone: say so as an error of the destination
+            if self.error is None:
+                self.error = (OSError(errno.EIO, "the writer process ended early"), rel)
 
     def poll(self) -> None:
         """Take in an error the child reported, without waiting."""
@@ -136,8 +140,11 @@ class _FileWriter:
 
     def wait(self) -> None:
         """Return once every job queued so far is done (or skipped after an error)."""
-        pickle.dump(None, self.jobs)
-        self.jobs.flush()
+        try:
+            pickle.dump(None, self.jobs)
+            self.jobs.flush()
+        except BrokenPipeError:
+            pass  # the child is gone: the read below sees its end and records it
         os.set_blocking(self.results.fileno(), True)
         try:
             while not self._take(os.read(self.results.fileno(), 1 << 16)):
