@@ -171,6 +171,23 @@ def test_directory_and_missing_image_are_one_line(
         assert err.startswith(f"erofsgen: error: {path}: ") and err.count("\n") == 1 and reason in err
 
 
+@pytest.mark.parametrize("command", READ_COMMANDS)
+def test_fifo_as_image_is_refused_without_waiting_for_a_writer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer came: it must not
+    status, out, err = _cli(capsys, _argv(command, fifo, tmp_path))
+    assert status == 2 and out == ""
+    assert err == f"erofsgen: error: {fifo}: cannot open image: not a regular file or a block device\n"
+
+
+@pytest.mark.parametrize("source", [None, 3, "/", b"x"[0]])
+def test_open_image_refuses_what_is_not_a_path_or_file(source: object) -> None:
+    with pytest.raises(InvalidInputError, match="image"):
+        erofsgen.open_image(source)  # type: ignore[arg-type]
+
+
 def test_open_image_refuses_non_images(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match=r"not an EROFS image \(bad magic 0x00000000\)"):
         erofsgen.open_image(io.BytesIO(bytes(8192)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -50,6 +51,24 @@ class DeviceSlotInfo:
         return escape_name(self.tag.split(b"\0", 1)[0], spaces=False)
 
 
+def _open_image_file(source: str | os.PathLike[str], what: str) -> BinaryIO:
+    """Open a path for reading; only a regular file or a block device can hold an image.
+
+    Opened without blocking first: a FIFO would otherwise wait for a writer forever.
+    """
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot open {what}: {exc.strerror}", escape_name(source)) from exc
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        os.close(fd)
+        kind = "Is a directory" if stat.S_ISDIR(mode) else "not a regular file or a block device"
+        raise InvalidInputError(f"cannot open {what}: {kind}", escape_name(source))
+    os.set_blocking(fd, True)
+    return open(fd, "rb")
+
+
 class _Handle:
     """A readable, seekable binary source: a file we opened, or one the caller gave us."""
 
@@ -61,13 +80,14 @@ class _Handle:
         name = source if isinstance(source, str | os.PathLike) else getattr(source, "name", None)
         self.name = escape_name(name) if isinstance(name, str | bytes | os.PathLike) else None
         if isinstance(source, str | os.PathLike):
-            try:
-                self.file: BinaryIO = open(source, "rb")  # noqa: SIM115 - closed by close()
-            except OSError as exc:
-                raise InvalidInputError(f"cannot open {what}: {exc.strerror}", escape_name(source)) from exc
+            self.file: BinaryIO = _open_image_file(source, what)
             self.owned = True
-        else:
+        elif callable(getattr(source, "read", None)) and callable(getattr(source, "seek", None)):
             self.file = source
+        else:
+            raise InvalidInputError(
+                f"{what} must be a path or a binary file object, not {type(source).__name__}"
+            )
         try:
             self.fd = self.file.fileno()
             os.fstat(self.fd)
