@@ -1,7 +1,9 @@
 """Shared helpers for the benchmarks: run commands, measure wall time and peak RSS, print ratios.
 
 Peak RSS comes from the kernel's rusage of each finished child (os.wait4), wall time from a
-monotonic clock around it. Commands run alternately (A B A B ...) so drift affects both.
+monotonic clock around it. Commands run alternately (A B A B ..., or A B C A B C ... with more
+references) so drift affects all of them; ratios are taken per round and their median printed.
+The load average before and after is printed too: a busy machine makes every figure noisy.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ class Run:
     maxrss_kib: int  # peak resident set size of the process, KiB
 
 
+# (name, argv) of one command taking part in a comparison.
+Command = tuple[str, Sequence[str]]
+
+
 def run_once(argv: Sequence[str], env: dict[str, str] | None = None) -> Run:
     start = time.monotonic()
     proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -37,6 +43,11 @@ def run_once(argv: Sequence[str], env: dict[str, str] | None = None) -> Run:
     return Run(wall, usage.ru_maxrss)
 
 
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
 def compare(
     name_a: str,
     argv_a: Sequence[str],
@@ -46,34 +57,48 @@ def compare(
     before_each: Callable[[], None] = lambda: None,
 ) -> tuple[list[Run], list[Run]]:
     """One warm-up each, then `runs` alternating runs of A and B."""
-    for argv in (argv_a, argv_b):
-        before_each()
-        run_once(argv)
-    a: list[Run] = []
-    b: list[Run] = []
-    for _ in range(runs):
-        before_each()
-        a.append(run_once(argv_a))
-        before_each()
-        b.append(run_once(argv_b))
-    print(f"A = {name_a}: {shlex.join(argv_a)}")
-    print(f"B = {name_b}: {shlex.join(argv_b)}")
-    report(name_a, a, name_b, b)
+    a, b = compare_all([(name_a, argv_a), (name_b, argv_b)], runs, before_each)
     return a, b
 
 
-def report(name_a: str, a: list[Run], name_b: str, b: list[Run]) -> None:
-    def med(xs: list[float]) -> float:
-        return statistics.median(xs)
+def compare_all(
+    commands: Sequence[Command], runs: int, before_each: Callable[[], None] = lambda: None
+) -> list[list[Run]]:
+    """One warm-up each, then `runs` rounds running every command once, in turn.
 
-    wall_ratio = med([x.wall / y.wall for x, y in zip(a, b, strict=True)])
-    rss_ratio = med([x.maxrss_kib / y.maxrss_kib for x, y in zip(a, b, strict=True)])
-    print(f"{'':12}{'median wall s':>15}{'min':>9}{'max':>9}{'median peak RSS MiB':>22}")
-    for name, rs in ((name_a, a), (name_b, b)):
+    The first command is the one measured; every other is a reference it is divided by.
+    """
+    print(f"before: {load()}")
+    for _, argv in commands:
+        before_each()
+        run_once(argv)
+    results: list[list[Run]] = [[] for _ in commands]
+    for _ in range(runs):
+        for (_, argv), runs_of in zip(commands, results, strict=True):
+            before_each()
+            runs_of.append(run_once(argv))
+    for letter, (name, argv) in zip("ABCDEFGH", commands, strict=False):
+        print(f"{letter} = {name}: {shlex.join(argv)}")
+    report(commands, results)
+    print(f"after: {load()}")
+    return results
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def report(commands: Sequence[Command], results: list[list[Run]]) -> None:
+    print(f"{'':14}{'median wall s':>15}{'min':>9}{'max':>9}{'median peak RSS MiB':>22}")
+    for (name, _), rs in zip(commands, results, strict=True):
         walls = [r.wall for r in rs]
-        rss = med([r.maxrss_kib / 1024 for r in rs])
-        print(f"{name:12}{med(walls):>15.3f}{min(walls):>9.3f}{max(walls):>9.3f}{rss:>22.1f}")
-    print(f"ratio A/B (median of pairwise): wall {wall_ratio:.2f}x, peak RSS {rss_ratio:.2f}x")
+        rss = _median([r.maxrss_kib / 1024 for r in rs])
+        print(f"{name:14}{_median(walls):>15.3f}{min(walls):>9.3f}{max(walls):>9.3f}{rss:>22.1f}")
+    first_name, first = commands[0][0], results[0]
+    for (name, _), rs in zip(commands[1:], results[1:], strict=True):
+        wall = _median([x.wall / y.wall for x, y in zip(first, rs, strict=True)])
+        rss = _median([x.maxrss_kib / y.maxrss_kib for x, y in zip(first, rs, strict=True)])
+        print(f"ratio {first_name}/{name} (median per round): wall {wall:.2f}x, peak RSS {rss:.2f}x")
 
 
 def tool_version(argv: Sequence[str]) -> str:
