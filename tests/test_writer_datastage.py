@@ -6,7 +6,7 @@ import io
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import pytest
 from erofsgen import open_image
 from erofsgen.errors import InvalidInputError
 from erofsgen.model import BytesData, Directory, File, Metadata, PathData, StreamData
-from erofsgen.writer import WriteOptions, copier, datastage, emit, write_image
+from erofsgen.writer import WriteOptions, copier, datastage, plan, write_image
 from erofsgen.writer.header import Area, MetadataWriter
 from erofsgen.writer.policy import LayoutPolicy
 
@@ -173,43 +173,66 @@ def test_a_policy_changes_the_layout_not_the_content(tmp_path: Path) -> None:
             assert a.read_bytes(f"/sub/s{i:02d}") == content(i, size)[:size]
 
 
+PATH_SIZES = [0, 100, 4096, 5000, 16384, 20000, 70000, 300000, 4095, 1 << 20]
+
+
 def path_tree(src: Path) -> Directory:
     root = Directory(Metadata(0o755))
-    for i, size in enumerate([0, 100, 4096, 5000, 16384, 20000, 70000, 300000, 4095, 1 << 20]):
+    for i, size in enumerate(PATH_SIZES):
         path = src / f"f{i}"
         path.write_bytes(content(i, size)[:size])
         root.children[b"f%d" % i] = File(Metadata(), PathData(str(path), size))
     return root
 
 
+def copier_delays(delay: float, every: int) -> Callable[[int], None]:
+    """A copier hook that sleeps before every `every`-th file: the emitter waits, or runs behind."""
+
+    def hook(index: int) -> None:
+        if index % every == 0:
+            time.sleep(delay)
+
+    return hook
+
+
+TIMINGS = [(64, None), (1, None), (1, copier_delays(0.02, 1)), (2, copier_delays(0.05, 3))]
+
+
 def test_copier_thread_does_not_change_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Files copied on the copier thread, in lockstep or far ahead, or all on the emitter."""
+    """The early files copied in lockstep with the emitter, far ahead of it, or far behind."""
     src = tmp_path / "src"
     src.mkdir()
     images = []
-    for run, (min_blocks, batch) in enumerate([(10**9, 64), (1, 1), (1, 64), (4, 2)]):
-        monkeypatch.setattr(emit, "COPIER_MIN_BLOCKS", min_blocks)
+    for run, (batch, hook) in enumerate(TIMINGS):
         monkeypatch.setattr(copier, "BATCH", batch)
-        monkeypatch.setattr(copier, "AHEAD", batch)
+        monkeypatch.setattr(copier, "file_hook", hook)
         write_image(path_tree(src), tmp_path / f"img{run}")
         images.append((tmp_path / f"img{run}").read_bytes())
     assert all(image == images[0] for image in images)
+    with open_image(tmp_path / "img0") as image:
+        for i, size in enumerate(PATH_SIZES):
+            assert image.read_bytes(f"/f{i}") == content(i, size)[:size]
 
 
-def test_copier_reports_the_first_failure_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two files vanish: the copier blames the one a single-threaded emitter would."""
+@pytest.mark.parametrize("early_min_blocks", [10**9, 1, 4])
+def test_copier_reports_the_first_failure_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, early_min_blocks: int
+) -> None:
+    """Two files vanish: the same one is blamed however far the copier had got."""
     src = tmp_path / "src"
     src.mkdir()
     root = path_tree(src)
     (src / "f5").unlink()
     (src / "f9").unlink()
+    monkeypatch.setattr(plan, "EARLY_MIN_BLOCKS", early_min_blocks)
     blamed = []
-    for min_blocks in (10**9, 1, 4):
-        monkeypatch.setattr(emit, "COPIER_MIN_BLOCKS", min_blocks)
+    for batch, hook in TIMINGS:
+        monkeypatch.setattr(copier, "BATCH", batch)
+        monkeypatch.setattr(copier, "file_hook", hook)
         with pytest.raises(InvalidInputError, match="cannot read") as info:
             write_image(root, tmp_path / "img")
         blamed.append(str(info.value).split(":")[0])
-    assert blamed[0] in ("/f5", "/f9") and blamed.count(blamed[0]) == 3
+    assert blamed[0] in ("/f5", "/f9") and blamed.count(blamed[0]) == len(TIMINGS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
@@ -230,3 +253,26 @@ def test_interrupt_stops_the_copier_and_leaves_nothing(tmp_path: Path) -> None:
         write_image(root, out / "img", progress=interrupt)
     assert list(out.iterdir()) == []
     assert {t.name for t in threading.enumerate()} <= before
+
+
+def test_early_files_are_hashed_while_the_rest_is_planned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copier and digest finish the early files before planning does: partial last blocks
+    (no inline tails) must read as zeros, and the UUID must be the one of an unhurried run."""
+    src = tmp_path / "src"
+    src.mkdir()
+    options = WriteOptions(inline_data=False)
+    root = path_tree(src)
+    (src / "last").write_bytes(b"z" * (4 * 4096 + 100))  # the last early file ends mid-block
+    root.children[b"last"] = File(Metadata(), PathData(str(src / "last"), 4 * 4096 + 100))
+    write_image(root, tmp_path / "plain", options)
+    real = plan.finish_plan
+
+    def slow(*args: object) -> object:
+        time.sleep(0.3)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("erofsgen.writer.finish_plan", slow)
+    write_image(root, tmp_path / "slow", options)
+    assert (tmp_path / "slow").read_bytes() == (tmp_path / "plain").read_bytes()

@@ -6,9 +6,11 @@ import io
 import os
 from pathlib import Path
 
+import pytest
+
 from erofsgen import ImageBuilder, open_image
-from erofsgen.model import BytesData, Directory, File, FileObjectData, Metadata
-from erofsgen.writer import write_image
+from erofsgen.model import BytesData, Directory, File, FileObjectData, Metadata, PathData
+from erofsgen.writer import WriteOptions, write_image
 
 
 def test_root_without_inline_tail_still_gets_the_first_nid(tmp_path: Path) -> None:
@@ -24,6 +26,38 @@ def test_root_without_inline_tail_still_gets_the_first_nid(tmp_path: Path) -> No
     with open_image(tmp_path / "img") as img:
         assert img.xattrs("/")["user.big"] == b"v" * 4200
         assert img.read_bytes("/sub/f599") == bytes([599 % 251]) * 4000
+
+
+@pytest.mark.parametrize(("block_size", "size"), [(512, 1500), (4096, 4096 + 3000), (4096, 2 * 4096 + 100)])
+def test_data_between_block_0_and_the_metadata_is_kept(tmp_path: Path, block_size: int, size: int) -> None:
+    """Records in block 0 and after the data area: the data between them is not zero-filled."""
+    data = bytes(range(251)) * (size // 251 + 1)
+    extended_root = Metadata(0o755, gid=65536)  # a 64-byte core leaves block 0 too little room
+    root = Directory(extended_root, {b"f": File(Metadata(0o644), BytesData(data[:size]))})
+    write_image(root, tmp_path / "img", WriteOptions(block_size=block_size))
+    with open_image(tmp_path / "img") as img:
+        assert img.read_bytes("/f") == data[:size]
+
+
+def test_early_files_follow_the_root_in_inode_order(tmp_path: Path) -> None:
+    """Path-backed files of 4+ blocks are placed from block 1 in inode order, before the rest."""
+    src = tmp_path / "src"
+    src.mkdir()
+    sizes = {b"b": 5 * 4096 + 10, b"a": 4 * 4096, b"c": 3 * 4096, b"d": 9 * 4096 + 4000}
+    root = Directory(Metadata(0o755))
+    for name, size in sizes.items():
+        (src / name.decode()).write_bytes(bytes([name[0]]) * size)
+        root.children[name] = File(Metadata(0o644), PathData(str(src / name.decode()), size))
+    write_image(root, tmp_path / "img")
+    with open_image(tmp_path / "img") as img:
+        starts = {
+            name: next(img.segments_nid(img.lookup(f"/{name.decode()}"))).physical // 4096 for name in sizes
+        }
+        for name, size in sizes.items():
+            assert img.read_bytes(f"/{name.decode()}") == bytes([name[0]]) * size
+    assert starts[b"a"] == 1 and starts[b"b"] == 5  # a (4 blocks), then b (5 whole blocks + tail inline)
+    assert starts[b"d"] == 5 + 5  # after b; its last 4000 bytes cannot be inline
+    assert starts[b"c"] > starts[b"d"]  # 3 blocks: not early, after the early files
 
 
 def test_file_object_windows_of_one_stream_each_read_their_own_bytes(tmp_path: Path) -> None:

@@ -171,22 +171,34 @@ record_lists = st.lists(
 )
 
 
-@given(records=record_lists, block_size=st.sampled_from([512, 1024, 2048, 4096]), shared=st.integers(0, 9000))
+@given(
+    records=record_lists,
+    block_size=st.sampled_from([512, 1024, 2048, 4096]),
+    shared=st.integers(0, 9000),
+    front_used=st.integers(0, 4096),
+    data_blocks=st.integers(0, 3),
+)
 def test_packing_keeps_inline_records_inside_one_block(
-    records: list[tuple[int, bool]], block_size: int, shared: int
+    records: list[tuple[int, bool]], block_size: int, shared: int, front_used: int, data_blocks: int
 ) -> None:
+    """Records, the front gap of the root's block and the shared area never overlap; tails stay whole."""
     records = [(min(size, block_size), rigid) for size, rigid in records]
     shared = shared // 4 * 4
-    meta_start = 1152
-    packed = pack_records([s for s, _ in records], [r for _, r in records], meta_start, block_size, shared)
+    front_start = 1152 + front_used % (block_size - 1152 % block_size)
+    front_end = (1152 // block_size + 1) * block_size
+    meta_start = front_end + data_blocks * block_size  # the data area lies between
+    sizes = [s for s, _ in records]
+    packed = pack_records(
+        sizes, [r for _, r in records], meta_start, block_size, shared, (front_start, front_end)
+    )
     spans = sorted((off, off + size) for off, (size, _) in zip(packed.offsets, records, strict=True))
     if shared:
         spans = sorted([*spans, (packed.shared_offset, packed.shared_offset + shared)])
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert end <= start, "records overlap"
     for off, (size, rigid) in zip(packed.offsets, records, strict=True):
-        assert off % 32 == 0 and off >= meta_start and off + size <= packed.end
+        in_front = front_start <= off and off + size <= front_end
+        assert off % 32 == 0 and (in_front or off >= meta_start) and off + size <= packed.end
         if rigid:
             assert off // block_size == (off + size - 1) // block_size, "inline record crosses a block"
-    assert packed.shared_offset % block_size == 0
-    assert packed.offsets[0] // 32 <= 0xFFFF
+    assert packed.shared_offset % block_size == 0 and packed.shared_offset >= meta_start

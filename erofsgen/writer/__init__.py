@@ -8,17 +8,18 @@ bytes).
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from dataclasses import dataclass
 
-from ..errors import InvalidInputError
+from ..errors import ImageWriteError, InvalidInputError
 from ..model import Directory, gc_paused
 from .datastage import DataStage
 from .emit import Emitter
 from .options import InodeFormat, ProgressCallback, WriteOptions
 from .output import atomic_output
-from .plan import Layout, plan_image
+from .plan import Layout, begin_plan, finish_plan, plan_image
 
 __all__ = ["ImageSummary", "InodeFormat", "Layout", "WriteOptions", "plan_image", "write_image"]
 
@@ -68,9 +69,17 @@ def write_image(
         raise InvalidInputError(f"options must be WriteOptions, not {type(options).__name__}")
     # The stage's workers and spool live until the data is in the image.
     with gc_paused(), DataStage(options.block_size) as stage:
-        layout = plan_image(root, options, stage)
-        with atomic_output(output, layout.blocks * options.block_size, sync=sync) as fd:
-            image_uuid = Emitter(layout, fd, progress).emit()
+        draft = begin_plan(root, options, stage)
+        layout: Layout | None = None
+        try:
+            # Opened before the layout is final: the early files are copied while it is planned.
+            with atomic_output(output, sync=sync) as fd, Emitter(fd, options, progress) as emitter:
+                emitter.start(draft)
+                layout = finish_plan(draft)
+                image_uuid = emitter.emit(layout)
+        except ImageWriteError as exc:
+            raise _with_size(exc, layout) from exc.__cause__
+    assert layout is not None
     return ImageSummary(
         path=os.fspath(output),
         inodes=len(layout.inodes),
@@ -80,3 +89,11 @@ def write_image(
         root_nid=layout.root.nid,
         build_time_ns=layout.build_time_ns,
     )
+
+
+def _with_size(exc: ImageWriteError, layout: Layout | None) -> ImageWriteError:
+    """A lack of room says how much the image needs, once that is known."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or layout is None or "the image needs" in str(exc):
+        return exc
+    size = layout.blocks * layout.options.block_size
+    return ImageWriteError(f"{exc.strerror} (the image needs {size} bytes)", exc.filename, exc.errno)

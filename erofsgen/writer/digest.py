@@ -1,9 +1,12 @@
 """The image's content digest, from which its UUID is derived, hashed on a second core.
 
-Data blocks are written in increasing address order, so a worker thread can hash the data area
-behind a watermark the emitter advances, while the emitter goes on copying. The metadata area
-is hashed last, once it is final (with the UUID and checksum fields still zero).
-hashlib and preadv release the GIL, so the two threads really run side by side.
+The data area is written in increasing address order in two parts: the early files by the
+copier (while the tree is planned), then the rest by the emitter. A worker thread hashes it
+behind two watermarks, the copier's and the emitter's; the emitter's counts only once the
+copier has finished its part, so the hash covers the bytes in address order whatever the
+timing. The metadata (block 0 before the data, and the area after it) is hashed last, once it
+is final (with the UUID and checksum fields still zero). hashlib and preadv release the GIL,
+so the threads really run side by side.
 """
 
 from __future__ import annotations
@@ -36,13 +39,20 @@ def _hash_range(
 
 
 class ContentDigest:
-    """Hashes [data_start, end) of the image as the emitter reports progress."""
+    """Hashes the data area from `data_start` as the copier and then the emitter report progress.
 
-    def __init__(self, fd: int, data_start: int) -> None:
+    `early_end` is where the copier's part ends and the emitter's begins.
+    """
+
+    def __init__(self, fd: int, data_start: int, early_end: int) -> None:
         self.fd = fd
         self.data = hashlib.sha256()
+        self.start = data_start
         self.pos = data_start
         self.limit = data_start
+        self.early_limit = data_start
+        self.early_end = early_end
+        self.late_limit = early_end
         self.closed = False
         self.aborted = threading.Event()
         self.error: BaseException | None = None
@@ -50,12 +60,25 @@ class ContentDigest:
         self.thread = threading.Thread(target=self._work, name="erofsgen-digest", daemon=True)
         self.thread.start()
 
-    def advance(self, upto: int) -> None:
-        """Everything below `upto` in the data area is final."""
+    def advance_early(self, upto: int) -> None:
+        """The copier's part is final below `upto`."""
         with self.cond:
-            if upto > self.limit:
-                self.limit = upto
-                self.cond.notify()
+            self.early_limit = max(self.early_limit, upto)
+            self._update()
+
+    def advance(self, upto: int) -> None:
+        """The emitter's part (from `early_end`) is final below `upto`."""
+        with self.cond:
+            self.late_limit = max(self.late_limit, upto)
+            self._update()
+
+    def _update(self) -> None:
+        limit = self.early_limit
+        if limit >= self.early_end:
+            limit = max(limit, self.late_limit)
+        if limit > self.limit:
+            self.limit = limit
+            self.cond.notify()
 
     def _work(self) -> None:
         buf = memoryview(bytearray(CHUNK))
@@ -90,14 +113,22 @@ class ContentDigest:
             self.cond.notify()
         self.thread.join()
 
-    def finish(self, end: int, metadata_end: int) -> uuid.UUID:
-        """A version-8 UUID from SHA-256 over the metadata digest and the data digest."""
-        self.advance(end)
+    def finish(self, data_end: int, image_end: int) -> uuid.UUID:
+        """A version-8 UUID from SHA-256 over the metadata digest and the data digest.
+
+        The data area is [data_start, data_end); the metadata is what lies around it.
+        """
+        self.advance_early(self.early_end)
+        self.advance(data_end)
         self.close()
         if self.error is not None:
             raise self.error
+        if self.pos != data_end:
+            raise AssertionError(f"the data area was hashed up to {self.pos:#x}, not {data_end:#x}")
         meta = hashlib.sha256()
-        _hash_range(self.fd, meta, 0, metadata_end, memoryview(bytearray(CHUNK)))
+        buf = memoryview(bytearray(CHUNK))
+        _hash_range(self.fd, meta, 0, self.start, buf)
+        _hash_range(self.fd, meta, data_end, image_end, buf)
         raw = bytearray(hashlib.sha256(meta.digest() + self.data.digest()).digest()[:16])
         raw[6] = (raw[6] & 0x0F) | 0x80
         raw[8] = (raw[8] & 0x3F) | 0x80

@@ -1,12 +1,13 @@
 """The emitting pass: turns a Layout into bytes at the offsets the plan chose.
 
-Inode records and header areas go through one `MetadataWriter` in offset order, each area
-checked against its plan; each inode's data is written by its stored form.
+The early files' data is copied by the copier thread from the moment their blocks are placed
+(before planning); inode records and header areas go through one `MetadataWriter` in offset
+order, each area checked against its plan; every other inode's data is written by its stored
+form as its record is, so the data after the early files is written in address order.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 
@@ -17,47 +18,70 @@ from ..model import full_mode
 from .copier import Copier
 from .digest import ContentDigest
 from .header import Area, MetadataWriter, write_final
-from .options import ProgressCallback
-from .plan import Layout, PlannedInode
+from .options import ProgressCallback, WriteOptions
+from .plan import Draft, Layout, PlannedInode
 
 # The schema-derived struct codecs, called positionally on the hot path (fields in schema order).
 COMPACT_PACK = INODE_COMPACT.struct.pack
 EXTENDED_PACK = INODE_EXTENDED.struct.pack
 COMPACT_RESERVED = bytes(4)
-# Files of at least this many blocks are copied on the copier thread; smaller ones cost more in
-# thread hand-overs (each syscall's return waits for the GIL) than their copy takes.
-COPIER_MIN_BLOCKS = 4
 EXTENDED_RESERVED = bytes(16)
 
 
 class Emitter:
-    """Writes one planned image into `fd` (already the right file; sized here)."""
+    """Writes one image into `fd` (already the right file): `start` before planning, `emit` after.
 
-    def __init__(self, layout: Layout, fd: int, progress: ProgressCallback | None) -> None:
-        self.layout = layout
+    Use it as a context manager: leaving it stops the copier and digest threads, whatever
+    failed, before the descriptor closes.
+    """
+
+    layout: Layout  # set by emit()
+
+    def __init__(self, fd: int, options: WriteOptions, progress: ProgressCallback | None) -> None:
         self.fd = fd
-        self.bs = layout.options.block_size
-        self.meta = MetadataWriter(fd)
+        self.options = options
+        self.bs = options.block_size
+        self.meta = MetadataWriter(fd)  # told where the data area is once it is planned
         self.progress = progress
         self.done = 0
+        self.total = 0
         self.digest: ContentDigest | None = None
         self.copier: Copier | None = None
 
-    def emit(self) -> uuid.UUID:
-        """Write every area, record and data block, then the superblock; return the UUID."""
-        layout = self.layout
+    def __enter__(self) -> Emitter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        try:
+            if self.copier is not None:
+                self.copier.close(failed=exc_type is not None)
+        finally:
+            if self.digest is not None:
+                self.digest.__exit__(exc_type)
+
+    def start(self, draft: Draft) -> None:
+        """Start copying (and hashing) the early files, whose blocks are already placed."""
+        bs = self.bs
+        # The early files' area in full, before anything is copied: the digest worker may read
+        # any range below the copier's watermark, and a partial last block must read as zeros.
+        os.ftruncate(self.fd, draft.early_end * bs)
+        if self.options.uuid is None:
+            self.digest = ContentDigest(self.fd, draft.data_start * bs, draft.early_end * bs)
+        if draft.early:
+            copied = self.digest.advance_early if self.digest is not None else None
+            self.copier = Copier(draft.early, self.fd, bs, copied)
+
+    def emit(self, layout: Layout) -> uuid.UUID:
+        """Write every area, record and the remaining data blocks, then the superblock; return the UUID."""
+        self.layout = layout
+        self.total = layout.total_data
+        self.meta.data_area = (layout.data_start * self.bs, layout.meta_start * self.bs)
         # Full size up front: the digest worker may read any final range; holes read as zeros.
         os.ftruncate(self.fd, layout.blocks * self.bs)
-        if layout.options.uuid is None:
-            self.digest = ContentDigest(self.fd, layout.data_start * self.bs)
-        # Leaving the blocks stops the worker threads, whatever failed, before the descriptor closes.
-        with self.digest or contextlib.nullcontext():
-            copied = [p for p in layout.inodes if p.data.background and p.nblocks >= COPIER_MIN_BLOCKS]
-            if copied:
-                self.copier = Copier(copied, self.fd, self.bs)
-            with self.copier or contextlib.nullcontext():
-                self.emit_areas()
-            return self.finish_superblock()
+        self.emit_areas()
+        if self.copier is not None:
+            self.copier.close()
+        return self.finish_superblock()
 
     def emit_areas(self) -> None:
         layout = self.layout
@@ -73,26 +97,24 @@ class Emitter:
                 meta.write_area(pending.pop())
                 next_area = pending[-1].offset if pending else -1
             meta.write(plan.offset, self.inode_record(plan))
-            if plan.nblocks and digest is not None:
+            if plan.nblocks and plan.early < 0 and digest is not None:
                 digest.advance((plan.startblk + plan.nblocks) * bs)
         while pending:
             meta.write_area(pending.pop())
         meta.flush()
-        if meta.end > layout.data_start * bs:
-            raise AssertionError("metadata ran into the data area")
 
     def inode_record(self, plan: PlannedInode) -> bytes:
         """Core, xattr body and inline tail of one inode; its stored form writes its blocks."""
         data = plan.data
-        if data.background and plan.nblocks >= COPIER_MIN_BLOCKS:
+        if plan.early >= 0:
             assert self.copier is not None
-            tail = self.copier.tail()
+            tail = self.copier.tail(plan.early)
         else:
             tail = data.write(self.fd, plan, self.bs)
         if data.file_data:
             self.done += plan.size
             if self.progress is not None:
-                self.progress(self.done, self.layout.total_data)
+                self.progress(self.done, self.total)
         meta = plan.node.meta
         mode = full_mode(plan.node)
         body = plan.xattr_body
@@ -112,7 +134,7 @@ class Emitter:
 
     def superblock(self, image_uuid: uuid.UUID) -> SuperBlockRec:
         layout = self.layout
-        options = layout.options
+        options = self.options
         compat = FeatureCompat.MTIME | FeatureCompat.XATTR_FILTER
         if options.sb_checksum:
             compat |= FeatureCompat.SB_CHKSUM
@@ -157,18 +179,19 @@ class Emitter:
         """Write the superblock; derive the UUID from the image first if none was given."""
         area = self.layout.area("superblock")
         assert area is not None
-        image_uuid = self.layout.options.uuid
+        image_uuid = self.options.uuid
         if image_uuid is None:
             write_final(self.fd, area, SUPERBLOCK.pack(self.superblock(uuid.UUID(int=0))))
             assert self.digest is not None
-            image_uuid = self.digest.finish(self.layout.blocks * self.bs, self.layout.data_start * self.bs)
+            layout = self.layout
+            image_uuid = self.digest.finish(layout.meta_start * self.bs, layout.blocks * self.bs)
         self.write_superblock(area, SUPERBLOCK.pack(self.superblock(image_uuid)))
         return image_uuid
 
     def write_superblock(self, area: Area, record: bytes) -> None:
         """The superblock with its checksum over block 0 (from the superblock to the block end)."""
         write_final(self.fd, area, record)
-        if self.layout.options.sb_checksum:
+        if self.options.sb_checksum:
             end = area.offset + checksum_length(self.bs)
             head = os.pread(self.fd, end, 0)
             os.pwrite(self.fd, sb_checksum(head, self.bs).to_bytes(4, "little"), CHECKSUM_OFFSET)

@@ -11,9 +11,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..format.constants import EROFS_SUPER_OFFSET
-from ..format.superblock import SUPERBLOCK
-
 WINDOW_FLUSH = 1 << 20
 GAP_FLUSH = 4096  # a gap wider than this is left as a hole instead of buffered zeros
 
@@ -32,21 +29,14 @@ class Area:
         return self.offset + self.size
 
 
-def front_areas(prefix_table: bytes) -> list[Area]:
-    """The areas before the first inode record: the superblock, then the long-prefix table."""
-    areas = [Area("superblock", EROFS_SUPER_OFFSET, SUPERBLOCK.size)]
-    if prefix_table:
-        areas.append(Area("long xattr prefixes", areas[-1].end, len(prefix_table), prefix_table))
-    return areas
-
-
 class MetadataWriter:
     """Buffers metadata written in increasing offset order; refuses to overlap what came before."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, data_area: tuple[int, int] = (0, 0)) -> None:
         self.fd = fd
         self.start = 0
         self.buf = bytearray()
+        self.data_area = data_area  # bytes written by others: a gap across them is never filled
 
     @property
     def end(self) -> int:
@@ -57,7 +47,8 @@ class MetadataWriter:
         end = self.start + len(self.buf)
         if offset < end:
             raise AssertionError(f"metadata at {offset:#x} overlaps what was written up to {end:#x}")
-        if self.buf and (offset - end > GAP_FLUSH or len(self.buf) > WINDOW_FLUSH):
+        crosses = end <= self.data_area[0] < self.data_area[1] <= offset
+        if self.buf and (crosses or offset - end > GAP_FLUSH or len(self.buf) > WINDOW_FLUSH):
             self.flush()
             end = self.start
         if not self.buf:

@@ -13,16 +13,24 @@ from collections import deque
 from dataclasses import dataclass
 
 from ..errors import InvalidInputError
-from ..format.constants import EROFS_INODE_SLOT_SIZE, EROFS_NULL_ADDR, DataLayout, FileType, InodeVersion
+from ..format.constants import (
+    EROFS_INODE_SLOT_SIZE,
+    EROFS_NULL_ADDR,
+    EROFS_SUPER_OFFSET,
+    DataLayout,
+    FileType,
+    InodeVersion,
+)
 from ..format.dirent import file_type_of_mode
 from ..format.inode import INODE_COMPACT, INODE_EXTENDED, i_format
+from ..format.superblock import SUPERBLOCK
 from ..model import Directory, Node, full_mode
 from .datastage import DataStage
-from .header import Area, front_areas
+from .header import Area
 from .options import MAX_LONG_PREFIXES, WriteOptions
 from .placement import pack_records
 from .policy import TIME_LIMIT_NS, LayoutPolicy
-from .stored import NO_DATA, Stored
+from .stored import NO_DATA, PlainData, Stored
 from .validate import check_name, check_node, show
 from .xattrs import (
     NameEncoder,
@@ -34,6 +42,11 @@ from .xattrs import (
 )
 
 MAX_BLOCKS = 2**32 - 1  # block addresses are 32 bits without 48BIT
+ROOT_OFFSET = EROFS_SUPER_OFFSET + SUPERBLOCK.size  # the root's record, right after the superblock
+# Files of at least this many blocks are placed first and copied on the copier thread during
+# planning; smaller ones cost more in thread hand-overs (each syscall's return waits for the
+# GIL) than their copy takes, and are written at emit.
+EARLY_MIN_BLOCKS = 4
 _I_FORMAT = {(bool(v), layout): i_format(v, layout) for v in InodeVersion for layout in DataLayout}
 
 
@@ -57,6 +70,7 @@ class PlannedInode:
     nblocks: int = 0  # whole data blocks
     offset: int = 0
     startblk: int = EROFS_NULL_ADDR
+    early: int = -1  # index among the files whose blocks were placed before planning, else -1
 
     @property
     def path(self) -> bytes:
@@ -100,6 +114,7 @@ class Layout:
     xattr_blkaddr: int
     prefix_count: int
     data_start: int  # first data block
+    meta_start: int  # first block after the data area (the metadata area's)
     blocks: int  # image size in blocks
     total_data: int  # bytes of file data to copy, for progress
 
@@ -187,6 +202,67 @@ def plan_xattrs(
     return encoder, shared
 
 
+@dataclass(slots=True)
+class Draft:
+    """What is fixed before the output is opened: every inode's core, xattrs and shape, and the
+    blocks of the early files, whose data can be copied while the rest is planned."""
+
+    options: WriteOptions
+    policy: LayoutPolicy
+    stage: DataStage
+    inodes: list[PlannedInode]  # in inode-number order, the root first
+    build_time_ns: int
+    encoder: NameEncoder
+    shared: SharedArea
+    data_start: int  # first data block: the one after the root's record
+    early: list[PlannedInode]  # in block order, from data_start
+    early_end: int  # first block after them
+
+
+def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draft:
+    """Collect and check the tree, shape every inode and place the early files' blocks.
+
+    Files of at least EARLY_MIN_BLOCKS plain blocks (path-backed or re-readable) are early: their
+    blocks follow the root's record in inode order. Every error about the tree that planning
+    can find, but for streams of the wrong length, is raised here.
+    """
+    bs = options.block_size
+    policy = options.policy or LayoutPolicy.from_options(options)
+    inodes = collect_inodes(root, stage, policy, xattrs=options.xattrs)
+    build_time_ns = policy.build_time(inodes)
+    if not 0 <= build_time_ns < TIME_LIMIT_NS:
+        raise InvalidInputError(f"build time {build_time_ns} ns is outside the superblock's range")
+    encoder, shared = plan_xattrs(inodes, options, policy)
+    policy.choose_cores(inodes, build_time_ns)
+    shape_inodes(inodes, bs, policy)
+    data_start = -(-(ROOT_OFFSET + inodes[0].record_size) // bs)
+    early: list[PlannedInode] = []
+    block = data_start
+    min_blocks = EARLY_MIN_BLOCKS
+    for plan in inodes:
+        if plan.nblocks >= min_blocks and type(plan.data) is PlainData:
+            plan.early = len(early)
+            plan.startblk = block
+            block += plan.nblocks
+            early.append(plan)
+    return Draft(options, policy, stage, inodes, build_time_ns, encoder, shared, data_start, early, block)
+
+
+def shape_inodes(inodes: list[PlannedInode], bs: int, policy: LayoutPolicy) -> None:
+    """Every inode's blocks and inline tail (see `Stored.shape`).
+
+    The root's record stays in the block of ROOT_OFFSET, before the data: a tail that would not
+    fit there goes to a data block instead.
+    """
+    may_inline = policy.may_inline
+    for plan in inodes:
+        data = plan.data
+        data.shape(plan, bs, may_inline(data))
+    root = inodes[0]
+    if root.tail_size and ROOT_OFFSET + root.record_size > (ROOT_OFFSET // bs + 1) * bs:
+        root.data.shape(root, bs, False)
+
+
 def plan_image(root: Directory, options: WriteOptions, stage: DataStage | None = None) -> Layout:
     """Decide everything about the image; raises InvalidInputError for what cannot be stored.
 
@@ -196,52 +272,70 @@ def plan_image(root: Directory, options: WriteOptions, stage: DataStage | None =
     if stage is None:
         with DataStage(options.block_size) as own:
             return plan_image(root, options, own)
-    bs = options.block_size
-    policy = options.policy or LayoutPolicy.from_options(options)
-    inodes = collect_inodes(root, stage, policy, xattrs=options.xattrs)
-    build_time_ns = policy.build_time(inodes)
-    if not 0 <= build_time_ns < TIME_LIMIT_NS:
-        raise InvalidInputError(f"build time {build_time_ns} ns is outside the superblock's range")
-    encoder, shared = plan_xattrs(inodes, options, policy)
-    prefix_table = encoder.prefix_table()
-    areas = front_areas(prefix_table)
-    stage.settle()  # from here on, every stored form knows its size
-    policy.choose_cores(inodes, build_time_ns)
-    may_inline = policy.may_inline
-    for plan in inodes:
-        data = plan.data
-        data.shape(plan, bs, may_inline(data))
+    return finish_plan(begin_plan(root, options, stage))
 
-    sizes = array("L", [p.record_size for p in inodes])
-    rigid = bytes([p.tail_size > 0 for p in inodes])
-    packed = pack_records(sizes, rigid, areas[-1].end, bs, len(shared.data))
+
+def finish_plan(draft: Draft) -> Layout:
+    """Place the rest: the other data blocks and the metadata, behind the early files.
+
+    Block 0 holds the superblock, the root's record (so its nid fits 16 bits) and small records;
+    the data follows from `data_start` (the early files, then the rest in metadata order); the
+    metadata area (records, shared xattrs, long prefixes unless they fit block 0) comes last.
+    """
+    options, inodes, shared = draft.options, draft.inodes, draft.shared
+    bs = options.block_size
+    draft.stage.settle()  # streams consumed in full: their errors come before any placement
+    meta_start = draft.early_end + sum(p.nblocks for p in inodes if p.early < 0)
+    root = inodes[0]
+    root.offset = ROOT_OFFSET
+    front = (ROOT_OFFSET + root.record_size, min(draft.data_start, ROOT_OFFSET // bs + 1) * bs)
+    first = meta_start * bs
+    areas = [Area("superblock", EROFS_SUPER_OFFSET, SUPERBLOCK.size)]
+    prefix_table = draft.encoder.prefix_table()
+    at = 0
+    if prefix_table:
+        at = -(-front[0] // 4) * 4
+        if at + len(prefix_table) <= front[1]:
+            front = (at + len(prefix_table), front[1])
+        else:
+            at = first
+            first += len(prefix_table)
+        areas.append(Area("long xattr prefixes", at, len(prefix_table), prefix_table))
+    rest = inodes[1:]
+    sizes = array("L", [p.record_size for p in rest])
+    rigid = bytes([p.tail_size > 0 for p in rest])
+    packed = pack_records(sizes, rigid, first, bs, len(shared.data), front)
     del sizes, rigid
-    for plan, offset in zip(inodes, packed.offsets, strict=True):
+    for plan, offset in zip(rest, packed.offsets, strict=True):
         plan.offset = offset
-    if inodes[0].nid > 0xFFFF:
-        raise InvalidInputError("the root directory's inode does not fit a 16-bit nid")
     if shared.data:
         areas.append(Area("shared xattrs", packed.shared_offset, len(shared.data), shared.data))
+    areas.sort(key=lambda a: a.offset)
 
     inodes.sort(key=lambda p: p.offset)
-    data_start = -(-packed.end // bs)
-    block = data_start
+    block = draft.early_end
     for plan in inodes:
-        if plan.nblocks:
+        if plan.nblocks and plan.early < 0:
             plan.startblk = block
             block += plan.nblocks
-    if block > MAX_BLOCKS:
-        raise InvalidInputError(f"the image needs {block} blocks, over the 32-bit limit")
+    blocks = -(-max(packed.end, areas[-1].end) // bs)
+    if blocks > MAX_BLOCKS:
+        raise InvalidInputError(f"the image needs {blocks} blocks, over the 32-bit limit")
+    if prefix_table and at // 4 > 0xFFFFFFFF:  # xattr_prefix_start counts 4-byte units in 32 bits
+        raise InvalidInputError(
+            "the long xattr prefixes would lie beyond 16 GiB, out of the superblock's reach"
+        )
     return Layout(
         options=options,
-        policy=policy,
+        policy=draft.policy,
         inodes=inodes,
-        root=next(p for p in inodes if p.ino == 1),
-        build_time_ns=build_time_ns,
+        root=root,
+        build_time_ns=draft.build_time_ns,
         areas=areas,
         xattr_blkaddr=packed.shared_offset // bs if shared.data else 0,
-        prefix_count=len(encoder.long_prefixes) if prefix_table else 0,
-        data_start=data_start,
-        blocks=max(block, -(-areas[-1].end // bs)),
+        prefix_count=len(draft.encoder.long_prefixes) if prefix_table else 0,
+        data_start=draft.data_start,
+        meta_start=meta_start,
+        blocks=blocks,
         total_data=sum(p.size for p in inodes if p.data.file_data),
     )
