@@ -203,16 +203,8 @@ class Storage:
             handle.close()
         self._handles = []
 
-    def read(
-        self,
-        offset: int,
-        size: int,
-        *,
-        area: str,
-        nid: int | None = None,
-        device: int = 0,
-    ) -> bytes:
-        """Exactly `size` bytes at `offset` of `device` (0 = primary) or a CorruptImageError."""
+    def _bounded(self, device: int, offset: int, size: int, area: str, nid: int | None) -> _Handle:
+        """The handle of `device`, once [offset, offset + size) is known to lie inside it."""
         if not self._handles:
             raise ValueError("I/O operation on a closed image")
         handle = self._handles[device]
@@ -224,6 +216,19 @@ class Storage:
                 nid=nid,
                 area=area,
             )
+        return handle
+
+    def read(
+        self,
+        offset: int,
+        size: int,
+        *,
+        area: str,
+        nid: int | None = None,
+        device: int = 0,
+    ) -> bytes:
+        """Exactly `size` bytes at `offset` of `device` (0 = primary) or a CorruptImageError."""
+        handle = self._bounded(device, offset, size, area, nid)
         if size == 0:
             return b""
         data = handle.pread(offset, size)
@@ -252,17 +257,7 @@ class Storage:
         just past the copied bytes afterwards. Errors of the destination (ENOSPC, EFBIG, ...)
         are raised as the OSError they are.
         """
-        if not self._handles:
-            raise ValueError("I/O operation on a closed image")
-        handle = self._handles[device]
-        if count < 0 or offset < 0 or offset + count > handle.size:
-            where = "image" if device == 0 else f"device {device}"
-            raise CorruptImageError(
-                f"{count} bytes at {offset:#x} run past the end of the {where} ({handle.size:#x} bytes)",
-                offset=offset,
-                nid=nid,
-                area=area,
-            )
+        handle = self._bounded(device, offset, count, area, nid)
         return handle.copy_to(offset, count, fd, fd_offset, positioned)
 
     def locate(self, device_id: int, blkaddr: int, *, nid: int | None = None) -> tuple[int, int]:
