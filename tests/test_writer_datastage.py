@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 import threading
 import time
@@ -15,7 +16,7 @@ import pytest
 from erofsgen import open_image
 from erofsgen.errors import InvalidInputError
 from erofsgen.model import BytesData, Directory, File, Metadata, PathData, StreamData
-from erofsgen.writer import WriteOptions, copier, datastage, plan, write_image
+from erofsgen.writer import WriteOptions, copier, datastage, filecopy, plan, write_image
 from erofsgen.writer.header import Area, MetadataWriter
 from erofsgen.writer.policy import LayoutPolicy
 
@@ -276,3 +277,47 @@ def test_early_files_are_hashed_while_the_rest_is_planned(
     monkeypatch.setattr("erofsgen.writer.finish_plan", slow)
     write_image(root, tmp_path / "slow", options)
     assert (tmp_path / "slow").read_bytes() == (tmp_path / "plain").read_bytes()
+
+
+@pytest.mark.parametrize("failure", ["short stream", "interrupt"])
+def test_a_failure_while_a_large_file_is_copied_stops_the_copier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """Planning fails while the copier is inside a large file: the copy stops between chunks,
+    not after the whole file, so no thread writes on once write_image has returned."""
+    src = tmp_path / "src"
+    src.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    blocks = 2000
+    (src / "big").write_bytes(b"a" * (blocks * 4096))
+    root = Directory(Metadata(0o755))
+    root.children[b"big"] = File(Metadata(), PathData(str(src / "big"), blocks * 4096))
+    root.children[b"s"] = File(Metadata(), StreamData(io.BytesIO(b"x" * 10), 20))
+    copying = threading.Event()
+    finished = threading.Event()  # lets a copier that did not stop run out quickly
+    real_copy = os.copy_file_range
+
+    def slow_copy(src_fd: int, dst_fd: int, count: int, *offsets: int | None) -> int:
+        copying.set()
+        if not finished.is_set():
+            time.sleep(0.05)  # the whole file: 2000 chunks, far beyond copier.STOP_WAIT
+        return real_copy(src_fd, dst_fd, count, *offsets)
+
+    def fail_once_copying(index: int) -> None:
+        assert copying.wait(60)
+        if failure == "interrupt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(filecopy, "KERNEL_COPY_CHUNK", 4096)
+    monkeypatch.setattr(os, "copy_file_range", slow_copy)
+    monkeypatch.setattr(datastage, "job_hook", fail_once_copying)
+    expected = KeyboardInterrupt if failure == "interrupt" else InvalidInputError
+    try:
+        with pytest.raises(expected):
+            write_image(root, out / "img")
+        alive = [t.name for t in threading.enumerate() if t.name == "erofsgen-copy" and t.is_alive()]
+    finally:
+        finished.set()
+    assert alive == []
+    assert list(out.iterdir()) == []

@@ -47,6 +47,7 @@ class Copier:
         self.error: BaseException | None = None  # the failure of file `done`, if any
         self.cond = threading.Condition()
         self.stopped = False
+        self.stop = threading.Event()  # set on a failure: ends even a long copy at its next chunk
         self.thread = threading.Thread(target=self._work, name="erofsgen-copy", daemon=True)
         self.thread.start()
 
@@ -57,7 +58,10 @@ class Copier:
         self.close(failed=exc_type is not None)
 
     def close(self, *, failed: bool = False) -> None:
-        """Stop the worker after the file it is copying; wait for it (bounded after a failure)."""
+        """Stop the worker: after the file it is copying, or after a failure at the copy's next
+        chunk; wait for it (bounded after a failure)."""
+        if failed:
+            self.stop.set()
         with self.cond:
             self.stopped = True
             self.cond.notify_all()
@@ -78,7 +82,7 @@ class Copier:
             if file_hook is not None:
                 file_hook(index)
             try:
-                tails.append(plan.data.write(self.fd, plan, bs))
+                tails.append(plan.data.write(self.fd, plan, bs, self.stop))
             except BaseException as exc:  # every later file reports it; nothing after it is copied
                 self._publish(exc)
                 return

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import io
 import os
+import threading
 from typing import BinaryIO, Protocol
 
 from ..errors import InvalidInputError
@@ -22,6 +23,15 @@ _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, er
 _IMAGE_SIDE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # the image's problem, not the source's
 # No symlink may have taken the file's place; a FIFO that did must not block the build.
 _PATH_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+class CopyStopped(Exception):
+    """A copy given up between chunks because the build already failed (never shown to users)."""
+
+
+def _check(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise CopyStopped
 
 
 class Target(Protocol):
@@ -46,8 +56,9 @@ class FileReader:
     without blocking, should a FIFO have taken the file's place since the scan.
     """
 
-    def __init__(self, data: DataSource, path: bytes, size: int) -> None:
+    def __init__(self, data: DataSource, path: bytes, size: int, stop: threading.Event | None = None) -> None:
         self.path = path
+        self.stop = stop  # set when the build has failed: the copy ends at the next chunk
         self.expected = size
         self.pos = 0  # bytes consumed
         self.base = 0  # descriptor offset of the data's first byte
@@ -84,6 +95,7 @@ class FileReader:
         if self.fd is not None:
             try:
                 while done < length:
+                    _check(self.stop)
                     step = min(length - done, KERNEL_COPY_CHUNK)
                     src = self.base + self.pos + done
                     n = os.copy_file_range(self.fd, dst_fd, step, src, dst_offset + done)
@@ -97,6 +109,7 @@ class FileReader:
                     raise self.error(f"read failed: {exc.strerror}") from None
         self.pos += done
         while done < length:
+            _check(self.stop)
             chunk = self.read(min(COPY_CHUNK, length - done))
             os.pwrite(dst_fd, chunk, dst_offset + done)
             done += len(chunk)
@@ -134,8 +147,17 @@ class FileReader:
             raise self.error("file changed size while packing")
 
 
-def copy_path(path: bytes | str, target: Target, data: DataSource, fd: int, block_size: int) -> bytes:
+def copy_path(
+    path: bytes | str,
+    target: Target,
+    data: DataSource,
+    fd: int,
+    block_size: int,
+    stop: threading.Event | None = None,
+) -> bytes:
     """Copy a path-backed file's whole blocks into the image; return its inline tail.
+
+    `stop`, once set, ends the copy before its next chunk with CopyStopped.
 
     Kept lean: it runs once per file of the tree. One pread fetches the tail and one byte more,
     which tells a file that grew; a short one tells a file that shrank. FileReader takes over
@@ -153,6 +175,7 @@ def copy_path(path: bytes | str, target: Target, data: DataSource, fd: int, bloc
         length = target.size - tail_size if target.nblocks else 0
         dst = target.startblk * block_size
         while done < length:
+            _check(stop)
             try:
                 n = os.copy_file_range(src, fd, min(length - done, KERNEL_COPY_CHUNK), done, dst + done)
             except OSError as exc:
@@ -160,19 +183,21 @@ def copy_path(path: bytes | str, target: Target, data: DataSource, fd: int, bloc
                     raise
                 n = 0  # not copyable in the kernel: the slow path sorts it out
             if n == 0:
-                return copy_with_reader(target, data, fd, block_size)
+                return copy_with_reader(target, data, fd, block_size, stop)
             done += n
         tail = os.pread(src, tail_size + 1, length)
     finally:
         os.close(src)
     if len(tail) != tail_size:
-        return copy_with_reader(target, data, fd, block_size)  # shrank or grew: FileReader says which
+        return copy_with_reader(target, data, fd, block_size, stop)  # shrank or grew: FileReader says which
     return tail
 
 
-def copy_with_reader(target: Target, data: DataSource, fd: int, block_size: int) -> bytes:
+def copy_with_reader(
+    target: Target, data: DataSource, fd: int, block_size: int, stop: threading.Event | None = None
+) -> bytes:
     """Copy any data source through FileReader: every check, clear errors; return the tail."""
-    with FileReader(data, target.path, target.size) as reader:
+    with FileReader(data, target.path, target.size, stop) as reader:
         if target.nblocks:
             reader.copy_to(fd, target.startblk * block_size, target.size - target.tail_size)
         tail = reader.read(target.tail_size) if target.tail_size else b""

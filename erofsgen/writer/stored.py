@@ -14,6 +14,7 @@ never entering Python), `SpooledData` (a stream consumed once into a spool by th
 from __future__ import annotations
 
 import os
+import threading
 from typing import TYPE_CHECKING, ClassVar
 
 from ..format.constants import EROFS_NULL_ADDR, DataLayout, FileType
@@ -61,8 +62,13 @@ class Stored:
             return plan.startblk
         return EROFS_NULL_ADDR if plan.tail_size else 0
 
-    def write(self, fd: int, plan: PlannedInode, block_size: int) -> bytes:
-        """Write the whole blocks at the planned address; return the inline tail."""
+    def write(
+        self, fd: int, plan: PlannedInode, block_size: int, stop: threading.Event | None = None
+    ) -> bytes:
+        """Write the whole blocks at the planned address; return the inline tail.
+
+        Once `stop` is set (the build failed elsewhere) a long copy ends at its next chunk.
+        """
         return b""
 
 
@@ -94,7 +100,9 @@ class InlineBytes(Stored):
     def size(self) -> int:
         return len(self.data)
 
-    def write(self, fd: int, plan: PlannedInode, block_size: int) -> bytes:
+    def write(
+        self, fd: int, plan: PlannedInode, block_size: int, stop: threading.Event | None = None
+    ) -> bytes:
         full = self.size - plan.tail_size
         if plan.nblocks and full:
             os.pwrite(fd, self.data[:full], plan.startblk * block_size)
@@ -122,11 +130,13 @@ class PlainData(Stored):
     def size(self) -> int:
         return self.source.size
 
-    def write(self, fd: int, plan: PlannedInode, block_size: int) -> bytes:
+    def write(
+        self, fd: int, plan: PlannedInode, block_size: int, stop: threading.Event | None = None
+    ) -> bytes:
         source = self.source
         if type(source) is EntryData or type(source) is PathData:
-            return copy_path(source.path, plan, source, fd, block_size)
-        return copy_with_reader(plan, source, fd, block_size)
+            return copy_path(source.path, plan, source, fd, block_size, stop)
+        return copy_with_reader(plan, source, fd, block_size, stop)
 
 
 class SpooledData(Stored):
@@ -145,7 +155,9 @@ class SpooledData(Stored):
     def size(self) -> int:
         return self._size
 
-    def write(self, fd: int, plan: PlannedInode, block_size: int) -> bytes:
+    def write(
+        self, fd: int, plan: PlannedInode, block_size: int, stop: threading.Event | None = None
+    ) -> bytes:
         full = self._size - plan.tail_size
         if plan.nblocks and full:
             copy_range(self.spool_fd, self.offset, fd, plan.startblk * block_size, full)
@@ -169,7 +181,9 @@ class DirectoryData(Stored):
     def size(self) -> int:
         return self.dir_shape.size
 
-    def write(self, fd: int, plan: PlannedInode, block_size: int) -> bytes:
+    def write(
+        self, fd: int, plan: PlannedInode, block_size: int, stop: threading.Event | None = None
+    ) -> bytes:
         shape = self.dir_shape
         assert plan.parent is not None and plan.children is not None
         # Both lists are in bytewise order; "." and ".." slot in among the children.
