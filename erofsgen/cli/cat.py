@@ -11,7 +11,7 @@ from ..format.constants import FileType
 from ..reader import open_image
 from ..reader.names import escape_name
 from . import EXIT_OK
-from .common import add_device_option, stdout_gone
+from .common import add_blob_store_option, add_device_option, resolved_devices, stdout_gone
 
 PIECE = 1 << 20  # bytes per read: memory stays bounded whatever the file size
 
@@ -26,12 +26,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("image", metavar="IMAGE", help="EROFS image")
     parser.add_argument("path", metavar="PATH", help="file inside the image")
     add_device_option(parser)
+    add_blob_store_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Stream the file in pieces of PIECE bytes."""
-    with open_image(args.image, args.device) as image:
+    with open_image(args.image, resolved_devices(args, verify=True)) as image:
         nid = image.lookup(args.path)
         info = image.inode(nid)
         shown = escape_name(args.path)
