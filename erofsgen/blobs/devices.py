@@ -135,8 +135,10 @@ def find_devices(
     for slot in slots:
         digest = tag_digest(slot.tag)
         shown = digest if digest is not None else slot.tag_shown
-        where = _given(slot.index, devices[slot.index]) if devices else _in_stores(slot.index, digest, stores)
-        path, problems = where
+        if devices:
+            path, problems = _given(slot.index, devices[slot.index])
+        else:
+            path, problems = _in_stores(slot.index, digest, shown, stores)
         verified = False
         if path is not None and not problems:
             problems = _check_file(slot.index, path, slot.blocks * block_size)
@@ -172,10 +174,13 @@ def _given(index: int, path: PathLike) -> tuple[Path | None, tuple[DeviceProblem
 
 
 def _in_stores(
-    index: int, digest: str | None, stores: Sequence[PathLike]
+    index: int, digest: str | None, shown: str, stores: Sequence[PathLike]
 ) -> tuple[Path | None, tuple[DeviceProblem, ...]]:
     if digest is None:
-        message = f"device {index + 1} has no tag; give it with --device"
+        if shown:
+            message = f"device {index + 1}: tag '{shown}' is not a SHA-256 digest; give it with --device"
+        else:
+            message = f"device {index + 1} has no tag; give it with --device"
         return None, (DeviceProblem(ProblemKind.NO_TAG, message),)
     for store in stores:
         candidate = blob_path(store, digest)
