@@ -18,10 +18,17 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from erofsgen.blobs.devices import ProblemKind, blob_path, file_sha256, find_devices, tag_digest
+from erofsgen.blobs.devices import (
+    ProblemKind,
+    blob_path,
+    devices_inside,
+    file_sha256,
+    find_devices,
+    tag_digest,
+)
 from erofsgen.cli import main as cli_main
 from erofsgen.errors import CorruptImageError, InvalidInputError
-from tests.support.blob_images import mkfs_with_blob, store_blob, tag_device, tag_with_digest
+from tests.support.blob_images import flatten, mkfs_with_blob, store_blob, tag_device, tag_with_digest
 from tests.support.erofs_utils import ErofsUtils
 
 BLOCK = 4096
@@ -251,6 +258,20 @@ def test_not_an_image(tmp_path: Path) -> None:
     junk.write_bytes(bytes(8192))
     with pytest.raises(InvalidInputError, match="not an EROFS image"):
         find_devices(junk, [tmp_path])
+
+
+def test_devices_inside_only_for_a_flat_image(
+    built: BlobImage, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    assert not devices_inside(built.image)  # uniaddr 0: flat mode would read the image's own blocks
+    assert not devices_inside(built.untagged)
+    flat = tmp_path / "flat.erofs"
+    flatten(built.image, built.blob, flat)
+    assert devices_inside(flat)
+    assert cli_main(["cat", str(flat), "big"]) == 0  # read in flat mode, no devices given
+    assert capsysbinary.readouterr().out == (built.src / "big").read_bytes()
+    os.truncate(flat, flat.stat().st_size - 1)
+    assert not devices_inside(flat)
 
 
 # -- erofsgen blobs ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,14 @@ from erofsgen.blobs.loop import attach_loop
 from erofsgen.blobs.mount import MOUNT_METHOD_ENV, MountError, mount_at, mount_image, umount_image
 from erofsgen.cli import main as cli_main
 from erofsgen.errors import InvalidInputError
-from tests.support.blob_images import mkfs_with_blob, store_blob, tag_with_digest
+from tests.support.blob_images import (
+    flatten,
+    mkfs_with_blob,
+    replace_device_table,
+    sha256_hex,
+    store_blob,
+    tag_with_digest,
+)
 from tests.support.compare import assert_same_tree
 from tests.support.erofs_utils import ErofsUtils
 from tests.support.kernel import MountImage
@@ -63,6 +70,7 @@ class Setup:
     store: Path
     digest: str
     mnt: Path
+    more_blobs: list[Path] = field(default_factory=list)  # a test's own, watched for loop leaks too
 
     @property
     def stored(self) -> Path:
@@ -70,7 +78,7 @@ class Setup:
 
     @property
     def files(self) -> list[Path]:
-        return [self.image, self.blob, self.stored]
+        return [self.image, self.blob, self.stored, *self.more_blobs]
 
 
 @pytest.fixture
@@ -182,6 +190,48 @@ def test_mount_with_explicit_device(setup: Setup, capsys: pytest.CaptureFixture[
     assert_mounted_tree(setup)
     umount_image(setup.mnt)
     assert_nothing_left(setup)
+
+
+@pytest.mark.parametrize("loop", [False, True], ids=["file", "loop"])
+def test_many_devices_in_table_order(setup: Setup, loop: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    """40 devices: more than mount(2)'s one page of `device=<store path>` options would hold.
+
+    Only device 1 holds data (the chunk indexes name it); the others are one-block blobs the
+    kernel must still be given, in table order, each found by its own tag.
+    """
+    slots = [(setup.digest.encode(), setup.blob.stat().st_size // 4096)]
+    for i in range(39):
+        extra = setup.store.parent / f"extra{i}"
+        extra.write_bytes(os.urandom(4096))
+        setup.more_blobs.append(store_blob(setup.store, extra))
+        slots.append((sha256_hex(extra).encode(), 1))
+    replace_device_table(setup.image, slots)
+    options = ",".join(f"device={p}" for p in [setup.stored, *setup.more_blobs])
+    assert len(options) > 4096
+    argv = ["mount", str(setup.image), str(setup.mnt), "--blob-store", str(setup.store)]
+    status, _, err = run(capsys, *argv, *(["--loop"] if loop else []))
+    assert (status, err) == (0, "")
+    assert len(loops_backed_by(setup.files)) == (41 if loop else 0)
+    assert_mounted_tree(setup)
+    umount_image(setup.mnt)
+    assert_nothing_left(setup)
+
+
+def test_flat_image_needs_no_devices(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    flat = setup.image.with_name("flat.erofs")
+    flatten(setup.image, setup.blob, flat)
+    setup.more_blobs.append(flat)
+    assert run(capsys, "mount", str(flat), str(setup.mnt)) == (0, "", "")
+    assert_mounted_tree(setup)
+    umount_image(setup.mnt)
+    assert_nothing_left(setup)
+
+
+def test_devices_outside_the_image_are_required(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(capsys, "mount", str(setup.image), str(setup.mnt))
+    assert status == 2
+    assert "extra devices are not inside it; give them with --blob-store or --device" in err
+    assert mount_at(setup.mnt) is None
 
 
 # -- refused before mounting --------------------------------------------------------------------

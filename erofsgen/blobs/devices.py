@@ -151,6 +151,20 @@ def find_devices(
     return found
 
 
+def devices_inside(image: PathLike) -> bool:
+    """Whether every extra device of `image` lies inside the image file itself (flat mode).
+
+    The kernel reads device data at `uniaddr + blkaddr` of the image when no `device=` is
+    given. A slot with `uniaddr` 0 (erofs-utils 1.5 writes no unified addresses) or reaching past
+    the end of the file would then read the wrong blocks or fail; True for no devices at all.
+    """
+    with open_image(image, strict_checksum=False) as img:
+        size = img.storage.primary_size
+        block_size = img.superblock.block_size
+        slots = img.superblock.devices
+    return all(s.uniaddr and (s.uniaddr + s.blocks) * block_size <= size for s in slots)
+
+
 def raise_problems(locations: Sequence[DeviceLocation]) -> None:
     """Raise one error listing every problem of `locations`, if there is any.
 
@@ -233,6 +247,7 @@ __all__ = [
     "DeviceProblem",
     "ProblemKind",
     "blob_path",
+    "devices_inside",
     "file_sha256",
     "find_devices",
     "raise_problems",

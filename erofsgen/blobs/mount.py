@@ -295,6 +295,13 @@ def _open_readonly(path: PathLike) -> int:
         raise InvalidInputError(f"cannot open: {exc.strerror}", escape_name(os.fspath(path))) from exc
 
 
+def _stat(path: PathLike) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot open: {exc.strerror}", escape_name(os.fspath(path))) from exc
+
+
 def _mount_error(image: PathLike, mountpoint: PathLike, exc: OSError, messages: list[str]) -> MountError:
     # fs context lines start with "e ", "w " or "i " (error, warning, info).
     said = [m[2:] if m[:2] in ("e ", "w ", "i ") else m for m in messages]
@@ -312,7 +319,7 @@ def _mount_with_loops(
     with contextlib.ExitStack() as held:
         paths = []
         for path in (image, *devices):
-            if stat.S_ISBLK(os.stat(path).st_mode):
+            if stat.S_ISBLK(_stat(path).st_mode):
                 paths.append(os.fspath(path))
             else:
                 loop: LoopDevice = held.enter_context(attach_loop(path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..reader.names import escape_name
@@ -34,7 +35,7 @@ def add_blob_store_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def resolved_devices(args: argparse.Namespace, *, verify: bool) -> list[str] | list[Path]:
+def resolved_devices(args: argparse.Namespace, *, verify: bool) -> Sequence[str | Path]:
     """The extra devices for `args.image`: `--device` files as given, or blobs found by tag in
     the `--blob-store` directories, checked to exist and be long enough, and with `verify` to
     hash to their tags, so a damaged store is an error naming the blob, never wrong data.

@@ -11,8 +11,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..blobs.devices import find_devices
+from ..blobs.devices import devices_inside, find_devices
 from ..blobs.mount import MOUNT_METHOD_ENV, mount_image
+from ..errors import InvalidInputError
+from ..reader.names import escape_name
 from . import EXIT_OK
 from .common import add_blob_store_option, add_device_option
 
@@ -24,7 +26,7 @@ def register(subparsers: Any) -> None:
         help="mount an image read-only with its blob devices",
         description="Mount IMAGE read-only as EROFS at MOUNTPOINT (needs root), its extra devices "
         "given with --device or found by tag with --blob-store, checked before mounting. Without "
-        "either, the kernel reads the devices from the image itself (flat mode). Regular files "
+        "either, the devices must lie inside the image (flat mode), or the mount is refused. Regular files "
         "are mounted without loop devices where the kernel can (Linux 6.12+); elsewhere, or with "
         f"--loop or {MOUNT_METHOD_ENV}=loop, through read-only loop devices that detach "
         "themselves at unmount. Undo with `erofsgen umount`.",
@@ -50,5 +52,11 @@ def run(args: argparse.Namespace) -> int:
     if args.blob_store or args.device:
         found = find_devices(args.image, args.blob_store, args.device, verify=args.verify)
         devices = [loc.path for loc in found if loc.path is not None]
+    elif not devices_inside(args.image):
+        # The kernel would read them from the image anyway (flat mode), i.e. the wrong blocks.
+        raise InvalidInputError(
+            "the image's extra devices are not inside it; give them with --blob-store or --device",
+            escape_name(args.image),
+        )
     mount_image(args.image, args.mountpoint, devices, loop=True if args.loop else None)
     return EXIT_OK
