@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from erofsgen.blobs import mount as mount_module
 from erofsgen.blobs.devices import blob_path
 from erofsgen.blobs.loop import attach_loop
 from erofsgen.blobs.mount import MOUNT_METHOD_ENV, MountError, mount_at, mount_image, umount_image
@@ -291,6 +292,53 @@ def test_device_count_mismatch_reported_by_the_kernel(setup: Setup) -> None:
 def test_mount_point_must_be_a_directory(setup: Setup) -> None:
     with pytest.raises(InvalidInputError, match="mount point is not a directory"):
         mount_image(setup.image, setup.mnt / "absent", [setup.blob])
+
+
+def _file_backed_fails(monkeypatch: pytest.MonkeyPatch, code: int, *said: str) -> None:
+    """Make the file-backed attempt fail as an older kernel's would."""
+
+    def refuse(*args: object) -> None:
+        raise MountError(f"file-backed refused ({os.strerror(code)})", code, said)
+
+    monkeypatch.setattr(mount_module, "_mount_file_backed", refuse)
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        (errno.ENOTBLK, ["/x/image.erofs: Can't lookup blockdev"]),  # before Linux 6.12
+        (errno.EINVAL, []),  # a file-backed mount the kernel refused without saying why
+    ],
+    ids=["ENOTBLK", "EINVAL"],
+)
+def test_falls_back_to_loop_devices(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, code: int, said: list[str]
+) -> None:
+    _file_backed_fails(monkeypatch, code, *said)
+    mount_image(setup.image, setup.mnt, [setup.blob])
+    info = mount_at(setup.mnt)
+    assert info is not None and info.source.startswith("/dev/loop")
+    assert_mounted_tree(setup)
+    umount_image(setup.mnt)
+    assert_nothing_left(setup)
+
+
+def test_no_fallback_when_erofs_said_what_is_wrong(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    _file_backed_fails(monkeypatch, errno.EINVAL, "erofs (device erofs): cannot find valid erofs superblock")
+    with pytest.raises(MountError, match="file-backed refused") as err:
+        mount_image(setup.image, setup.mnt, [setup.blob])
+    assert "loop" not in str(err.value)
+    assert_nothing_left(setup)
+
+
+def test_both_failures_reported(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    _file_backed_fails(monkeypatch, errno.ENOTBLK)
+    with open(setup.image, "r+b") as f:
+        f.seek(1024 + 4)
+        f.write(b"\x01\x02\x03\x04")
+    with pytest.raises(MountError, match=r"file-backed refused .*; with loop devices: .*invalid checksum"):
+        mount_image(setup.image, setup.mnt, [setup.blob])
+    assert_nothing_left(setup)
 
 
 # -- umount -------------------------------------------------------------------------------------
