@@ -21,14 +21,25 @@ from hypothesis import strategies as st
 from erofsgen.blobs.devices import (
     ProblemKind,
     blob_path,
+    data_devices,
     devices_inside,
     file_sha256,
     find_devices,
     tag_digest,
+    verify_devices,
 )
 from erofsgen.cli import main as cli_main
 from erofsgen.errors import CorruptImageError, InvalidInputError
-from tests.support.blob_images import flatten, mkfs_with_blob, store_blob, tag_device, tag_with_digest
+from erofsgen.reader import open_image
+from tests.support.blob_images import (
+    flatten,
+    mkfs_with_blob,
+    replace_device_table,
+    sha256_hex,
+    store_blob,
+    tag_device,
+    tag_with_digest,
+)
 from tests.support.erofs_utils import ErofsUtils
 
 BLOCK = 4096
@@ -42,7 +53,8 @@ def make_source(root: Path) -> Path:
     (root / "big").write_bytes(rng.randbytes(3 * BLOCK + 123))
     (root / "repeats").write_bytes(chunk * 3 + b"tail")
     (root / "holey").write_bytes(chunk + bytes(BLOCK) + chunk)
-    (root / "d" / "small").write_bytes(b"inline\n")
+    (root / "d" / "small").write_bytes(b"small\n")  # chunked into the blob too by mkfs.erofs 1.5
+    (root / "d" / "empty").write_bytes(b"")  # no data anywhere
     (root / "d" / "e" / "exact").write_bytes(rng.randbytes(2 * BLOCK))
     (root / "d" / "link").symlink_to("../big")
     os.chmod(root / "big", 0o640)
@@ -354,7 +366,7 @@ def test_extract_from_a_store(built: BlobImage, tmp_path: Path, capsys: pytest.C
 def test_ls_check_dump_inspect_from_a_store(built: BlobImage, capsys: pytest.CaptureFixture[str]) -> None:
     store = ["--blob-store", str(built.store)]
     status, out, _ = run(capsys, "ls", str(built.image), "/d", *store)
-    assert status == 0 and out.split() == ["e", "link", "small"]
+    assert status == 0 and out.split() == ["e", "empty", "link", "small"]
     status, out, err = run(capsys, "check", str(built.image), "--data", *store)
     assert (status, out) == (0, "") and "0 problems" in err
     status, out, _ = run(capsys, "dump", str(built.image), "--path", "big", *store)
@@ -380,6 +392,53 @@ def test_corrupted_blob_is_an_error_never_data(
     # Listing needs no data: only existence and size are checked.
     assert cli_main(["ls", str(case.image), *store]) == 0
     assert capsysbinary.readouterr().out.split() == [b"big", b"d", b"holey", b"repeats"]
+
+
+def test_data_devices_and_verify_devices(case: BlobImage) -> None:
+    with open_image(case.image, [stored(case)]) as image:
+        assert data_devices(image, image.lookup("big")) == {1}
+        assert data_devices(image, image.lookup("d/small")) == {1}
+        assert data_devices(image, image.lookup("d/empty")) == set()
+        verify_devices(image, [stored(case)])
+        corrupt(stored(case))
+        verify_devices(image, [stored(case)], set())
+        with pytest.raises(CorruptImageError, match="content does not match its digest"):
+            verify_devices(image, [stored(case)], {1})
+
+
+def test_cat_hashes_only_the_blobs_the_file_reads(
+    case: BlobImage, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    corrupt(stored(case))
+    store = ["--blob-store", str(case.store)]
+    assert cli_main(["cat", str(case.image), "d/empty", *store]) == 0
+    assert capsysbinary.readouterr() == (b"", b"")
+    assert cli_main(["cat", str(case.image), "holey", *store]) == 2
+    assert capsysbinary.readouterr().out == b""
+
+
+def test_cat_skips_blobs_the_file_does_not_read(
+    case: BlobImage, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three devices, only the first holding data: a damaged third one stops `extract` (which
+    reads the whole image) and `blobs --verify`, not a `cat` of one file."""
+    slots = [(case.digest.encode(), case.blob.stat().st_size // BLOCK)]
+    extras = []
+    for i in range(2):
+        extra = tmp_path / f"extra{i}"
+        extra.write_bytes(bytes([i + 1]) * BLOCK)
+        extras.append(store_blob(case.store, extra))
+        slots.append((sha256_hex(extra).encode(), 1))
+    replace_device_table(case.image, slots)
+    corrupt(extras[1], at=10)
+    store = ["--blob-store", str(case.store)]
+    status, out, _ = run(capsys, "blobs", str(case.image), *store, "--verify")
+    assert status == 2 and [line.split()[0] for line in out.splitlines()[1:]] == ["1", "2", "3"]
+    assert out.splitlines()[3].endswith("(content does not match)")
+    status, _, err = run(capsys, "extract", str(case.image), str(tmp_path / "out"), *store)
+    assert status == 2 and f"device 3: {extras[1]}: content does not match its digest" in err
+    status, out, err = run(capsys, "cat", str(case.image), "d/small", *store)
+    assert (status, out, err) == (0, "small\n", "")
 
 
 def test_missing_blob_fails_every_read_command(

@@ -15,12 +15,14 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CorruptImageError, InvalidInputError
-from ..reader import open_image
+from ..format.constants import DataLayout
+from ..reader import Image, open_image
+from ..reader.datamap import iter_segments
 from ..reader.names import escape_name
 
 PathLike = str | os.PathLike[str]
@@ -165,12 +167,40 @@ def devices_inside(image: PathLike) -> bool:
     return all(s.uniaddr and (s.uniaddr + s.blocks) * block_size <= size for s in slots)
 
 
+def data_devices(image: Image, nid: int) -> set[int] | None:
+    """The extra devices (1-based, as given to `open_image`) holding data of inode `nid`.
+
+    None when that cannot be told without decompressing (a compressed inode's pclusters may be
+    redirected anywhere): then every device counts as used.
+    """
+    info = image.inode(nid)
+    if info.layout not in (DataLayout.FLAT_PLAIN, DataLayout.FLAT_INLINE, DataLayout.CHUNK_BASED):
+        return None
+    storage = image.storage
+    return {seg.device for seg in iter_segments(storage, image.superblock, info) if seg.device}
+
+
+def verify_devices(image: Image, devices: Sequence[PathLike], which: Iterable[int] | None = None) -> None:
+    """Hash the given extra devices of an open image (1-based numbers in `which`, default all)
+    and raise CorruptImageError naming the first whose content does not match its digest tag.
+    Devices whose slot holds no digest cannot be verified and are passed over."""
+    hashes: dict[str, str] = {}
+    slots = image.superblock.devices
+    for number in sorted(range(1, len(slots) + 1) if which is None else set(which)):
+        digest = tag_digest(slots[number - 1].tag)
+        if digest is not None:
+            _raise(_check_digest(number - 1, Path(devices[number - 1]), digest, hashes))
+
+
 def raise_problems(locations: Sequence[DeviceLocation]) -> None:
     """Raise one error listing every problem of `locations`, if there is any.
 
     CorruptImageError when every problem is a damaged blob, InvalidInputError otherwise.
     """
-    problems = [p for loc in locations for p in loc.problems]
+    _raise([p for loc in locations for p in loc.problems])
+
+
+def _raise(problems: Sequence[DeviceProblem]) -> None:
     if not problems:
         return
     text = "; ".join(p.message for p in problems)
@@ -247,9 +277,11 @@ __all__ = [
     "DeviceProblem",
     "ProblemKind",
     "blob_path",
+    "data_devices",
     "devices_inside",
     "file_sha256",
     "find_devices",
     "raise_problems",
     "tag_digest",
+    "verify_devices",
 ]

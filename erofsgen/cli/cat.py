@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any, BinaryIO
 
+from ..blobs.devices import data_devices, verify_devices
 from ..errors import InvalidInputError
 from ..format.constants import FileType
 from ..reader import open_image
@@ -32,7 +33,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Stream the file in pieces of PIECE bytes."""
-    with open_image(args.image, resolved_devices(args, verify=True)) as image:
+    devices = resolved_devices(args, verify=False)
+    with open_image(args.image, devices) as image:
         nid = image.lookup(args.path)
         info = image.inode(nid)
         shown = escape_name(args.path)
@@ -41,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"is a symbolic link (to {target}), not followed", shown)
         if info.file_type != FileType.REG_FILE:
             raise InvalidInputError(f"not a regular file ({info.file_type.name.lower()})", shown)
+        if args.blob_store:  # hash just the blobs this file reads, before any byte is written
+            verify_devices(image, devices, data_devices(image, nid))
         out = sys.stdout.buffer
         with image.open_nid(nid, args.path) as src:
             while piece := src.read(PIECE):
