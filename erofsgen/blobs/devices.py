@@ -230,9 +230,15 @@ def _in_stores(
         candidate = blob_path(store, digest)
         if os.path.lexists(candidate):
             return candidate, ()
-    searched = ", ".join(escape_name(os.fspath(s)) for s in stores) or "no --blob-store given"
+    searched = ", ".join(_store_shown(s) for s in stores) or "no --blob-store given"
     message = f"device {index + 1}: blob {digest} not found (searched: {searched})"
     return None, (DeviceProblem(ProblemKind.MISSING, message),)
+
+
+def _store_shown(store: PathLike) -> str:
+    """A store's path for a message, flagged when it is no directory at all (a typo, mostly)."""
+    shown = escape_name(os.fspath(store))
+    return shown if os.path.isdir(store) else f"{shown} (not a directory)"
 
 
 def _check_file(index: int, path: Path, size: int) -> tuple[DeviceProblem, ...]:
