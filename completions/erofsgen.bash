@@ -6,7 +6,7 @@ _erofsgen() {
     done
     case $cmd in
         "")
-            COMPREPLY=($(compgen -W "--help --version -h pack inspect ls cat extract dump check" -- "$cur"))
+            COMPREPLY=($(compgen -W "--help --version -h pack inspect ls cat extract dump check blobs mount umount" -- "$cur"))
             return
             ;;
         pack)
@@ -16,22 +16,31 @@ _erofsgen() {
             esac
             ;;
         inspect)
-            opts="--device --help --json -h"
+            opts="--blob-store --device --help --json -h"
             ;;
         ls)
-            opts="--device --help -R -d -h -i -l"
+            opts="--blob-store --device --help -R -d -h -i -l"
             ;;
         cat)
-            opts="--device --help -h"
+            opts="--blob-store --device --help -h"
             ;;
         extract)
-            opts="--device --help --path --quiet -h"
+            opts="--blob-store --device --help --path --quiet -h"
             ;;
         dump)
-            opts="--device --help --json --nid --path -h"
+            opts="--blob-store --device --help --json --nid --path -h"
             ;;
         check)
-            opts="--data --device --help --max-problems --quiet --strict -h"
+            opts="--blob-store --data --device --help --max-problems --quiet --strict -h"
+            ;;
+        blobs)
+            opts="--blob-store --device --help --verify -h"
+            ;;
+        mount)
+            opts="--blob-store --device --help --loop --verify -h"
+            ;;
+        umount)
+            opts="--help -h"
             ;;
         *) return ;;
     esac

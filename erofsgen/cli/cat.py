@@ -6,12 +6,13 @@ import argparse
 import sys
 from typing import Any, BinaryIO
 
+from ..blobs.devices import data_devices, verify_devices
 from ..errors import InvalidInputError
 from ..format.constants import FileType
 from ..reader import open_image
 from ..reader.names import escape_name
 from . import EXIT_OK
-from .common import add_device_option, stdout_gone
+from .common import add_blob_store_option, add_device_option, resolved_devices, stdout_gone
 
 PIECE = 1 << 20  # bytes per read: memory stays bounded whatever the file size
 
@@ -26,12 +27,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("image", metavar="IMAGE", help="EROFS image")
     parser.add_argument("path", metavar="PATH", help="file inside the image")
     add_device_option(parser)
+    add_blob_store_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Stream the file in pieces of PIECE bytes."""
-    with open_image(args.image, args.device) as image:
+    devices = resolved_devices(args, verify=False)
+    with open_image(args.image, devices) as image:
         nid = image.lookup(args.path)
         info = image.inode(nid)
         shown = escape_name(args.path)
@@ -40,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"is a symbolic link (to {target}), not followed", shown)
         if info.file_type != FileType.REG_FILE:
             raise InvalidInputError(f"not a regular file ({info.file_type.name.lower()})", shown)
+        if args.blob_store:  # hash just the blobs this file reads, before any byte is written
+            verify_devices(image, devices, data_devices(image, nid))
         out = sys.stdout.buffer
         with image.open_nid(nid, args.path) as src:
             while piece := src.read(PIECE):

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..reader.check import DEFAULT_LIMIT, check_source, summarize
 from . import EXIT_OK, EXIT_PROBLEMS
-from .common import add_device_option, stdout_gone
+from .common import add_blob_store_option, add_device_option, resolved_devices, stdout_gone
 
 
 def register(subparsers: Any) -> None:
@@ -27,6 +27,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("image", metavar="IMAGE", help="EROFS image")
     add_device_option(parser)
+    add_blob_store_option(parser)
     parser.add_argument("--data", action="store_true", help="also decompress and read all file data")
     parser.add_argument("--strict", action="store_true", help="count warnings as problems")
     parser.add_argument(
@@ -42,7 +43,9 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check, print the findings, return 0/1."""
-    problems = check_source(args.image, args.device, data=args.data, limit=max(1, args.max_problems))
+    problems = check_source(
+        args.image, resolved_devices(args, verify=True), data=args.data, limit=max(1, args.max_problems)
+    )
     try:
         for problem in problems:
             print(problem)

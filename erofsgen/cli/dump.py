@@ -19,7 +19,7 @@ from ..reader import open_image
 from ..reader.dump import DumpError, Item, format_text, inode_items, iter_image, to_json
 from ..reader.names import escape_name
 from . import EXIT_OK, EXIT_PROBLEMS
-from .common import add_device_option, stdout_gone
+from .common import add_blob_store_option, add_device_option, resolved_devices, stdout_gone
 
 
 def register(subparsers: Any) -> None:
@@ -36,6 +36,7 @@ def register(subparsers: Any) -> None:
     which.add_argument("--path", metavar="P", help="dump only the inode at path P")
     parser.add_argument("--json", action="store_true", help="print a JSON array of structures")
     add_device_option(parser)
+    add_blob_store_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -57,7 +58,7 @@ def _write(items: Iterator[Item], as_json: bool) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Dump the selection; the superblock checksum is reported, not enforced."""
-    with open_image(args.image, args.device, strict_checksum=False) as image:
+    with open_image(args.image, resolved_devices(args, verify=False), strict_checksum=False) as image:
         if args.path is not None:
             nid = image.lookup(args.path)
             items = inode_items(image, nid, "/" + escape_name(os.fsencode(args.path)).strip("/"))

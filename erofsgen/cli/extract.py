@@ -8,7 +8,7 @@ from typing import Any
 
 from ..reader import open_image
 from . import EXIT_ERROR, EXIT_OK, error
-from .common import add_device_option, os_error_text
+from .common import add_blob_store_option, add_device_option, os_error_text, resolved_devices
 
 
 def register(subparsers: Any) -> None:
@@ -23,13 +23,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("dest", metavar="DEST", help="destination directory (or file, with --path)")
     parser.add_argument("--path", default="/", metavar="P", help="extract only P (default: the root)")
     add_device_option(parser)
+    add_blob_store_option(parser)
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Extract, then print a one-line summary and what had to be skipped."""
-    with open_image(args.image, args.device) as image:
+    with open_image(args.image, resolved_devices(args, verify=True)) as image:
         try:
             result = image.extract(args.dest, args.path, parallel=True)
         except OSError as exc:  # the destination failed: say which file and why

@@ -9,7 +9,7 @@ from typing import Any
 from ..reader import open_image
 from ..reader.stats import format_stats, image_stats
 from . import EXIT_OK, EXIT_PROBLEMS
-from .common import add_device_option, stdout_gone
+from .common import add_blob_store_option, add_device_option, resolved_devices, stdout_gone
 
 
 def register(subparsers: Any) -> None:
@@ -24,12 +24,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("image", metavar="IMAGE", help="EROFS image")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_device_option(parser)
+    add_blob_store_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the statistics; the checksum state is shown, not enforced."""
-    with open_image(args.image, args.device, strict_checksum=False) as image:
+    with open_image(args.image, resolved_devices(args, verify=False), strict_checksum=False) as image:
         stats = image_stats(image)
     text = json.dumps(stats.to_json(), indent=2) if args.json else format_stats(stats)
     try:

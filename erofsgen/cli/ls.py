@@ -22,7 +22,7 @@ from ..format.constants import FileType
 from ..reader import Image, InodeInfo, open_image
 from ..reader.names import escape_name
 from . import EXIT_OK, EXIT_PROBLEMS, error
-from .common import add_device_option, stdout_gone
+from .common import add_blob_store_option, add_device_option, resolved_devices, stdout_gone
 
 
 def register(subparsers: Any) -> None:
@@ -42,6 +42,7 @@ def register(subparsers: Any) -> None:
         "-d", dest="directory", action="store_true", help="list a directory itself, not its entries"
     )
     add_device_option(parser)
+    add_blob_store_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -132,7 +133,7 @@ class _Lister:
 
 def run(args: argparse.Namespace) -> int:
     """List PATH; a directory that cannot be read is reported and the listing goes on."""
-    with open_image(args.image, args.device) as image:
+    with open_image(args.image, resolved_devices(args, verify=False)) as image:
         try:
             return _Lister(image, args).run(os.fsencode(args.path))
         except BrokenPipeError:
