@@ -85,7 +85,7 @@ class WriteOptions:
         largest = self.block_size << MAX_CHUNK_SHIFT
         if size & (size - 1) or not self.block_size <= size <= largest:
             raise InvalidInputError(
-                f"chunk size {size} is not a power of two from the block size {self.block_size} to {largest}"
+                f"chunk size {size} must be a power of two from the block size {self.block_size} to {largest}"
             )
 
     def _check_types(self) -> None:
