@@ -64,7 +64,7 @@ def test_zero_chunks_are_holes_and_cost_nothing(tmp_path: Path) -> None:
     data = bytes(3 * BS) + b"island" + bytes(3 * BS)
     image = tmp_path / "img"
     write_image(_tree(z=_file(data)), image, WriteOptions(chunk_size=BS))
-    i_u, raw = _chunk_entries(image, "z")
+    _, raw = _chunk_entries(image, "z")
     entries = [int.from_bytes(raw[i : i + 4], "little") for i in range(0, len(raw), 4)]
     assert entries[:3] == [0xFFFFFFFF] * 3 and entries[4:] == [0xFFFFFFFF] * 3
     assert entries[3] != 0xFFFFFFFF
