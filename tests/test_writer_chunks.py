@@ -226,3 +226,25 @@ def test_blob_device_and_stores_exclude_each_other(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="cannot be used together"):
         WriteOptions(blob_device=str(tmp_path / "b"), blob_stores=(str(tmp_path / "s"),))
     assert WriteOptions(blob_device=str(tmp_path / "b")).chunk_size == 65536
+
+
+def test_unchanged_files_copied_in_the_kernel_give_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from erofsgen.writer import chunks
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(7)
+    for i in range(6):
+        (src / f"f{i}").write_bytes(rng.randbytes(rng.randrange(BS, 40 * BS)))
+    built = []
+    for racy_ns in (chunks.RACY_NS, -(10**12)):  # fresh files: checked copies; "settled": kernel copies
+        monkeypatch.setattr(chunks, "RACY_NS", racy_ns)
+        image, blob = tmp_path / f"img{racy_ns}", tmp_path / f"blob{racy_ns}"
+        write_image(tree_from_directory(src), image, WriteOptions(blob_device=str(blob), chunk_size=BS))
+        built.append((image.read_bytes(), blob.read_bytes()))
+    assert built[0] == built[1]
+    with open_image(tmp_path / "img-1000000000000", devices=[str(tmp_path / "blob-1000000000000")]) as img:
+        for i in range(6):
+            assert img.read_bytes(f"f{i}") == (src / f"f{i}").read_bytes()

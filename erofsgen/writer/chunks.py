@@ -13,6 +13,7 @@ put a chunk under a wrong name. See specs/blob-store.md.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import threading
@@ -42,6 +43,7 @@ _BLOCK_MAP_PACK = CHUNK_BLOCK_MAP_ENTRY.struct.pack
 _INDEX_PACK = CHUNK_INDEX.struct.pack
 # Files changed this recently are not cached: a change in the same timestamp tick could hide.
 RACY_NS = 2 * 10**9
+_TARGET_SIDE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}  # not a reason to copy otherwise
 
 
 class ChunkReader(Protocol):
@@ -491,10 +493,10 @@ class ChunkCopier(threading.Thread):
         session = self.session
         bs = session.block_size
         blob = self.blob
-        fd = self.fd
         at = self.offset
         current: ChunkedData | None = None
         reader: ChunkReader | None = None
+        trusted = False
         try:
             for form, k, digest in session.new_chunks:
                 if self.stop.is_set():
@@ -505,26 +507,12 @@ class ChunkCopier(threading.Thread):
                     reader = None
                     current = form
                     reader = form.reader()
+                    trusted = _unchanged(form, reader)
                 assert reader is not None
-                start = k * session.chunk_size
                 length = _chunk_length(form, k)
-                check = hashlib.sha256()
-                done = 0
-                while done < length:
-                    step = min(READ_PIECE, length - done)
-                    try:
-                        piece = reader.pread(step, start + done)
-                    except OSError as exc:
-                        raise form.error(f"cannot read {form.source.describe()}: {exc.strerror}") from None
-                    if len(piece) != step:
-                        raise form.error(f"{form.source.describe()} shrank while packing")
-                    check.update(piece)
-                    if blob is not None:
-                        blob.update(piece)
-                    _write_all(fd, piece, at + done)
-                    done += step
-                if check.digest() != digest:
-                    raise form.error(f"{form.source.describe()} changed while packing")
+                start = k * session.chunk_size
+                if not (trusted and self._copy_in_kernel(form, reader, start, at, length)):
+                    self._copy_checked(form, reader, digest, start, at, length)
                 padded = -(-length // bs) * bs
                 if blob is not None and padded > length:
                     blob.update(bytes(padded - length))
@@ -533,8 +521,76 @@ class ChunkCopier(threading.Thread):
             if reader is not None:
                 reader.close()
         if blob is not None:
-            os.ftruncate(fd, at)  # the blob ends on a block boundary, its padding zeros
+            os.ftruncate(self.fd, at)  # the blob ends on a block boundary, its padding zeros
             self.digest = blob.hexdigest()
+
+    def _copy_checked(
+        self, form: ChunkedData, reader: ChunkReader, digest: bytes, start: int, at: int, length: int
+    ) -> None:
+        """Through a buffer, hashing the chunk again: it must still have the digest it was placed by."""
+        check = hashlib.sha256()
+        blob = self.blob
+        done = 0
+        while done < length:
+            step = min(READ_PIECE, length - done)
+            try:
+                piece = reader.pread(step, start + done)
+            except OSError as exc:
+                raise form.error(f"cannot read {form.source.describe()}: {exc.strerror}") from None
+            if len(piece) != step:
+                raise form.error(f"{form.source.describe()} shrank while packing")
+            check.update(piece)
+            if blob is not None:
+                blob.update(piece)
+            _write_all(self.fd, piece, at + done)
+            done += step
+        if check.digest() != digest:
+            raise form.error(f"{form.source.describe()} changed while packing")
+
+    def _copy_in_kernel(
+        self, form: ChunkedData, reader: ChunkReader, start: int, at: int, length: int
+    ) -> bool:
+        """Copy a chunk of an unchanged file in the kernel (then hash it from the target for a
+        blob's digest); False when the kernel cannot, before anything is written."""
+        assert isinstance(reader, _FdReader)
+        done = 0
+        while done < length:
+            try:
+                n = os.copy_file_range(reader.fd, self.fd, length - done, start + done, at + done)
+            except OSError as exc:
+                if exc.errno in _TARGET_SIDE:
+                    raise
+                n = 0
+            if n == 0:
+                if done:
+                    raise form.error(f"{form.source.describe()} shrank while packing")
+                return False
+            done += n
+        if self.blob is not None:
+            done = 0
+            while done < length:
+                piece = os.pread(self.fd, min(READ_PIECE, length - done), at + done)
+                if not piece:
+                    raise OSError(errno.EIO, "the blob ended early")
+                self.blob.update(piece)
+                done += len(piece)
+        return True
+
+
+def _unchanged(form: ChunkedData, reader: ChunkReader) -> bool:
+    """Whether a path-backed file is provably the one the data stage hashed: same inode, size and
+    times as then, and not changed so recently that a same-tick change could hide."""
+    before = form.stat
+    if before is None or not (isinstance(reader, _FdReader) and reader.owned):
+        return False
+    now = os.fstat(reader.fd)
+    settled = form.session.start_ns - RACY_NS
+    return (
+        (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns, now.st_ctime_ns)
+        == (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns)
+        and now.st_mtime_ns < settled
+        and now.st_ctime_ns < settled
+    )
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
