@@ -33,9 +33,7 @@ NOT_YET_SUPPORTED = (
     "-C",
     "-d",
     "--aufs",
-    "--blobdev",
     "--block-list-file",
-    "--chunksize",
     "--clean",
     "--compress-hints",
     "--dsunit",
@@ -86,6 +84,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("source", metavar="SOURCE", help="directory to pack (a symlink to one is followed)")
     parser.add_argument("image", metavar="IMAGE", help="image file to write")
     _add_layout_options(parser)
+    _add_chunk_options(parser)
     _add_time_options(parser)
     _add_owner_options(parser)
     parser.add_argument(
@@ -181,6 +180,43 @@ def _add_layout_options(parser: argparse.ArgumentParser) -> None:
         help="store xattrs starting with PREFIX under a long name prefix (repeatable); "
         "'auto': wherever that makes the image smaller (Linux 6.4+)",
     )
+
+
+def _add_chunk_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--chunksize",
+        dest="chunk_size",
+        type=_chunk_size,
+        metavar="BYTES",
+        help="store files of a block or more as chunks of BYTES (a power of two ≥ the block size), "
+        "deduplicated, all-zero chunks as holes (default with --blobdev/--blob-store: 65536)",
+    )
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--blobdev",
+        dest="blob_device",
+        metavar="FILE",
+        help="write every chunk to FILE, one extra device of the image (mount with -o device=FILE)",
+    )
+    target.add_argument(
+        "--blob-store",
+        dest="blob_stores",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="reuse chunks found in the blob store DIR (repeatable); new chunks go into one new "
+        "blob in the first DIR, which is created if missing",
+    )
+
+
+def _chunk_size(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes") from None
+    if value <= 0 or value & (value - 1):
+        raise argparse.ArgumentTypeError(f"{value} is not a power of two")
+    return value
 
 
 def _add_time_options(parser: argparse.ArgumentParser) -> None:
@@ -284,6 +320,9 @@ def write_options(args: argparse.Namespace, build_time_ns: int | None) -> WriteO
         inode_format=_inode_format(args.extended),
         inline_data="noinline_data" not in extended,
         sb_checksum="nosbcrc" not in extended,
+        chunk_size=args.chunk_size,
+        blob_device=args.blob_device,
+        blob_stores=tuple(args.blob_stores),
     )
 
 

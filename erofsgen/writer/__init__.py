@@ -8,6 +8,7 @@ bytes).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import uuid
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from ..errors import ImageWriteError, InvalidInputError
 from ..model import Directory, gc_paused
+from .chunks import chunk_session
 from .datastage import DataStage
 from .emit import Emitter
 from .options import InodeFormat, ProgressCallback, WriteOptions
@@ -67,16 +69,27 @@ def write_image(
         options = WriteOptions()
     elif not isinstance(options, WriteOptions):
         raise InvalidInputError(f"options must be WriteOptions, not {type(options).__name__}")
-    # The stage's workers and spool live until the data is in the image.
-    with gc_paused(), DataStage(options.block_size) as stage:
+    # The stage's workers and spool live until the data is in the image; a chunk session holds
+    # its stores' locks until then too.
+    with gc_paused(), chunk_session(options) as chunks, DataStage(options.block_size, chunks=chunks) as stage:
         draft = begin_plan(root, options, stage)
         layout: Layout | None = None
         try:
             # Opened before the layout is final: the early files are copied while it is planned.
-            with atomic_output(output, sync=sync) as fd, Emitter(fd, options, progress) as emitter:
+            # A blob device is renamed into place just before the image, once both are complete.
+            with (
+                atomic_output(output, sync=sync) as fd,
+                _blob_device(options, sync) as blob_fd,
+                Emitter(fd, options, progress) as emitter,
+            ):
                 emitter.start(draft)
                 layout = finish_plan(draft)
+                if chunks is not None:
+                    target = options.blob_device
+                    chunks.start_copy(fd if blob_fd < 0 else blob_fd, os.fspath(target or output))
                 image_uuid = emitter.emit(layout)
+            if chunks is not None:
+                chunks.save_cache()
         except ImageWriteError as exc:
             raise _with_size(exc, layout) from exc.__cause__
     assert layout is not None
@@ -89,6 +102,13 @@ def write_image(
         root_nid=layout.root.nid,
         build_time_ns=layout.build_time_ns,
     )
+
+
+def _blob_device(options: WriteOptions, sync: bool) -> contextlib.AbstractContextManager[int]:
+    """The `--blobdev` file, written like the image (atomically), or -1 without one."""
+    if options.blob_device is None:
+        return contextlib.nullcontext(-1)
+    return atomic_output(options.blob_device, sync=sync)
 
 
 def _with_size(exc: ImageWriteError, layout: Layout | None) -> ImageWriteError:

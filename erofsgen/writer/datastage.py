@@ -1,10 +1,11 @@
 """The data stage: between the tree and the plan, each inode's stored form is decided once.
 
 Plain files only note their source (they are copied kernel-side at emit). Data that must be
-examined before planning (today: streams, which can be read only once; next: digests, chunk
-dedup, compression) is read exactly once, by worker threads, while the main thread goes on
-collecting and planning. `settle()` waits for that work, in submission order, so the first
-error reported and everything decided do not depend on which worker ran when.
+examined before planning (streams, which can be read only once; chunked files, whose chunks
+are hashed for dedup (chunks.py); next: compression) is read exactly once, by worker threads,
+while the main thread goes on collecting and planning. `settle()` waits for that work, in
+submission order, so the first error reported and everything decided do not depend on which
+worker ran when.
 
 Workers write only to places reserved for them on the main thread (spool offsets assigned in
 submission order), so even the spool's bytes are independent of thread timing.
@@ -20,7 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import InvalidInputError
-from ..model import BytesData, Device, Directory, File, Node, StreamData, Symlink
+from ..model import BytesData, DataSource, Device, Directory, File, Node, StreamData, Symlink
+from .chunks import ChunkedData, ChunkSession, hash_chunks
 from .dirs import shape_directory
 from .stored import (
     NO_DATA,
@@ -46,9 +48,12 @@ job_hook: Callable[[int], None] | None = None
 class DataStage:
     """Turns tree nodes into stored forms; owns the workers and the spool until closed."""
 
-    def __init__(self, block_size: int, workers: int | None = None) -> None:
+    def __init__(
+        self, block_size: int, workers: int | None = None, chunks: ChunkSession | None = None
+    ) -> None:
         self.block_size = block_size
         self.workers = workers or WORKERS
+        self.chunks = chunks  # regular files of a block or more are chunked into it
         self.jobs: list[Future[None]] = []
         self.executor: ThreadPoolExecutor | None = None
         self.spool: BinaryIO | None = None
@@ -65,6 +70,8 @@ class DataStage:
         """The stored form of `node`'s data (the one place that dispatches on model types)."""
         if isinstance(node, File):
             data = node.data
+            if self.chunks is not None and data.size >= self.block_size:
+                return self._chunked(data, plan, self.chunks)
             if isinstance(data, StreamData):
                 return self._spool(data, plan)
             if isinstance(data, BytesData):
@@ -79,14 +86,27 @@ class DataStage:
         return NO_DATA
 
     def _spool(self, data: StreamData, plan: PlannedInode) -> SpooledData:
+        fd, offset = self._reserve(data.size)
+        self._submit(_consume_stream, data, plan, fd, offset)
+        return SpooledData(fd, offset, data.size)
+
+    def _chunked(self, data: DataSource, plan: PlannedInode, chunks: ChunkSession) -> ChunkedData:
+        form = chunks.form(data, plan)
+        if isinstance(data, StreamData):
+            form.spool = self._reserve(data.size)
+            self._submit(_spool_and_hash, data, plan, *form.spool, form)
+        else:
+            self._submit(hash_chunks, form)
+        return form
+
+    def _reserve(self, size: int) -> tuple[int, int]:
+        """Room for `size` bytes in the spool: its descriptor and the offset."""
         if self.spool is None:
             # An unnamed temporary file: nothing is left behind, whatever stops the build.
             self.spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
         offset = self.spool_end
-        self.spool_end += data.size
-        stored = SpooledData(self.spool.fileno(), offset, data.size)
-        self._submit(_consume_stream, data, plan, self.spool.fileno(), offset)
-        return stored
+        self.spool_end += size
+        return self.spool.fileno(), offset
 
     def _submit(self, job: Callable[..., None], *args: object) -> None:
         if self.executor is None:
@@ -139,6 +159,20 @@ def _consume_stream(
             raise failed(f"the stream runs on past its size {data.size}")
     except OSError as exc:
         raise failed(f"cannot read: {exc.strerror or exc}") from None
+
+
+def _spool_and_hash(
+    data: StreamData,
+    plan: PlannedInode,
+    spool_fd: int,
+    offset: int,
+    form: ChunkedData,
+    abort: threading.Event,
+) -> None:
+    """A chunked stream: into the spool first (it can be read only once), then hashed there."""
+    _consume_stream(data, plan, spool_fd, offset, abort)
+    if not abort.is_set():
+        hash_chunks(form, abort)
 
 
 def _spool_write(fd: int, chunk: bytes, offset: int) -> None:

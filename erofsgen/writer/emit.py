@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import TYPE_CHECKING
 
 from ..format.constants import EROFS_SUPER_MAGIC_V1, FeatureCompat, FeatureIncompat
+from ..format.device import DEVICE_SLOT
 from ..format.inode import INODE_COMPACT, INODE_EXTENDED, xattr_icount
 from ..format.superblock import CHECKSUM_OFFSET, SUPERBLOCK, SuperBlockRec, checksum_length, sb_checksum
 from ..model import full_mode
@@ -19,7 +21,10 @@ from .copier import Copier
 from .digest import ContentDigest
 from .header import Area, MetadataWriter, write_final
 from .options import ProgressCallback, WriteOptions
-from .plan import Draft, Layout, PlannedInode
+from .plan import DEVICE_TABLE_OFFSET, Draft, Layout, PlannedInode
+
+if TYPE_CHECKING:
+    from .chunks import ChunkSession
 
 # The schema-derived struct codecs, called positionally on the hot path (fields in schema order).
 COMPACT_PACK = INODE_COMPACT.struct.pack
@@ -47,6 +52,7 @@ class Emitter:
         self.total = 0
         self.digest: ContentDigest | None = None
         self.copier: Copier | None = None
+        self.chunks: ChunkSession | None = None
 
     def __enter__(self) -> Emitter:
         return self
@@ -55,6 +61,8 @@ class Emitter:
         try:
             if self.copier is not None:
                 self.copier.close(failed=exc_type is not None)
+            if self.chunks is not None:
+                self.chunks.stop_copy()
         finally:
             if self.digest is not None:
                 self.digest.__exit__(exc_type)
@@ -62,6 +70,7 @@ class Emitter:
     def start(self, draft: Draft) -> None:
         """Start copying (and hashing) the early files, whose blocks are already placed."""
         bs = self.bs
+        self.chunks = draft.stage.chunks
         # The early files' area in full, before anything is copied: the digest worker may read
         # any range below the copier's watermark, and a partial last block must read as zeros.
         os.ftruncate(self.fd, draft.early_end * bs)
@@ -81,6 +90,12 @@ class Emitter:
         self.emit_areas()
         if self.copier is not None:
             self.copier.close()
+        chunks = layout.chunks
+        if chunks is not None:
+            chunks.finish_copy()  # the new chunks are in place; a new blob is named and published
+            table = layout.area("device table")
+            if table is not None:
+                write_final(self.fd, table, chunks.device_table(layout.blocks))
         return self.finish_superblock()
 
     def emit_areas(self) -> None:
@@ -139,6 +154,12 @@ class Emitter:
         if options.sb_checksum:
             compat |= FeatureCompat.SB_CHKSUM
         incompat = FeatureIncompat(0)
+        chunks = layout.chunks
+        devices = len(chunks.devices) if chunks is not None else 0
+        if chunks is not None and chunks.forms:
+            incompat |= FeatureIncompat.CHUNKED_FILE
+        if devices:
+            incompat |= FeatureIncompat.DEVICE_TABLE
         prefixes = layout.area("long xattr prefixes")
         if layout.prefix_count:
             incompat |= FeatureIncompat.XATTR_PREFIXES
@@ -161,8 +182,8 @@ class Emitter:
             volume_name=options.label.encode().ljust(16, b"\0"),
             feature_incompat=int(incompat),
             u1=0,
-            extra_devices=0,
-            devt_slotoff=0,
+            extra_devices=devices,
+            devt_slotoff=DEVICE_TABLE_OFFSET // DEVICE_SLOT.size if devices else 0,
             dirblkbits=0,
             xattr_prefix_count=layout.prefix_count,
             xattr_prefix_start=prefixes.offset // 4 if prefixes is not None and layout.prefix_count else 0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ class InodeFormat(Enum):
 
 
 MAX_LONG_PREFIXES = 128  # e_name_index holds 0x80 | id in 8 bits
+MAX_CHUNK_SHIFT = 31  # i_u's five format bits: a chunk is at most block size << 31 bytes
+DEFAULT_BLOB_CHUNK_SIZE = 64 << 10  # with a blob device or store but no chunk size given
 
 # Called as progress(done, total) while data is emitted; units are bytes of file data.
 ProgressCallback = Callable[[int, int], None]
@@ -46,6 +49,14 @@ class WriteOptions:
     inode_format: InodeFormat = InodeFormat.AUTO
     inline_data: bool = True  # False: -E noinline_data
     sb_checksum: bool = True  # False: -E nosbcrc
+    # Regular files of a block or more become CHUNK_BASED with chunks of this many bytes (a power
+    # of two, at least the block size), deduplicated, all-zero chunks as holes. None: not
+    # chunked, unless a blob device or store is given (then 64 KiB).
+    chunk_size: int | None = None
+    blob_device: str | os.PathLike[str] | None = None  # every chunk in this one extra device
+    # Content-addressed stores (specs/blob-store.md): chunks are reused from any of them and new
+    # ones written to the first.
+    blob_stores: tuple[str | os.PathLike[str], ...] = ()
     # The layout policy; None: erofsgen's default, made from the options above (policy.py).
     policy: LayoutPolicy | None = None
 
@@ -61,6 +72,21 @@ class WriteOptions:
             raise InvalidInputError("a long xattr prefix is given twice")
         if len(self.xattr_prefixes) > MAX_LONG_PREFIXES:
             raise InvalidInputError(f"at most {MAX_LONG_PREFIXES} long xattr prefixes fit a 7-bit id")
+        self._check_chunks()
+
+    def _check_chunks(self) -> None:
+        if self.blob_device is not None and self.blob_stores:
+            raise InvalidInputError("a blob device and blob stores cannot be used together")
+        if self.chunk_size is None and (self.blob_device is not None or self.blob_stores):
+            object.__setattr__(self, "chunk_size", DEFAULT_BLOB_CHUNK_SIZE)
+        size = self.chunk_size
+        if size is None:
+            return
+        largest = self.block_size << MAX_CHUNK_SHIFT
+        if size & (size - 1) or not self.block_size <= size <= largest:
+            raise InvalidInputError(
+                f"chunk size {size} must be a power of two from the block size {self.block_size} to {largest}"
+            )
 
     def _check_types(self) -> None:
         """Refuse a value of the wrong type by name, before it fails somewhere deep in a build."""
@@ -79,6 +105,9 @@ class WriteOptions:
             "inline_data": (bool,),
             "sb_checksum": (bool,),
             "policy": (LayoutPolicy, type(None)),
+            "chunk_size": (int, type(None)),
+            "blob_device": (str, os.PathLike, type(None)),
+            "blob_stores": (tuple,),
         }
         for name, types in expected.items():
             value = getattr(self, name)
@@ -89,6 +118,8 @@ class WriteOptions:
                 raise InvalidInputError(f"WriteOptions.{name} must be {wanted}, not {type(value).__name__}")
         if not all(isinstance(p, bytes) for p in self.xattr_prefixes):
             raise InvalidInputError("WriteOptions.xattr_prefixes must be a tuple of bytes")
+        if not all(isinstance(p, str | os.PathLike) for p in self.blob_stores):
+            raise InvalidInputError("WriteOptions.blob_stores must be a tuple of paths")
 
     @property
     def blkszbits(self) -> int:

@@ -21,10 +21,12 @@ from ..format.constants import (
     FileType,
     InodeVersion,
 )
+from ..format.device import DEVICE_SLOT
 from ..format.dirent import file_type_of_mode
 from ..format.inode import INODE_COMPACT, INODE_EXTENDED, i_format
 from ..format.superblock import SUPERBLOCK
 from ..model import Directory, Node, full_mode
+from .chunks import ChunkSession, chunk_session
 from .datastage import DataStage
 from .header import Area
 from .options import MAX_LONG_PREFIXES, WriteOptions
@@ -42,7 +44,9 @@ from .xattrs import (
 )
 
 MAX_BLOCKS = 2**32 - 1  # block addresses are 32 bits without 48BIT
-ROOT_OFFSET = EROFS_SUPER_OFFSET + SUPERBLOCK.size  # the root's record, right after the superblock
+# The root's record, right after the superblock (and the device table, if there is one).
+ROOT_OFFSET = EROFS_SUPER_OFFSET + SUPERBLOCK.size
+DEVICE_TABLE_OFFSET = ROOT_OFFSET  # 128-byte aligned: devt_slotoff 9
 # Files of at least this many blocks are placed first and copied on the copier thread during
 # planning; smaller ones cost more in thread hand-overs (each syscall's return waits for the
 # GIL) than their copy takes, and are written at emit.
@@ -71,6 +75,7 @@ class PlannedInode:
     offset: int = 0
     startblk: int = EROFS_NULL_ADDR
     early: int = -1  # index among the files whose blocks were placed before planning, else -1
+    extra: int = 0  # record bytes after the xattr body, before any inline tail (chunk index)
 
     @property
     def path(self) -> bytes:
@@ -98,7 +103,7 @@ class PlannedInode:
     @property
     def record_size(self) -> int:
         """Core, xattr body, the stored form's extra bytes and the inline tail (unpadded)."""
-        return self.core_size + len(self.xattr_body) + self.data.extra + self.tail_size
+        return self.core_size + len(self.xattr_body) + self.extra + self.tail_size
 
 
 @dataclass(slots=True)
@@ -115,8 +120,10 @@ class Layout:
     prefix_count: int
     data_start: int  # first data block
     meta_start: int  # first block after the data area (the metadata area's)
+    chunk_start: int  # first block of the chunk area (new chunks kept in the image), up to meta_start
     blocks: int  # image size in blocks
     total_data: int  # bytes of file data to copy, for progress
+    chunks: ChunkSession | None  # chunked files' placement and their new chunks' copier
 
     def area(self, name: str) -> Area | None:
         """The planned header area of that name, if the image has one."""
@@ -217,6 +224,7 @@ class Draft:
     data_start: int  # first data block: the one after the root's record
     early: list[PlannedInode]  # in block order, from data_start
     early_end: int  # first block after them
+    root_offset: int  # the root's record: after the superblock and the device table
 
 
 def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draft:
@@ -224,7 +232,9 @@ def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draf
 
     Files of at least EARLY_MIN_BLOCKS plain blocks (path-backed or re-readable) are early: their
     blocks follow the root's record in inode order. Every error about the tree that planning
-    can find, but for streams of the wrong length, is raised here.
+    can find, but for streams of the wrong length, is raised here. With chunking, the data stage
+    settles here and every chunk is placed: the device table, before the root's record, must
+    know how many devices there are.
     """
     bs = options.block_size
     policy = options.policy or LayoutPolicy.from_options(options)
@@ -234,8 +244,17 @@ def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draf
         raise InvalidInputError(f"build time {build_time_ns} ns is outside the superblock's range")
     encoder, shared = plan_xattrs(inodes, options, policy)
     policy.choose_cores(inodes, build_time_ns)
-    shape_inodes(inodes, bs, policy)
-    data_start = -(-(ROOT_OFFSET + inodes[0].record_size) // bs)
+    root_offset = ROOT_OFFSET
+    if stage.chunks is not None:
+        stage.settle()
+        stage.chunks.resolve()
+        root_offset += DEVICE_SLOT.size * len(stage.chunks.devices)
+        if root_offset // EROFS_INODE_SLOT_SIZE > 0xFFFF:
+            raise InvalidInputError(
+                f"{len(stage.chunks.devices)} blob devices leave no room for the root inode"
+            )
+    shape_inodes(inodes, bs, policy, root_offset)
+    data_start = -(-(root_offset + inodes[0].record_size) // bs)
     early: list[PlannedInode] = []
     block = data_start
     min_blocks = EARLY_MIN_BLOCKS
@@ -245,21 +264,25 @@ def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draf
             plan.startblk = block
             block += plan.nblocks
             early.append(plan)
-    return Draft(options, policy, stage, inodes, build_time_ns, encoder, shared, data_start, early, block)
+    return Draft(
+        options, policy, stage, inodes, build_time_ns, encoder, shared, data_start, early, block, root_offset
+    )
 
 
-def shape_inodes(inodes: list[PlannedInode], bs: int, policy: LayoutPolicy) -> None:
+def shape_inodes(
+    inodes: list[PlannedInode], bs: int, policy: LayoutPolicy, root_offset: int = ROOT_OFFSET
+) -> None:
     """Every inode's blocks and inline tail (see `Stored.shape`).
 
-    The root's record stays in the block of ROOT_OFFSET, before the data: a tail that would not
-    fit there goes to a data block instead.
+    The root's record stays in the block of `root_offset`, before the data: a tail that would
+    not fit there goes to a data block instead.
     """
     may_inline = policy.may_inline
     for plan in inodes:
         data = plan.data
         data.shape(plan, bs, may_inline(data))
     root = inodes[0]
-    if root.tail_size and ROOT_OFFSET + root.record_size > (ROOT_OFFSET // bs + 1) * bs:
+    if root.tail_size and root_offset + root.record_size > (root_offset // bs + 1) * bs:
         root.data.shape(root, bs, False)
 
 
@@ -270,7 +293,7 @@ def plan_image(root: Directory, options: WriteOptions, stage: DataStage | None =
     one, a stage is used and closed here (planning only).
     """
     if stage is None:
-        with DataStage(options.block_size) as own:
+        with chunk_session(options) as chunks, DataStage(options.block_size, chunks=chunks) as own:
             return plan_image(root, options, own)
     return finish_plan(begin_plan(root, options, stage))
 
@@ -285,12 +308,19 @@ def finish_plan(draft: Draft) -> Layout:
     options, inodes, shared = draft.options, draft.inodes, draft.shared
     bs = options.block_size
     draft.stage.settle()  # streams consumed in full: their errors come before any placement
-    meta_start = draft.early_end + sum(p.nblocks for p in inodes if p.early < 0)
+    chunk_start = draft.early_end + sum(p.nblocks for p in inodes if p.early < 0)
+    chunks = draft.stage.chunks
+    meta_start = chunk_start
+    if chunks is not None and chunks.in_image:
+        chunks.base = chunk_start
+        meta_start += chunks.new_blocks
     root = inodes[0]
-    root.offset = ROOT_OFFSET
-    front = (ROOT_OFFSET + root.record_size, min(draft.data_start, ROOT_OFFSET // bs + 1) * bs)
+    root_offset = root.offset = draft.root_offset
+    front = (root_offset + root.record_size, min(draft.data_start, root_offset // bs + 1) * bs)
     first = meta_start * bs
     areas = [Area("superblock", EROFS_SUPER_OFFSET, SUPERBLOCK.size)]
+    if root_offset > DEVICE_TABLE_OFFSET:
+        areas.append(Area("device table", DEVICE_TABLE_OFFSET, root_offset - DEVICE_TABLE_OFFSET))
     prefix_table = draft.encoder.prefix_table()
     at = 0
     if prefix_table:
@@ -336,6 +366,8 @@ def finish_plan(draft: Draft) -> Layout:
         prefix_count=len(draft.encoder.long_prefixes) if prefix_table else 0,
         data_start=draft.data_start,
         meta_start=meta_start,
+        chunk_start=chunk_start,
         blocks=blocks,
         total_data=sum(p.size for p in inodes if p.data.file_data),
+        chunks=chunks,
     )

@@ -2,9 +2,10 @@
 
 The data stage (datastage.py) gives every inode exactly one stored form; planning and emitting
 then ask the form, never the model type: its size, how it splits into whole blocks and an inline
-tail (`shape`), the `i_u` its inode core carries, and how it writes itself. A new kind
-(compressed, chunked into blobs, composefs external) is a new class here with the same methods;
-`extra` is the room it needs in its inode record after the xattrs (chunk index, zmap header).
+tail (`shape`, which also sets `plan.extra`, the room it needs in its inode record after the
+xattrs: a chunk index, a zmap header), the `i_u` its inode core carries, and how it writes
+itself. A new kind (compressed, composefs external) is a new class with the same methods;
+chunked data (chunks.py) is one.
 
 Kinds today: `PlainData` (a path or re-readable source, copied kernel-side at emit, the data
 never entering Python), `SpooledData` (a stream consumed once into a spool by the data stage),
@@ -32,7 +33,6 @@ class Stored:
 
     __slots__ = ()
     file_data: ClassVar[bool] = False  # a regular file's data: obeys inline_data, counts for progress
-    extra: ClassVar[int] = 0  # record bytes after the xattr body, before any inline tail
     background: ClassVar[bool] = False  # written by the copier thread (I/O that releases the GIL)
 
     @property

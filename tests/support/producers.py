@@ -11,13 +11,16 @@ scenario records (see tests/test_support.py), so its round trips compare exactly
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable, Collection
 from pathlib import Path
 
 from erofsgen import open_image
 from erofsgen.cli import main as cli_main
+from erofsgen.format.constants import ChunkFormat, DataLayout
 from tests.support import erofs_utils as eu
 from tests.support.matrix import (
+    CHUNK_HOLES,
     EROFS_UTILS,
     LONG_NAMES,
     LONG_PREFIXES,
@@ -31,17 +34,19 @@ from tests.support.matrix import (
 from tests.support.snapshot import TreeSnapshot
 
 DEFAULT = "erofsgen_default"  # the image others compare their size with
-BLOB = "{blob}"  # in mkfs.erofs options: the extra device's path
+BLOB = "{blob}"  # in erofsgen and mkfs.erofs options: the extra device's path
 _Expect = Callable[[TreeSnapshot], TreeSnapshot]
 _Check = Callable[[Built, ImageCache], None]
 
 
 def _pack(args: tuple[str, ...]) -> Callable[[Path, Path], tuple[Path, ...]]:
     def make(source: Path, image: Path) -> tuple[Path, ...]:
-        status = cli_main(["pack", "--quiet", *args, str(source), str(image)])
+        blob = image.with_name("blob")
+        args_here = [a.replace(BLOB, str(blob)) for a in args]
+        status = cli_main(["pack", "--quiet", *args_here, str(source), str(image)])
         assert status == 0, f"erofsgen pack {' '.join(args)} exited {status}"
         assert image.stat().st_size > 0
-        return ()
+        return (blob,) if BLOB in "".join(args) else ()
 
     return make
 
@@ -151,6 +156,29 @@ def _has_prefixes(*prefixes: bytes) -> _Check:
     return check
 
 
+def _chunked(block_size: int, chunk_size: int, *, indexes: bool) -> _Check:
+    """Every regular file of a block or more is chunk-based, with the asked chunk size and entries."""
+
+    def check(built: Built, images: ImageCache) -> None:
+        with open_image(built.image, devices=[str(d) for d in built.devices]) as img:
+            assert img.superblock.block_size == block_size
+            seen = 0
+            for top, _dirs, files in img.walk("/"):
+                for name in files:
+                    nid = img.lookup(f"{top.rstrip('/')}/{name}")
+                    inode = img.inode(nid)
+                    if not stat.S_ISREG(inode.mode) or inode.size < block_size:
+                        continue
+                    assert inode.layout == DataLayout.CHUNK_BASED, f"{top}/{name}"
+                    fmt = inode.i_u
+                    assert block_size << (fmt & ChunkFormat.BLKBITS_MASK) == chunk_size
+                    assert bool(fmt & ChunkFormat.INDEXES) == indexes
+                    seen += 1
+            assert seen, "the scenario has files of a block or more"
+
+    return check
+
+
 _PREFIXES = (b"trusted.overlay.", b"user.attr", b"user.kkkkkkkk", b"user.k")
 
 PRODUCERS: tuple[Producer, ...] = (
@@ -173,6 +201,21 @@ PRODUCERS: tuple[Producer, ...] = (
         check=_has_prefixes(*_PREFIXES),
     ),
     erofsgen("xattr_prefix_auto", "--xattr-prefix=auto", features={LONG_PREFIXES}, check=_picks_prefixes),
+    erofsgen(
+        "chunks_4k", "--chunksize=4096", features={CHUNK_HOLES}, check=_chunked(4096, 4096, indexes=False)
+    ),
+    erofsgen(
+        "chunks_b512",
+        *("-b", "512", "--chunksize=1024"),
+        features={SMALL_BLOCKS, CHUNK_HOLES},
+        check=_chunked(512, 1024, indexes=False),
+    ),
+    erofsgen(
+        "chunks_64k_blob",
+        *("--chunksize=65536", f"--blobdev={BLOB}"),
+        features={CHUNK_HOLES},
+        check=_chunked(4096, 65536, indexes=True),
+    ),
     mkfs_erofs("default"),
     mkfs_erofs("lz4", "-zlz4"),
     mkfs_erofs("lz4hc", "-zlz4hc"),
