@@ -138,7 +138,7 @@ def test_builds_are_reproducible_whatever_the_worker_timing(
     rng = random.Random(3)
     shared = rng.randbytes(4 * BS)
     files = {f"f{i}": _file(shared + rng.randbytes(rng.randrange(BS, 4 * BS)) + shared) for i in range(12)}
-    outputs = []
+    outputs: list[tuple[bytes, bytes]] = []
     for order in (None, list(range(40))[::-1]):
         if order is not None:
             delays = {i: (40 - i) * 0.002 for i in order}

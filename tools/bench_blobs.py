@@ -98,8 +98,8 @@ def _changes(tree: Path) -> list[tuple[Path, bytes, bytes]]:
 
 
 def _apply(changes: list[tuple[Path, bytes, bytes]], which: int) -> None:
-    for change in changes:
-        change[0].write_bytes(change[1 + which])
+    for path, original, changed in changes:
+        path.write_bytes(changed if which else original)
 
 
 def repack(source: str, runs: int, chunk: int) -> None:
