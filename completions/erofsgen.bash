@@ -6,7 +6,7 @@ _erofsgen() {
     done
     case $cmd in
         "")
-            COMPREPLY=($(compgen -W "--help --version -h pack inspect ls cat extract dump check" -- "$cur"))
+            COMPREPLY=($(compgen -W "--help --version -h pack inspect ls cat extract dump check store" -- "$cur"))
             return
             ;;
         pack)
@@ -32,6 +32,9 @@ _erofsgen() {
             ;;
         check)
             opts="--data --device --help --max-problems --quiet --strict -h"
+            ;;
+        store)
+            opts="--delete --help --keep --quiet --repair --stale-minutes -h"
             ;;
         *) return ;;
     esac

@@ -21,7 +21,7 @@ from .. import __version__
 from ..errors import ErofsgenError
 
 # Sub-command modules, in the order `--help` lists them.
-COMMANDS = ("pack", "inspect", "ls", "cat", "extract", "dump", "check")
+COMMANDS = ("pack", "inspect", "ls", "cat", "extract", "dump", "check", "store")
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1  # `check` found problems
