@@ -27,6 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from erofsgen.blobs import BlobStore, ChunkLocation, StoreError
+from erofsgen.blobs import store as store_module
 from erofsgen.blobs.cache import CacheFile, decode_cache, encode_cache
 from erofsgen.blobs.maintenance import collect_garbage, referenced_blobs, verify_store
 from erofsgen.blobs.segment import SegmentFile, decode_segment, encode_segment
@@ -240,6 +241,35 @@ def test_locate_keeps_the_best_aligned_copy(store: BlobStore) -> None:
         assert BlobStore.open(store.path).locate(sha(small), BS) == aligned
         assert BlobStore.open(store.path).locate(sha(small), 512) == aligned
     assert store.locate(sha(small), BS) == aligned  # merged on publish as well
+
+
+def test_a_copy_must_fit_the_blob_in_whole_blocks(store: BlobStore) -> None:
+    # At offset 0 but in a 512-byte blob: a 4096-byte block would run past the blob's end.
+    digest, [location] = publish_blob(store, [b"tiny"], block_size=512)
+    assert os.path.getsize(store.blob_path(digest)) == 512
+    assert BlobStore.open(store.path).locate(sha(b"tiny"), BS) is None
+    assert BlobStore.open(store.path).locate(sha(b"tiny"), 1024) is None
+    assert BlobStore.open(store.path).locate(sha(b"tiny"), 512) == location
+    assert store.locate(sha(b"tiny"), BS) is None
+    _, [whole] = publish_blob(store, [b"tiny"])
+    assert BlobStore.open(store.path).locate(sha(b"tiny"), BS) == whole
+    assert BlobStore.open(store.path).locate(sha(b"tiny"), 512) == whole
+
+
+@pytest.mark.parametrize(
+    ("offset", "length", "blob_size", "usable"),
+    [
+        (0, 1, 65536 * 4, 65536),
+        (0, 100, 512, 512),
+        (0, 4096, 4096, 4096),
+        (4096, 4096, 3 * 4096, 4096),
+        (8192, 4097, 16384, 8192),
+        (8192, 4097, 8192 + 4608, 512),  # only 512-byte blocks fit: 9 of them
+        (1024, 10, 2048, 1024),
+    ],
+)
+def test_usable_block_size(offset: int, length: int, blob_size: int, usable: int) -> None:
+    assert store_module.usable_block_size(offset, length, blob_size) == usable
 
 
 def test_publish_of_an_existing_blob_keeps_it_and_restores_its_segment(store: BlobStore) -> None:
@@ -800,3 +830,12 @@ def test_gc_and_du_read_real_device_tables(store: BlobStore, two_images: tuple[P
     store.gc([one], dry_run=False)
     assert store.blob_names() == [blob_one]
     assert store.du([one, two]).images[1].logical_bytes == 0  # its blob is gone
+
+
+def test_file_cache_save_failure_names_the_cache(store: BlobStore, tmp_path: Path) -> None:
+    cache = store.file_cache(time.time_ns())
+    shutil.rmtree(Path(store.path) / "cache")
+    with pytest.raises(StoreError, match="cannot write the stat cache") as info:
+        cache.save()
+    assert os.path.join(store.path, "cache", "files") in str(info.value)
+    assert not store.temp_names()  # the temp file went with the failure

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import construct as cs
 
 from ..format.codec import FixedCodec
+from .errors import StoreError
 from .files import write_durably
 
 CACHE_MAGIC = b"EROFSGFC"
@@ -205,7 +206,8 @@ class FileCache:
             self._new[path] = (_key(st, chunk_size), tuple(digests))
 
     def save(self) -> None:
-        """Replace the cache file atomically (a read-only store: nothing)."""
+        """Replace the cache file atomically (a read-only store: nothing); StoreError if it
+        cannot be written (the pack may go on: the cache is only an optimisation)."""
         if self._tmp_dir is None:
             return
         with self._lock:
@@ -217,7 +219,10 @@ class FileCache:
                     entries.append((path, entry))
             del entries[MAX_ENTRIES:]
             data = encode_cache(entries)
-        write_durably(data, self._tmp_dir, self.path, "cache")
+        try:
+            write_durably(data, self._tmp_dir, self.path, "cache")
+        except OSError as exc:
+            raise StoreError(f"cannot write the stat cache: {exc.strerror or exc}", self.path) from exc
 
 
 __all__ = ["CacheFile", "FileCache", "decode_cache", "encode_cache"]

@@ -95,7 +95,11 @@ class GcReport:
 class ImageUsage:
     image: str
     logical_bytes: int  # chunk bytes of the image's files that lie in this store's blobs
-    blobs: int  # store blobs the image's device table names
+    digests: frozenset[str]  # the store blobs the image's device table names
+
+    @property
+    def blobs(self) -> int:
+        return len(self.digests)
 
 
 @dataclass
@@ -165,7 +169,7 @@ def temp_state(path: str, stale_minutes: float, now: float | None = None) -> tup
     age = max(0.0, (time.time() if now is None else now) - mtime)
     pid = temp_pid(os.path.basename(path))
     alive = pid is not None and _pid_alive(pid)
-    old = age > stale_minutes * 60
+    old = age >= stale_minutes * 60
     writer = "no writer pid" if pid is None else f"writer pid {pid} {'alive' if alive else 'gone'}"
     return (not alive or old), f"temporary file, {writer}, {age / 60:.0f} minutes old"
 
@@ -390,7 +394,7 @@ def image_store_bytes(image: str | os.PathLike[str], blobs: set[str]) -> ImageUs
                     continue
                 start = index * chunk
                 total += max(0, min(start + chunk, inode.size) - start)
-    return ImageUsage(os.fspath(image), total, len(named))
+    return ImageUsage(os.fspath(image), total, frozenset(named))
 
 
 def _regular_files(img: Image) -> Iterator[int]:
@@ -436,8 +440,9 @@ def disk_usage(store: BlobStore, images: Sequence[str | os.PathLike[str]] = ()) 
     present = set(sizes)
     named: set[str] = set()
     for image in images:
-        report.images.append(image_store_bytes(image, present))
-        named |= referenced_blobs(image) & present
+        usage = image_store_bytes(image, present)
+        report.images.append(usage)
+        named |= usage.digests
     report.referenced_stored_bytes = sum(sizes[name] for name in named)
     return report
 

@@ -45,9 +45,24 @@ class ChunkLocation:
     length: int
 
 
-def _alignment(offset: int) -> int:
-    """The largest power of two dividing `offset` (offset 0 is aligned to everything)."""
-    return offset & -offset if offset else 1 << 64
+# The largest block size a chunk copy is judged for (EROFS block sizes stop at 64 KiB).
+MAX_BLOCK_SIZE = 1 << 16
+# A lookup entry: (the largest block size the copy can serve, where it is).
+_Entry = tuple[int, ChunkLocation]
+
+
+def usable_block_size(offset: int, length: int, blob_size: int) -> int:
+    """The largest power of two P (up to MAX_BLOCK_SIZE) such that an image of block size P can
+    reference this chunk copy: `offset % P == 0` and its P-blocks lie inside the blob.
+
+    A copy usable with P is usable with every smaller power of two, so keeping the copy with the
+    largest P answers every block size as well as all copies together would.
+    """
+    size = min(offset & -offset, MAX_BLOCK_SIZE) if offset else MAX_BLOCK_SIZE
+    room = blob_size - offset
+    while size > 1 and -(-length // size) * size > room:
+        size >>= 1
+    return size
 
 
 class BlobStore:
@@ -60,7 +75,7 @@ class BlobStore:
         self._index = os.path.join(path, INDEX_DIR)
         self._tmp = os.path.join(path, TMP_DIR)
         self._lock_path = os.path.join(path, LOCK_FILE)
-        self._chunks: dict[bytes, ChunkLocation] | None = None
+        self._chunks: dict[bytes, _Entry] | None = None
         self._load_lock = threading.Lock()
 
     # -- opening --------------------------------------------------------------------------
@@ -142,29 +157,31 @@ class BlobStore:
     def locate(self, chunk: bytes, block_size: int) -> ChunkLocation | None:
         """Where chunk digest `chunk` is stored at an offset usable with `block_size`, or None.
 
-        The first call loads every segment whose blob exists (a damaged one raises StoreError).
-        For each chunk the best-aligned location is kept (ties: the first segment by name), so
-        if this one is not aligned to `block_size`, none is: the answer depends only on the
-        store's content.
+        Usable: the offset is a multiple of `block_size` (a power of two) and the chunk's blocks
+        of that size lie inside the blob. The first call loads every segment whose blob exists
+        (a damaged one raises StoreError). For each chunk the copy usable with the largest block
+        size is kept (ties: the first segment by name), so if it cannot serve `block_size`, no
+        copy can: the answer depends only on the store's content.
         """
         chunks = self._chunks
         if chunks is None:
             chunks = self._load()
-        location = chunks.get(chunk)
-        if location is None or location.offset % block_size:
+        entry = chunks.get(chunk)
+        if entry is None or entry[0] < block_size:
             return None
-        return location
+        return entry[1]
 
-    def _load(self) -> dict[bytes, ChunkLocation]:
+    def _load(self) -> dict[bytes, _Entry]:
         with self._load_lock:
             if self._chunks is not None:
                 return self._chunks
-            chunks: dict[bytes, ChunkLocation] = {}
+            chunks: dict[bytes, _Entry] = {}
             try:
                 blobs = {name for name in os.listdir(self._blobs) if is_digest_name(name)}
+                segments = self.segment_names()
             except OSError as exc:
-                raise StoreError(f"cannot list blobs: {exc.strerror or exc}", self._blobs) from exc
-            for name in self.segment_names():
+                raise StoreError(f"cannot list: {exc.strerror or exc}", exc.filename) from exc
+            for name in segments:
                 if not is_digest_name(name) or name not in blobs:
                     continue  # a stray file, or a blob gc removed: nothing to locate there
                 path = os.path.join(self._index, name)
@@ -182,15 +199,15 @@ class BlobStore:
                     continue
                 if size != segment.blob_size:
                     raise StoreError(f"index segment says {segment.blob_size} bytes, blob has {size}", path)
-                _merge(chunks, name, segment.records)
+                _merge(chunks, name, size, segment.records)
             self._chunks = chunks
             return chunks
 
-    def _published(self, blob: str, records: Sequence[tuple[bytes, int, int]]) -> None:
+    def _published(self, blob: str, size: int, records: Sequence[tuple[bytes, int, int]]) -> None:
         """Make a blob this object just published visible to locate()."""
         with self._load_lock:
             if self._chunks is not None:
-                _merge(self._chunks, blob, records)
+                _merge(self._chunks, blob, size, records)
 
     # -- locking --------------------------------------------------------------------------
 
@@ -281,13 +298,16 @@ class BlobStore:
         return disk_usage(self, images)
 
 
-def _merge(chunks: dict[bytes, ChunkLocation], blob: str, records: Sequence[tuple[bytes, int, int]]) -> None:
-    """Add a segment's records, keeping for each chunk its best-aligned location."""
+def _merge(
+    chunks: dict[bytes, _Entry], blob: str, blob_size: int, records: Sequence[tuple[bytes, int, int]]
+) -> None:
+    """Add a segment's records, keeping for each chunk the copy usable with the largest block size."""
     get = chunks.get
     for chunk, offset, length in records:
+        usable = usable_block_size(offset, length, blob_size)
         known = get(chunk)
-        if known is None or _alignment(offset) > _alignment(known.offset):
-            chunks[chunk] = ChunkLocation(blob, offset, length)
+        if known is None or usable > known[0]:
+            chunks[chunk] = (usable, ChunkLocation(blob, offset, length))
 
 
 def _create_layout(path: str) -> None:
@@ -340,7 +360,7 @@ class PendingBlob:
                 write_durably(segment, store.tmp_dir, segment_path, "segment")
         except OSError as exc:
             raise StoreError(f"cannot publish blob {digest}: {exc.strerror or exc}", store.path) from exc
-        store._published(digest, records)
+        store._published(digest, size, records)
         return final
 
     def _close(self) -> None:
