@@ -389,6 +389,7 @@ def _pack_like(path: str, worker: str) -> None:
     store = BlobStore.open(path, writable=True)
     with store.pack_lock():
         publish_blob(store, [*SHARED, *_worker_chunks(worker)[:4]])
+        publish_blob(store, SHARED[::-1])  # the same blob in every worker: renames race
     for chunk in _worker_chunks(worker)[4:]:
         store.put(chunk)
     for chunk in SHARED:
