@@ -515,6 +515,34 @@ def test_sigkill_during_publishing_leaves_a_sound_store(store: BlobStore) -> Non
     assert not store.temp_names()
 
 
+def test_verify_while_packs_publish_finds_no_problems(store: BlobStore) -> None:
+    stop = threading.Event()
+    published: list[int] = []
+
+    def pack() -> None:
+        writer = BlobStore.open(store.path, writable=True)
+        while not stop.is_set():
+            writer.put(chunk_data(f"busy{len(published)}", 600))
+            published.append(1)
+
+    thread = threading.Thread(target=pack)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        rounds = 0
+        while len(published) < 30 and time.monotonic() < deadline:
+            report = store.verify()
+            assert report.problems == [], [str(f) for f in report.problems]
+            # A blob between its rename and its segment's is an orphan for a moment: a warning.
+            assert all(f.message.startswith(("temporary file", "orphan blob")) for f in report.warnings)
+            rounds += 1
+    finally:
+        stop.set()
+        thread.join()
+    assert len(published) >= 30 and rounds > 3
+    assert store.verify().findings == []
+
+
 # -- read-only second store --------------------------------------------------------------
 
 
@@ -650,6 +678,15 @@ def test_file_cache_keeps_other_entries_and_ignores_damage(store: BlobStore, tmp
     fourth.put(a, st_a, 4096, [])
     fourth.save()  # replaces the file it could or could not read
     assert decode_cache(cache_file.read_bytes()) is not None
+
+
+def test_file_cache_save_failure_names_the_cache(store: BlobStore, tmp_path: Path) -> None:
+    cache = store.file_cache(time.time_ns())
+    shutil.rmtree(Path(store.path) / "cache")
+    with pytest.raises(StoreError, match="cannot write the stat cache") as info:
+        cache.save()
+    assert os.path.join(store.path, "cache", "files") in str(info.value)
+    assert not store.temp_names()  # the temp file went with the failure
 
 
 def test_cache_codec_matches_the_schema() -> None:
@@ -831,12 +868,3 @@ def test_gc_and_du_read_real_device_tables(store: BlobStore, two_images: tuple[P
     store.gc([one], dry_run=False)
     assert store.blob_names() == [blob_one]
     assert store.du([one, two]).images[1].logical_bytes == 0  # its blob is gone
-
-
-def test_file_cache_save_failure_names_the_cache(store: BlobStore, tmp_path: Path) -> None:
-    cache = store.file_cache(time.time_ns())
-    shutil.rmtree(Path(store.path) / "cache")
-    with pytest.raises(StoreError, match="cannot write the stat cache") as info:
-        cache.save()
-    assert os.path.join(store.path, "cache", "files") in str(info.value)
-    assert not store.temp_names()  # the temp file went with the failure

@@ -1,8 +1,8 @@
 """Store maintenance: verify (and repair), gc, du (specs/blob-store.md "Maintenance").
 
 Removal order keeps the publishing invariant: a segment goes (durably) before its blob, so no
-index entry ever points at missing data. gc and repair hold the store's exclusive lock; verify
-without repair takes no lock and tolerates files that vanish under it (a concurrent gc).
+index entry ever points at missing data. gc --delete and repair hold the store's exclusive lock;
+verify and a gc dry run hold the shared one, like packs, and tolerate what packs add meanwhile.
 """
 
 from __future__ import annotations
@@ -198,9 +198,14 @@ def verify_store(
     chunk digest. Warnings: orphan blobs (no segment; gc removes them), temp files, stray names.
     `repair` (exclusive lock): removes damaged segments, corrupt blobs with their segments and
     stale temp files; orphans are left to gc.
+
+    Without `repair` the shared lock is held: packs may publish meanwhile, gc may not remove.
+    Segments are listed before blobs, so a segment's blob (renamed into place before it) is
+    never missed; a blob published after the listing is simply not checked.
     """
     if not repair:
-        return _verify(store, repair=False, stale_minutes=stale_minutes)
+        with store.pack_lock():
+            return _verify(store, repair=False, stale_minutes=stale_minutes)
     if not store.writable:
         raise StoreError("--repair needs a writable store", store.path)
     with store.exclusive_lock():
@@ -211,6 +216,7 @@ def _verify(store: BlobStore, *, repair: bool, stale_minutes: float) -> VerifyRe
     report = VerifyReport()
     add = report.findings.append
     blob_ok: dict[str, bool] = {}
+    segment_names = store.segment_names()  # first: see verify_store
     for name in store.blob_names():
         if not is_digest_name(name):
             add(Finding(_blob_rel(name), "not a blob name (not a SHA-256 digest)", problem=False))
@@ -225,7 +231,8 @@ def _verify(store: BlobStore, *, repair: bool, stale_minutes: float) -> VerifyRe
             add(Finding(_blob_rel(name), message, problem=True, removed=repair))
     indexed: set[str] = set()
     bad_segments: list[str] = []
-    for name in store.segment_names():
+    listed = set(segment_names)
+    for name in segment_names:
         if not is_digest_name(name):
             add(Finding(_segment_rel(name), "not an index segment name", problem=False))
             continue
@@ -237,7 +244,8 @@ def _verify(store: BlobStore, *, repair: bool, stale_minutes: float) -> VerifyRe
             bad_segments.append(name)
     corrupt = [name for name, ok in blob_ok.items() if not ok]
     for name, ok in blob_ok.items():
-        if ok and name not in indexed and name not in bad_segments:
+        published_since = name not in listed and os.path.exists(store.segment_path(name))
+        if ok and name not in indexed and name not in bad_segments and not published_since:
             add(Finding(_blob_rel(name), "orphan blob: no index segment (gc removes it)", problem=False))
     stale_temps = []
     for name in store.temp_names():
