@@ -47,8 +47,9 @@ class ChunkLocation:
 
 # The largest block size a chunk copy is judged for (EROFS block sizes stop at 64 KiB).
 MAX_BLOCK_SIZE = 1 << 16
-# A lookup entry: (the largest block size the copy can serve, where it is).
-_Entry = tuple[int, ChunkLocation]
+# A lookup entry: the largest block size the copy can serve, blob, offset, length. The
+# ChunkLocation is made on a hit: a store may hold far more chunks than one pack looks up.
+_Entry = tuple[int, str, int, int]
 
 
 def usable_block_size(offset: int, length: int, blob_size: int) -> int:
@@ -169,7 +170,7 @@ class BlobStore:
         entry = chunks.get(chunk)
         if entry is None or entry[0] < block_size:
             return None
-        return entry[1]
+        return ChunkLocation(entry[1], entry[2], entry[3])
 
     def _load(self) -> dict[bytes, _Entry]:
         with self._load_lock:
@@ -303,11 +304,15 @@ def _merge(
 ) -> None:
     """Add a segment's records, keeping for each chunk the copy usable with the largest block size."""
     get = chunks.get
+    top = MAX_BLOCK_SIZE
     for chunk, offset, length in records:
-        usable = usable_block_size(offset, length, blob_size)
+        # usable_block_size, inlined for its common case (the copy's top-size blocks fit).
+        usable = min(offset & -offset, top) if offset else top
+        if offset + -(-length // usable) * usable > blob_size:
+            usable = usable_block_size(offset, length, blob_size)
         known = get(chunk)
         if known is None or usable > known[0]:
-            chunks[chunk] = (usable, ChunkLocation(blob, offset, length))
+            chunks[chunk] = (usable, blob, offset, length)
 
 
 def _create_layout(path: str) -> None:
