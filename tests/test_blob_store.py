@@ -768,7 +768,7 @@ def test_gc_removes_what_kept_images_do_not_reference(store: BlobStore) -> None:
     os.unlink(store.segment_path(orphan))
     Path(store.segment_path("dd" * 32)).write_bytes(b"dangling")
     Path(store.path, "tmp", "blob-999999999-x.tmp").write_bytes(b"partial")
-    images = {"one.img": {kept}, "two.img": set()}
+    images = {"one.img": {kept}, "two.img": {"ff" * 32}}
 
     def fake(image: str | os.PathLike[str]) -> set[str]:
         return images[os.fspath(image)]
@@ -779,7 +779,7 @@ def test_gc_removes_what_kept_images_do_not_reference(store: BlobStore) -> None:
     assert sorted(names) == sorted([*expected, "tmp/blob-999999999-x.tmp"])
     assert names.index(f"index/{dropped}") < names.index(f"blobs/sha256/{dropped}")
     assert dry.bytes == 2 * BS + os.path.getsize(store.segment_path(dropped)) + 8 + 7
-    assert dry.kept_blobs == 1
+    assert dry.kept_blobs == 1 and dry.missing_blobs == ["ff" * 32]
     assert store.contains(dropped) and store.contains(orphan)  # a dry run removes nothing
 
     def broken(image: str | os.PathLike[str]) -> set[str]:

@@ -120,3 +120,6 @@ def test_gc_and_du_with_real_images(
     assert status == 0 and len(lines) == 2 and lines[0].startswith("removed ")
     assert store.blob_names() == [blob_one] and store.segment_names() == [blob_one]
     assert run(capsys, "verify", store.path, "--quiet") == (0, [], "")
+    status, lines, _ = run(capsys, "gc", store.path, "--keep", str(one), str(two), "--quiet")
+    assert status == 0
+    assert lines == [f"warning: blobs/sha256/{blob_two}: a kept image needs it, the store does not have it"]

@@ -85,6 +85,7 @@ class GcReport:
     removals: list[Removal] = field(default_factory=list)
     kept_blobs: int = 0
     dry_run: bool = True
+    missing_blobs: list[str] = field(default_factory=list)  # kept images name them; not here
 
     @property
     def bytes(self) -> int:
@@ -338,9 +339,11 @@ def collect_garbage(
         for image in keep:
             wanted |= referenced(image)
         report = GcReport(dry_run=dry_run)
+        # Segments first: one published meanwhile (a dry run lets packs run) has its blob listed.
+        segments = {name for name in store.segment_names() if is_digest_name(name)}
         blobs = [name for name in store.blob_names() if is_digest_name(name)]
         present = set(blobs)
-        segments = {name for name in store.segment_names() if is_digest_name(name)}
+        report.missing_blobs = sorted(wanted - present)
         doomed_segments: list[str] = []
         doomed_blobs: list[str] = []
         for name in blobs:

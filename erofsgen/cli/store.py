@@ -116,6 +116,8 @@ def _gc(store: BlobStore, args: argparse.Namespace) -> int:
     verb = "would remove" if report.dry_run else "removed"
     for removal in report.removals:
         print(f"{verb} {escape_name(removal.name)}: {removal.size} bytes, {removal.reason}")
+    for name in report.missing_blobs:
+        print(f"warning: blobs/sha256/{name}: a kept image needs it, the store does not have it")
     sys.stdout.flush()
     hint = " (a dry run: --delete removes them)" if report.dry_run and report.removals else ""
     _summary(
