@@ -868,3 +868,53 @@ def test_gc_and_du_read_real_device_tables(store: BlobStore, two_images: tuple[P
     store.gc([one], dry_run=False)
     assert store.blob_names() == [blob_one]
     assert store.du([one, two]).images[1].logical_bytes == 0  # its blob is gone
+
+
+# -- images packed into the store (needs the writer's --blob-store) -------------------------
+
+
+def test_packed_images_verify_du_and_gc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("erofsgen.writer.chunks", reason="pack --blob-store is not in this tree")
+    from erofsgen.cli import main as cli_main
+
+    src, other, store_dir = tmp_path / "src", tmp_path / "other", tmp_path / "store"
+    (src / "sub").mkdir(parents=True)
+    (src / "a").write_bytes(chunk_data("a", 300_000))
+    (src / "sub" / "a2").write_bytes(chunk_data("a", 300_000))  # the same chunks again
+    (src / "b").write_bytes(chunk_data("b", 10_000))
+    (src / "small").write_bytes(b"inline\n")  # stays in the image
+    one, two, three = tmp_path / "one.img", tmp_path / "two.img", tmp_path / "three.img"
+    pack = ["pack", "--chunksize", "65536", "--blob-store", str(store_dir)]
+    assert cli_main([*pack, str(src), str(one)]) == 0
+    (src / "c").write_bytes(chunk_data("c", 50_000))
+    assert cli_main([*pack, str(src), str(two)]) == 0
+    other.mkdir()
+    (other / "d").write_bytes(chunk_data("d", 20_000))
+    assert cli_main([*pack, str(other), str(three)]) == 0
+    capsys.readouterr()
+
+    store = BlobStore.open(store_dir)
+    assert store.verify().findings == []
+    blobs = {name: referenced_blobs(image) for name, image in [("one", one), ("two", two), ("three", three)]}
+    assert len(blobs["one"]) == 1 and blobs["one"] < blobs["two"] and len(blobs["two"]) == 2
+    assert store.blob_names() == sorted(blobs["two"] | blobs["three"])
+    usage = store.du([one, two, three])
+    assert [u.logical_bytes for u in usage.images] == [610_000, 660_000, 20_000]
+    # Each distinct chunk once, padded to its block end (a 65536-byte chunk size).
+    assert usage.indexed_bytes == 300_000 + 10_000 + 50_000 + 20_000
+    # The files were written just now (ctime): too recent to record, but the cache is written.
+    assert decode_cache((store_dir / "cache" / "files").read_bytes()) == {}
+
+    dry = store.gc([two])
+    (dropped,) = blobs["three"]
+    assert {r.name for r in dry.removals} == {f"blobs/sha256/{dropped}", f"index/{dropped}"}
+    writable = BlobStore.open(store_dir, writable=True)
+    writable.gc([one, two], dry_run=False)
+    assert writable.blob_names() == sorted(blobs["two"]) and writable.verify().findings == []
+    with open_image(two) as img:
+        tags = [slot.tag.decode() for slot in img.superblock.devices]
+    with open_image(two, [writable.blob_path(tag) for tag in tags]) as img:
+        assert img.read_bytes("/c") == chunk_data("c", 50_000)
+        assert img.read_bytes("/sub/a2") == chunk_data("a", 300_000)
+    assert cli_main(["check", str(two), "--blob-store", str(store_dir), "--data", "--quiet"]) == 0
+    assert cli_main(["check", str(three), "--blob-store", str(store_dir), "--quiet"]) == 2  # its blob is gone

@@ -390,4 +390,4 @@ class PendingBlob:
         self.discard()
 
 
-__all__ = ["BlobStore", "ChunkLocation", "PendingBlob", "StoreError"]
+__all__ = ["BlobStore", "ChunkLocation", "FileCache", "PendingBlob", "StoreError"]
