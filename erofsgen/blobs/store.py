@@ -193,16 +193,23 @@ class BlobStore:
                     continue  # removed by gc since the listing
                 except OSError as exc:
                     raise StoreError(f"cannot read index segment: {exc.strerror or exc}", path) from exc
-                segment = decode_segment(data, path)
+                try:
+                    segment = decode_segment(data, path)
+                except StoreError as exc:
+                    raise self._damaged(path, str(exc).removeprefix(f"{path}: ")) from None
                 try:
                     size = os.stat(os.path.join(self._blobs, name)).st_size
                 except FileNotFoundError:
                     continue
                 if size != segment.blob_size:
-                    raise StoreError(f"index segment says {segment.blob_size} bytes, blob has {size}", path)
+                    reason = f"index segment says {segment.blob_size} bytes, blob has {size}"
+                    raise self._damaged(path, reason)
                 _merge(chunks, name, size, segment.records)
             self._chunks = chunks
             return chunks
+
+    def _damaged(self, path: str, reason: str) -> StoreError:
+        return StoreError(f"{reason} (`erofsgen store verify --repair {self.path}` removes it)", path)
 
     def _published(self, blob: str, size: int, records: Sequence[tuple[bytes, int, int]]) -> None:
         """Make a blob this object just published visible to locate()."""
