@@ -6,7 +6,7 @@ _erofsgen() {
     done
     case $cmd in
         "")
-            COMPREPLY=($(compgen -W "--help --version -h pack inspect ls cat extract dump check blobs mount umount" -- "$cur"))
+            COMPREPLY=($(compgen -W "--help --version -h pack inspect ls cat extract dump check blobs mount umount store" -- "$cur"))
             return
             ;;
         pack)
@@ -41,6 +41,9 @@ _erofsgen() {
             ;;
         umount)
             opts="--help -h"
+            ;;
+        store)
+            opts="--delete --help --keep --quiet --repair --stale-minutes -h"
             ;;
         *) return ;;
     esac

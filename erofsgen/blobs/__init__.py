@@ -4,3 +4,9 @@ Modules: store (a store directory: blobs, index segments, locking, publishing), 
 index segment file format), cache (the stat cache of packed source files), maintenance (verify,
 gc, du), devices (finding an image's devices by tag), mount (mounting an image with its blobs).
 """
+
+from .cache import FileCache
+from .errors import StoreError
+from .store import BlobStore, ChunkLocation, PendingBlob
+
+__all__ = ["BlobStore", "ChunkLocation", "FileCache", "PendingBlob", "StoreError"]

@@ -21,7 +21,7 @@ from .. import __version__
 from ..errors import ErofsgenError
 
 # Sub-command modules, in the order `--help` lists them.
-COMMANDS = ("pack", "inspect", "ls", "cat", "extract", "dump", "check", "blobs", "mount", "umount")
+COMMANDS = ("pack", "inspect", "ls", "cat", "extract", "dump", "check", "blobs", "mount", "umount", "store")
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1  # `check` found problems
