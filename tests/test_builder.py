@@ -443,3 +443,17 @@ def test_no_summary_when_nothing_was_written(
         with pytest.raises(InvalidInputError, match="no image has been written"):
             b.summary  # noqa: B018 - the property raises
     assert captured == []
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda b: b.symlink("l", target="\ud800"),
+        lambda b: b.mkdir("\ud800"),
+        lambda b: b.add_file("f", data=b"", xattrs={"user.\ud800": b""}),
+    ],
+)
+def test_a_str_that_cannot_be_a_file_name_is_refused_by_name(tmp_path: Path, call: Any) -> None:
+    b = ImageBuilder(tmp_path / "x.img")
+    with pytest.raises(InvalidInputError, match=r"'.*\\ud800' cannot be encoded as a file name"):
+        call(b)

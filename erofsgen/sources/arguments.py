@@ -76,6 +76,14 @@ def fs_path(value: object, what: str, where: str | None) -> str | bytes:
     return raw
 
 
+def fs_bytes(value: str | bytes, what: str, where: str | None) -> bytes:
+    """os.fsencode, with a str it cannot encode (a lone surrogate) refused by name."""
+    try:
+        return os.fsencode(value)
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"{what} {value!r} cannot be encoded as a file name", where) from None
+
+
 def _fspath(value: object, what: str, where: str | None) -> str | bytes:
     if isinstance(value, str | bytes):
         return value
@@ -90,7 +98,7 @@ def _fspath(value: object, what: str, where: str | None) -> str | bytes:
 
 def split_name(name: object) -> tuple[str, list[bytes]]:
     """The display path ("/a/b") and validated components of a path inside the image."""
-    raw = os.fsencode(_fspath(name, "entry name", None)).lstrip(b"/")
+    raw = fs_bytes(_fspath(name, "entry name", None), "entry name", None).lstrip(b"/")
     where = "/" + os.fsdecode(raw)
     if not raw:
         return where, []
@@ -166,7 +174,7 @@ def xattr_name(key: object, where: str) -> bytes:
     if isinstance(key, bytes):
         return key
     if isinstance(key, str):
-        return os.fsencode(key)
+        return fs_bytes(key, "xattr name", where)
     raise InvalidInputError(f"xattr name must be str or bytes, not {_kind(key)}", where)
 
 

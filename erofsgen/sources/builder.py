@@ -49,6 +49,7 @@ from .arguments import (
     check_output,
     check_times,
     fileobj_source,
+    fs_bytes,
     fs_path,
     name_list,
     path_source,
@@ -257,7 +258,7 @@ class ImageBuilder:
         """
         entry = EntryMeta(mode, uid, gid, mtime, mtime_ns, xattrs)
         where, parts = split_name(name)
-        raw = os.fsencode(fs_path(target, "symlink target", where))
+        raw = fs_bytes(fs_path(target, "symlink target", where), "symlink target", where)
         if not 0 < len(raw) < EROFS_PATH_MAX:
             raise InvalidInputError(f"symlink target must be 1..{EROFS_PATH_MAX - 1} bytes", where)
         node = Symlink(self._defaults(0o777), raw)
