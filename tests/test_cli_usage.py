@@ -75,7 +75,7 @@ def test_unsupported_mkfs_option_is_named(option: str, src: Path, capsys: pytest
     [
         (["-zlz4hc,12"], "-z"),
         (["-z", "lz4"], "-z"),
-        (["--chunksize=4096"], "--chunksize"),
+        (["--tar=f"], "--tar"),
         (["--workers", "4"], "--workers"),
         (["-E", "ztailpacking"], "-E ztailpacking"),
         (["-Enosbcrc,fragments=4096"], "-E fragments=4096"),

@@ -16,7 +16,7 @@ from erofsgen.cli import main as cli_main
 from erofsgen.model import BytesData, Directory, File, Metadata
 from erofsgen.writer import write_image
 
-from .support.pause import PausedCommand
+from .support.pause import PausedCommand, open_temporary_files
 
 OLD_IMAGE = b"the previous image, which must survive"
 
@@ -43,7 +43,7 @@ def test_signal_during_pack_leaves_nothing_and_keeps_the_old_image(
     # copier and the digest threads run.
     child = PausedCommand("pwrite", ["pack", "--quiet", str(source), str(image)])
     child.wait_paused()
-    assert [p.name for p in out_dir.iterdir() if p.name.endswith(".tmp")], "no temporary file"
+    assert open_temporary_files(child.proc.pid, out_dir), "no temporary file"
     child.proc.send_signal(signum)
     code, err = child.finish()
     assert code == status, err

@@ -17,7 +17,7 @@ from erofsgen.model import BytesData, Device, Directory, Fifo, File, Metadata, N
 from erofsgen.sources.directory import tree_from_directory
 from erofsgen.writer import WriteOptions, write_image
 
-from .support.pause import PausedCommand
+from .support.pause import PausedCommand, open_temporary_files
 
 
 def tree_with(name: bytes, node: Node) -> Directory:
@@ -140,7 +140,7 @@ def test_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     # mid-pack, however busy the machine: no sleeping, no tree big enough to outrun the parent.
     child = PausedCommand("pwrite", ["pack", "--quiet", str(source), str(image)])
     child.wait_paused()
-    assert [p.name for p in out_dir.iterdir() if p.name.endswith(".tmp")], "no temporary file"
+    assert open_temporary_files(child.proc.pid, out_dir), "no temporary file"
     child.proc.send_signal(signal.SIGINT)
     code, err = child.finish()
     assert (code, err) == (130, "erofsgen: error: interrupted\n")

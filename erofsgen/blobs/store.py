@@ -87,11 +87,11 @@ class BlobStore:
         text = os.fspath(path)
         if create and not writable:
             raise StoreError("a store can only be created writable", text)
-        if create:
-            _create_layout(text)
+        marker, blobs = os.path.join(text, OCI_LAYOUT), os.path.join(text, BLOBS_DIR)
+        if create and not (os.path.isfile(marker) and os.path.isdir(blobs)):
+            _create_layout(text)  # an existing store is only checked below: it may be read-only
         if not os.path.isdir(text):
             raise StoreError("no such store directory", text)
-        marker, blobs = os.path.join(text, OCI_LAYOUT), os.path.join(text, BLOBS_DIR)
         if not os.path.isfile(marker) or not os.path.isdir(blobs):
             raise StoreError("not a blob store (no oci-layout file and blobs/sha256 directory)", text)
         store = cls(text, writable=writable)
@@ -104,7 +104,8 @@ class BlobStore:
         try:
             for sub in (INDEX_DIR, TMP_DIR, CACHE_DIR):
                 os.makedirs(os.path.join(self.path, sub), exist_ok=True)
-            os.close(os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+            if not os.path.exists(self._lock_path):
+                os.close(os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
             for directory in (self._blobs, self._index, self._tmp, os.path.join(self.path, CACHE_DIR)):
                 if not os.access(directory, os.W_OK | os.X_OK):
                     raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), directory)

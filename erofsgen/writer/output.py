@@ -2,8 +2,10 @@
 
 A regular file (new, or reached through symbolic links) is built in a temporary file beside it,
 synced and renamed over it: readers see the old image or the whole new one, never a part, and a
-crash cannot leave a renamed but empty image. The new file keeps the old one's permissions and
-owner, as a file written in place (mkfs.erofs, a shell's `>`) would. The directory must be
+crash cannot leave a renamed but empty image. The temporary file is unnamed (O_TMPFILE) until
+just before the rename where the file system allows, so not even SIGKILL leaves it behind.
+The new file keeps the old one's permissions and owner, as a file written in place
+(mkfs.erofs, a shell's `>`) would. The directory must be
 writable for that; an existing image in a read-only directory is refused rather than overwritten
 in place.
 
@@ -30,6 +32,8 @@ _NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 _NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _CANNOT_SYNC_DIRECTORY = {errno.EINVAL, errno.EOPNOTSUPP}  # file systems without directory fsync
+_NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}  # file systems or kernels without O_TMPFILE
+_PROC_FDS = os.path.isdir("/proc/self/fd")  # an unnamed file is given its name through /proc
 
 
 @contextmanager
@@ -81,14 +85,7 @@ def _replacing(shown: str, old: os.stat_result | None, size: int | None, sync: b
     target = os.path.realpath(shown)  # a symlink stays; the file it leads to is replaced
     directory, name = os.path.split(target)
     tmp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    except OSError as exc:
-        raise _create_error(exc, shown, target) from exc
-    except BaseException:  # an interrupt as the file was being created: it must not stay behind
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    fd, anonymous = _create_temporary(directory, tmp, shown, target)
     try:
         try:
             if old is not None:
@@ -96,6 +93,8 @@ def _replacing(shown: str, old: os.stat_result | None, size: int | None, sync: b
             yield fd
             if sync:
                 os.fsync(fd)  # before the rename: never a renamed but empty image after a crash
+            if anonymous:  # named only now, an instant before the rename
+                _link_unnamed(fd, tmp)
         finally:
             os.close(fd)
         os.replace(tmp, target)
@@ -107,6 +106,37 @@ def _replacing(shown: str, old: os.stat_result | None, size: int | None, sync: b
         raise
     if sync:
         _sync_directory(directory, shown)
+
+
+def _link_unnamed(fd: int, path: str) -> None:
+    """Give an O_TMPFILE file the name `path`: linkat(2) of /proc/self/fd/FD, following it.
+
+    (os.link without a directory descriptor calls link(2), which would not follow.)
+    """
+    fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(str(fd), path, src_dir_fd=fds, follow_symlinks=True)
+    finally:
+        os.close(fds)
+
+
+def _create_temporary(directory: str, tmp: str, shown: str, target: str) -> tuple[int, bool]:
+    """A new file in `directory`: unnamed (O_TMPFILE) where the file system can, so even a
+    SIGKILL leaves nothing behind; else named `tmp`. Returns it and whether it is unnamed."""
+    if _PROC_FDS:
+        try:
+            return os.open(directory or ".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o666), True
+        except OSError as exc:
+            if exc.errno not in _NO_TMPFILE:
+                raise _create_error(exc, shown, target) from exc
+    try:
+        return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), False
+    except OSError as exc:
+        raise _create_error(exc, shown, target) from exc
+    except BaseException:  # an interrupt as the file was being created: it must not stay behind
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def _keep_mode_and_owner(fd: int, old: os.stat_result) -> None:

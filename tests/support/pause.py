@@ -81,3 +81,18 @@ class PausedCommand:
             self.proc.communicate()
             raise
         return self.proc.returncode, err.decode(errors="replace")
+
+
+def open_temporary_files(pid: int, directory: Path) -> list[str]:
+    """Files in `directory` that process `pid` holds open: named temporaries, and unnamed
+    (O_TMPFILE) ones, which /proc shows as `DIRECTORY/#INODE (deleted)`."""
+    found = []
+    fds = Path(f"/proc/{pid}/fd")
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if os.path.dirname(target) == str(directory):
+            found.append(target)
+    return found
