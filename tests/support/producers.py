@@ -35,17 +35,21 @@ from tests.support.snapshot import TreeSnapshot
 
 DEFAULT = "erofsgen_default"  # the image others compare their size with
 BLOB = "{blob}"  # in erofsgen and mkfs.erofs options: the extra device's path
+STORE = "{store}"  # in erofsgen options: a blob store, whose blobs become the extra devices
 _Expect = Callable[[TreeSnapshot], TreeSnapshot]
 _Check = Callable[[Built, ImageCache], None]
 
 
 def _pack(args: tuple[str, ...]) -> Callable[[Path, Path], tuple[Path, ...]]:
     def make(source: Path, image: Path) -> tuple[Path, ...]:
-        blob = image.with_name("blob")
-        args_here = [a.replace(BLOB, str(blob)) for a in args]
+        blob, store = image.with_name("blob"), image.with_name("store")
+        args_here = [a.replace(BLOB, str(blob)).replace(STORE, str(store)) for a in args]
         status = cli_main(["pack", "--quiet", *args_here, str(source), str(image)])
         assert status == 0, f"erofsgen pack {' '.join(args)} exited {status}"
         assert image.stat().st_size > 0
+        if STORE in "".join(args):  # the devices are the store's blobs the image names
+            with open_image(image) as img:
+                return tuple(store / "blobs" / "sha256" / d.tag.decode() for d in img.superblock.devices)
         return (blob,) if BLOB in "".join(args) else ()
 
     return make
@@ -213,6 +217,12 @@ PRODUCERS: tuple[Producer, ...] = (
     erofsgen(
         "chunks_64k_blob",
         *("--chunksize=65536", f"--blobdev={BLOB}"),
+        features={CHUNK_HOLES},
+        check=_chunked(4096, 65536, indexes=True),
+    ),
+    erofsgen(
+        "blob_store",
+        f"--blob-store={STORE}",
         features={CHUNK_HOLES},
         check=_chunked(4096, 65536, indexes=True),
     ),
