@@ -220,7 +220,8 @@ class FileCache:
             del entries[MAX_ENTRIES:]
             data = encode_cache(entries)
         try:
-            write_durably(data, self._tmp_dir, self.path, "cache")
+            # Not synced: a cache lost or damaged in a crash is ignored and rebuilt (checksummed).
+            write_durably(data, self._tmp_dir, self.path, "cache", sync=False)
         except OSError as exc:
             raise StoreError(f"cannot write the stat cache: {exc.strerror or exc}", self.path) from exc
 

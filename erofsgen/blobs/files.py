@@ -36,14 +36,19 @@ def temp_pid(name: str) -> int | None:
     return None
 
 
-def write_durably(data: bytes, tmp_dir: str, final: str, kind: str) -> None:
-    """Write `data` to a temp file, fsync it, rename it to `final`, fsync the target directory."""
+def write_durably(data: bytes, tmp_dir: str, final: str, kind: str, *, sync: bool = True) -> None:
+    """Write `data` to a temp file, fsync it, rename it to `final`, fsync the target directory.
+
+    Without `sync` the rename is still atomic, but a crash may leave the old file, or a damaged
+    new one: only for files that are checksummed and may be lost (the stat cache).
+    """
     fd, tmp = temp_file(tmp_dir, kind)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
         os.rename(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -51,7 +56,8 @@ def write_durably(data: bytes, tmp_dir: str, final: str, kind: str) -> None:
         raise
     finally:
         os.close(fd)
-    fsync_dir(os.path.dirname(final))
+    if sync:
+        fsync_dir(os.path.dirname(final))
 
 
 def remove_durably(path: str) -> None:

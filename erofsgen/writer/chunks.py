@@ -56,7 +56,7 @@ class ChunkReader(Protocol):
 class ChunkedData(Stored):
     """A CHUNK_BASED regular file: no blocks of its own, a chunk index after its record."""
 
-    __slots__ = ("_size", "digests", "locs", "plan", "session", "source", "spool", "stat")
+    __slots__ = ("_size", "cached", "digests", "locs", "plan", "session", "source", "spool", "stat")
     file_data = True
 
     def __init__(self, source: DataSource, plan: PlannedInode, session: ChunkSession) -> None:
@@ -68,6 +68,7 @@ class ChunkedData(Stored):
         self.digests: list[bytes] = []  # one per chunk, by the data stage
         self.locs: list[int] = []  # one per chunk, by resolve: device << 32 | block, or -1
         self.stat: os.stat_result | None = None  # a path's stat when read, for the cache
+        self.cached = False  # its digests came from the stat cache
 
     @property
     def size(self) -> int:
@@ -180,6 +181,7 @@ def hash_chunks(form: ChunkedData, abort: threading.Event) -> None:
         cached = _from_cache(form, session)
         if cached is not None:
             form.digests = cached
+            form.cached = True
             return
     reader = form.reader()
     try:
@@ -205,7 +207,12 @@ def hash_chunks(form: ChunkedData, abort: threading.Event) -> None:
 
 
 def _from_cache(form: ChunkedData, session: ChunkSession) -> list[bytes] | None:
-    """The digests the stat cache has for this path, if all its chunks are still stored."""
+    """The digests the stat cache has for this path in its current state.
+
+    A cached chunk that no store holds any more is simply new again: the copier reads it from
+    the file, and the file, unchanged since the entry was made, still has that digest (the
+    copier checks).
+    """
     assert session.cache is not None
     source = form.source
     assert isinstance(source, EntryData | PathData)
@@ -217,8 +224,6 @@ def _from_cache(form: ChunkedData, session: ChunkSession) -> list[bytes] | None:
         return None
     digests = session.cache.get(os.fsencode(source.path), st, session.chunk_size)
     if digests is None or len(digests) != form.chunk_count:
-        return None
-    if not all(session.stored(d) for d in digests if d):
         return None
     form.stat = st
     return digests
@@ -289,6 +294,7 @@ class ChunkSession:
         self.pending: PendingBlob | None = None
         self._locks: list[object] = []
         self.copier: ChunkCopier | None = None
+        self._blob_sizes: dict[str, int] = {}
 
     def __enter__(self) -> ChunkSession:
         try:
@@ -315,11 +321,6 @@ class ChunkSession:
             self.pending = None
         while self._locks:
             self._locks.pop().__exit__(None, None, None)  # type: ignore[attr-defined]
-
-    def stored(self, digest: bytes) -> bool:
-        """Whether some given store holds this chunk (safe from worker threads)."""
-        bs = self.block_size
-        return any(store.locate(digest, bs) is not None for store in self.stores)
 
     def form(self, source: DataSource, plan: PlannedInode) -> ChunkedData:
         form = ChunkedData(source, plan, self)
@@ -364,7 +365,7 @@ class ChunkSession:
                     placed[digest] = loc
                 append(loc)
             form.locs = locs
-            if form.stat is not None and self.cache is not None:
+            if form.stat is not None and self.cache is not None and not form.cached:
                 source = form.source
                 assert isinstance(source, EntryData | PathData)
                 self.cache.put(os.fsencode(source.path), form.stat, chunk, form.digests)
@@ -378,7 +379,10 @@ class ChunkSession:
         for store in self.stores:
             found = store.locate(digest, bs)
             if found is not None:
-                return found.blob, found.offset, os.stat(store.blob_path(found.blob)).st_size
+                size = self._blob_sizes.get(found.blob)
+                if size is None:
+                    size = self._blob_sizes[found.blob] = os.stat(store.blob_path(found.blob)).st_size
+                return found.blob, found.offset, size
         return None
 
     @property
@@ -581,8 +585,8 @@ def _unchanged(form: ChunkedData, reader: ChunkReader) -> bool:
     """Whether a path-backed file is provably the one the data stage hashed: same inode, size and
     times as then, and not changed so recently that a same-tick change could hide."""
     before = form.stat
-    if before is None or not (isinstance(reader, _FdReader) and reader.owned):
-        return False
+    if before is None or form.cached or not (isinstance(reader, _FdReader) and reader.owned):
+        return False  # digests from the cache are checked against the file, never trusted blind
     now = os.fstat(reader.fd)
     settled = form.session.start_ns - RACY_NS
     return (

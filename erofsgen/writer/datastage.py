@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from .plan import PlannedInode
 
 WORKERS = 2  # threads for examined kinds; their work releases the GIL (I/O, hashing, compression)
+# Chunked files are handed to the workers in batches: one job per file costs more in thread
+# hand-overs than hashing a small file takes.
+BATCH_FILES = 32
+BATCH_BYTES = 8 << 20
 SPOOL_CHUNK = 1 << 20
 # Tests set this to delay or reorder worker jobs; it is called with the job's index.
 job_hook: Callable[[int], None] | None = None
@@ -54,6 +58,8 @@ class DataStage:
         self.block_size = block_size
         self.workers = workers or WORKERS
         self.chunks = chunks  # regular files of a block or more are chunked into it
+        self.batch: list[ChunkedData] = []  # chunked files not yet handed to a worker
+        self.batch_bytes = 0
         self.jobs: list[Future[None]] = []
         self.executor: ThreadPoolExecutor | None = None
         self.spool: BinaryIO | None = None
@@ -95,9 +101,19 @@ class DataStage:
         if isinstance(data, StreamData):
             form.spool = self._reserve(data.size)
             self._submit(_spool_and_hash, data, plan, *form.spool, form)
-        else:
-            self._submit(hash_chunks, form)
+            return form
+        self.batch.append(form)
+        self.batch_bytes += data.size
+        if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
+            self._flush_batch()
         return form
+
+    def _flush_batch(self) -> None:
+        if self.batch:
+            batch = self.batch
+            self.batch = []
+            self.batch_bytes = 0
+            self._submit(_hash_batch, batch)
 
     def _reserve(self, size: int) -> tuple[int, int]:
         """Room for `size` bytes in the spool: its descriptor and the offset."""
@@ -109,6 +125,8 @@ class DataStage:
         return self.spool.fileno(), offset
 
     def _submit(self, job: Callable[..., None], *args: object) -> None:
+        if self.batch and job is not _hash_batch:
+            self._flush_batch()  # jobs stay in submission order
         if self.executor is None:
             self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="erofsgen-data")
         index = len(self.jobs)
@@ -122,6 +140,7 @@ class DataStage:
 
     def settle(self) -> None:
         """Wait for every examined kind; raise the first failure in submission order."""
+        self._flush_batch()
         for future in self.jobs:
             future.result()
 
@@ -159,6 +178,13 @@ def _consume_stream(
             raise failed(f"the stream runs on past its size {data.size}")
     except OSError as exc:
         raise failed(f"cannot read: {exc.strerror or exc}") from None
+
+
+def _hash_batch(forms: list[ChunkedData], abort: threading.Event) -> None:
+    for form in forms:
+        if abort.is_set():
+            return
+        hash_chunks(form, abort)
 
 
 def _spool_and_hash(
