@@ -248,3 +248,21 @@ def test_unchanged_files_copied_in_the_kernel_give_the_same_bytes(
     with open_image(tmp_path / "img-1000000000000", devices=[str(tmp_path / "blob-1000000000000")]) as img:
         for i in range(6):
             assert img.read_bytes(f"f{i}") == (src / f"f{i}").read_bytes()
+
+
+def test_the_blob_device_cannot_be_the_image(tmp_path: Path) -> None:
+    image = tmp_path / "img"
+    (tmp_path / "link").symlink_to(image)
+    for blob in (image, tmp_path / "link"):
+        with pytest.raises(InvalidInputError, match="the blob device cannot be the image itself"):
+            write_image(_tree(f=_file(bytes(range(256)) * 64)), image, WriteOptions(blob_device=str(blob)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link"]
+
+
+def test_a_store_is_created_but_not_its_missing_parents(tmp_path: Path) -> None:
+    tree = _tree(f=_file(bytes(range(256)) * 64))
+    with pytest.raises(InvalidInputError, match=r"missing/store: cannot create the store: No such file"):
+        write_image(tree, tmp_path / "img", WriteOptions(blob_stores=(str(tmp_path / "missing" / "store"),)))
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "img").exists()
+    write_image(tree, tmp_path / "img", WriteOptions(blob_stores=(str(tmp_path / "store"),)))
+    assert (tmp_path / "store" / "oci-layout").is_file()

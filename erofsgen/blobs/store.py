@@ -325,6 +325,8 @@ def _merge(
 
 def _create_layout(path: str) -> None:
     try:
+        if not os.path.isdir(path):
+            os.mkdir(path)  # the store itself, not missing parents: a mistyped path is an error
         os.makedirs(os.path.join(path, BLOBS_DIR), exist_ok=True)
         for sub in (INDEX_DIR, TMP_DIR, CACHE_DIR):
             os.makedirs(os.path.join(path, sub), exist_ok=True)

@@ -69,6 +69,8 @@ def write_image(
         options = WriteOptions()
     elif not isinstance(options, WriteOptions):
         raise InvalidInputError(f"options must be WriteOptions, not {type(options).__name__}")
+    if options.blob_device is not None and _same_file(options.blob_device, output):
+        raise InvalidInputError("the blob device cannot be the image itself", os.fspath(output))
     # The stage's workers and spool live until the data is in the image; a chunk session holds
     # its stores' locks until then too.
     with gc_paused(), chunk_session(options) as chunks, DataStage(options.block_size, chunks=chunks) as stage:
@@ -102,6 +104,16 @@ def write_image(
         root_nid=layout.root.nid,
         build_time_ns=layout.build_time_ns,
     )
+
+
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two output paths end at the same file (through symlinks, or as one existing file)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _blob_device(options: WriteOptions, sync: bool) -> contextlib.AbstractContextManager[int]:
