@@ -19,6 +19,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .blobs import BlobStore, ChunkLocation, StoreError
     from .format.constants import FileType
     from .model import (
         BytesData,
@@ -44,6 +45,9 @@ __version__ = "0.1.0"
 
 # Every public name and the module it comes from, imported on first use.
 _LAZY = {
+    "BlobStore": ".blobs",
+    "ChunkLocation": ".blobs",
+    "StoreError": ".blobs",
     "FileType": ".format.constants",
     "BytesData": ".model",
     "DataSource": ".model",
@@ -76,7 +80,9 @@ _LAZY = {
 }
 
 __all__ = [
+    "BlobStore",
     "BytesData",
+    "ChunkLocation",
     "CorruptImageError",
     "DataSource",
     "Device",
@@ -101,6 +107,7 @@ __all__ = [
     "PathData",
     "Socket",
     "Stat",
+    "StoreError",
     "SuperblockInfo",
     "Symlink",
     "TreeOverrides",
