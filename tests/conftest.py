@@ -10,6 +10,9 @@ tests that need them instead of skipping them.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -94,3 +97,17 @@ def scenario_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def scenario_tree_short_names(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The scenario tree without 255-byte names, which erofs-utils 1.5 cannot pack. Read-only."""
     return _build(tmp_path_factory, "scenario_short", long_names=False)
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory other users can enter (pytest's tmp_path is private to root)."""
+    work = Path(tempfile.mkdtemp(prefix="erofsgen-shared-"))
+    os.chmod(work, 0o755)
+    try:
+        yield work
+    finally:
+        for root, dirs, _files in os.walk(work):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+        shutil.rmtree(work)

@@ -15,11 +15,10 @@ import random
 import shutil
 import signal
 import struct
-import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -564,20 +563,6 @@ def _as_nobody(work: Callable[[], object]) -> object:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "the unprivileged child failed"
     return json.loads(payload)
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory other users can enter (pytest's tmp_path is private to root)."""
-    work = Path(tempfile.mkdtemp(prefix="erofsgen-store-"))
-    os.chmod(work, 0o755)
-    try:
-        yield work
-    finally:
-        for root, dirs, _files in os.walk(work):
-            for name in dirs:
-                os.chmod(os.path.join(root, name), 0o755)
-        shutil.rmtree(work)
 
 
 @needs_root

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -151,20 +150,6 @@ def test_sparse_file_over_4gib_in_a_store(tmp_path: Path, kernel_mount: MountIma
             assert f.read(len(data)) == data
         f.seek(3 * GiB)
         assert f.read(1 << 20) == bytes(1 << 20)
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory other users can enter (pytest's tmp_path is private to root)."""
-    work = Path(tempfile.mkdtemp(prefix="erofsgen-packs-"))
-    os.chmod(work, 0o755)
-    try:
-        yield work
-    finally:
-        for root, dirs, _files in os.walk(work):
-            for name in dirs:
-                os.chmod(os.path.join(root, name), 0o755)
-        shutil.rmtree(work)
 
 
 def _as_nobody(work: Path, job: str) -> tuple[int, str]:
