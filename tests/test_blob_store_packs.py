@@ -379,3 +379,35 @@ def test_a_corrupted_blob_is_refused_by_mount_and_extract(
     assert cli_main(["extract", f"--blob-store={store}", str(image), str(tmp_path / "out")]) == 2
     assert blob.name in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    where = tmp_path / "small"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+@pytest.mark.parametrize("target", ["store", "blobdev"])
+def test_a_full_blob_target_is_named_and_nothing_is_left(
+    tmp_path: Path, small_tmpfs: Path, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, image = tmp_path / "src", tmp_path / "img"
+    _make_tree(src, 14, files=12)  # about 2.5 MiB of chunks
+    where = small_tmpfs / target
+    option = f"--blob-store={where}" if target == "store" else f"--blobdev={where}"
+    assert cli_main(["pack", "--quiet", option, str(src), str(image)]) == 2
+    what = "a new blob" if target == "store" else "the blob device"
+    assert (
+        capsys.readouterr().err == f"erofsgen: error: {where}: cannot write {what}: No space left on device\n"
+    )
+    assert not image.exists()
+    left = [p for p in small_tmpfs.rglob("*") if p.is_file() and p.name not in ("oci-layout", "lock")]
+    assert left == []

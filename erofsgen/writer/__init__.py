@@ -93,7 +93,7 @@ def write_image(
             if chunks is not None:
                 chunks.save_cache()
         except ImageWriteError as exc:
-            raise _with_size(exc, layout) from exc.__cause__
+            raise _with_size(exc, layout, output) from exc.__cause__
     assert layout is not None
     return ImageSummary(
         path=os.fspath(output),
@@ -123,9 +123,13 @@ def _blob_device(options: WriteOptions, sync: bool) -> contextlib.AbstractContex
     return atomic_output(options.blob_device, sync=sync)
 
 
-def _with_size(exc: ImageWriteError, layout: Layout | None) -> ImageWriteError:
-    """A lack of room says how much the image needs, once that is known."""
+def _with_size(
+    exc: ImageWriteError, layout: Layout | None, output: str | os.PathLike[str]
+) -> ImageWriteError:
+    """A lack of room for the image says how much the image needs, once that is known."""
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or layout is None or "the image needs" in str(exc):
         return exc
+    if exc.filename != os.fspath(output):
+        return exc  # a blob device or store ran out of room, not the image
     size = layout.blocks * layout.options.block_size
     return ImageWriteError(f"{exc.strerror} (the image needs {size} bytes)", exc.filename, exc.errno)

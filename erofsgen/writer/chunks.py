@@ -20,7 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from ..errors import InvalidInputError
+from ..errors import ImageWriteError, InvalidInputError
 from ..format.chunk import CHUNK_BLOCK_MAP_ENTRY, CHUNK_INDEX, chunk_format
 from ..format.constants import EROFS_NULL_ADDR, DataLayout
 from ..format.device import DEVICE_SLOT, DeviceSlotRec
@@ -396,11 +396,12 @@ class ChunkSession:
         For a store, `fd` is ignored: the new chunks go into a new pending blob of the first store.
         """
         offset = self.base * self.block_size if self.in_image else 0
+        what = "the image" if self.in_image else "the blob device"
         if self.stores and self.new_chunks:
             self.pending = self.stores[0].new_blob()
-            fd, path = self.pending.fd, self.pending.path
+            fd, path, what = self.pending.fd, self.stores[0].path, "a new blob"
         hashing = not self.in_image
-        self.copier = ChunkCopier(self, fd, offset, path, hashing)
+        self.copier = ChunkCopier(self, fd, offset, (path, what), hashing)
         self.copier.start()
 
     def stop_copy(self) -> None:
@@ -476,12 +477,14 @@ def _chunk_length(form: ChunkedData, k: int) -> int:
 class ChunkCopier(threading.Thread):
     """Writes the new chunks, in order, re-reading and re-checking each; hashes a blob whole."""
 
-    def __init__(self, session: ChunkSession, fd: int, offset: int, path: str, hashing: bool) -> None:
+    def __init__(
+        self, session: ChunkSession, fd: int, offset: int, target: tuple[str, str], hashing: bool
+    ) -> None:
         super().__init__(name="erofsgen-chunks", daemon=True)
         self.session = session
         self.fd = fd
         self.offset = offset
-        self.path = path
+        self.target = target  # (path, what) for errors: the image, the blob device, a store
         self.blob = hashlib.sha256() if hashing else None
         self.stop = threading.Event()
         self.error: BaseException | None = None
@@ -490,6 +493,12 @@ class ChunkCopier(threading.Thread):
     def run(self) -> None:
         try:
             self._copy()
+        except OSError as exc:  # reads are InvalidInputErrors by now: this is the target's
+            path, what = self.target
+            if isinstance(exc, ImageWriteError):
+                self.error = exc
+            else:
+                self.error = ImageWriteError(f"cannot write {what}: {exc.strerror or exc}", path, exc.errno)
         except BaseException as exc:  # raised on the main thread by finish_copy
             self.error = exc
 
