@@ -8,24 +8,30 @@ fragment offsets must be refused as corruption, naming where.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from erofsgen import open_image
-from erofsgen.errors import CorruptImageError
+from erofsgen.errors import CorruptImageError, ErofsgenError
 from erofsgen.format.constants import EROFS_SUPER_OFFSET, LclusterType, MapAdvise
 from erofsgen.format.superblock import CHECKSUM_OFFSET, SUPERBLOCK, checksum_length, sb_checksum
 from erofsgen.reader import Image
+from erofsgen.reader import data as data_module
 from erofsgen.reader.check import check_image
 from erofsgen.reader.decompress import decode_raw
 from erofsgen.reader.dump import PACKED_INODE_PATH, Structure, iter_image, rebuild_check
 from erofsgen.reader.zmap import Extent
 from tests.support.kernel import MountImage
+from tests.test_reader_fuzz import TIME_LIMIT, exercise, mutate, mutation
 
 VECTORS = Path(__file__).resolve().parent.parent / "specs" / "vectors" / "images" / "mkfs-1.9"
 IMAGES = sorted(VECTORS.glob("*.erofs"))
@@ -278,3 +284,32 @@ def test_interlaced_raw_extent(logical: int, length: int) -> None:
     skip = len(raw) - BLOCK + logical % BLOCK
     first = min(BLOCK - logical % BLOCK, length)
     assert decode_raw(raw, ext, BLOCK, None) == raw[skip : skip + first] + raw[: length - first]
+
+
+@pytest.mark.slow
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    index=st.integers(0, len(IMAGES) - 1),
+    mutations=st.lists(mutation, min_size=1, max_size=6),
+    meta_bias=st.booleans(),
+)
+def test_damaged_vectors_raise_only_erofsgen_errors(
+    index: int, mutations: list[tuple[str, int, int]], meta_bias: bool
+) -> None:
+    """Damage to packed inodes, fragment headers and shared pclusters stays an erofsgen error."""
+    image = mutate(IMAGES[index].read_bytes(), mutations, meta_bias)
+    started = time.monotonic()
+    with contextlib.suppress(ErofsgenError):
+        exercise(image)
+    assert time.monotonic() - started < TIME_LIMIT
+
+
+def test_extract_in_parallel_and_in_small_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fragments longer than one copy piece are read piece by piece (here: pieces of 1000 bytes)."""
+    monkeypatch.setattr(data_module, "COPY_PIECE", 1000)
+    for path in IMAGES:
+        dest = tmp_path / path.stem
+        with open_image(path) as img:
+            assert image_manifest(img) == _manifest()
+            img.extract(dest, parallel=True)
+        assert tree_manifest(dest) == _manifest()
