@@ -25,6 +25,7 @@ from erofsgen.errors import CorruptImageError, ErofsgenError
 from erofsgen.format.constants import EROFS_SUPER_OFFSET, LclusterType, MapAdvise
 from erofsgen.format.superblock import CHECKSUM_OFFSET, SUPERBLOCK, checksum_length, sb_checksum
 from erofsgen.reader import Image
+from erofsgen.reader import check as check_module
 from erofsgen.reader import data as data_module
 from erofsgen.reader.check import check_image
 from erofsgen.reader.decompress import decode_raw
@@ -241,7 +242,7 @@ def test_whole_fragment_past_the_packed_inode(tmp_path: Path) -> None:
         assert exc.value.nid == nid and exc.value.offset == bad_offset
         assert img.open("/text/a.txt").read() == (img.open("/text/copy.txt").read())
         problems = [p for p in check_image(img, data=True) if p.nid == nid]
-        assert problems and all(p.area == "fragment" for p in problems)
+        assert len(problems) == 1 and problems[0].area == "fragment" and problems[0].offset == bad_offset
 
 
 def test_tail_fragment_past_the_packed_inode(tmp_path: Path) -> None:
@@ -307,9 +308,11 @@ def test_damaged_vectors_raise_only_erofsgen_errors(
 def test_extract_in_parallel_and_in_small_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fragments longer than one copy piece are read piece by piece (here: pieces of 1000 bytes)."""
     monkeypatch.setattr(data_module, "COPY_PIECE", 1000)
+    monkeypatch.setattr(check_module, "_PIECE", 1000)
     for path in IMAGES:
         dest = tmp_path / path.stem
         with open_image(path) as img:
             assert image_manifest(img) == _manifest()
+            assert check_image(img, data=True) == []
             img.extract(dest, parallel=True)
         assert tree_manifest(dest) == _manifest()

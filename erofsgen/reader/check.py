@@ -452,10 +452,13 @@ class _Checker:
         pos = 0
         while pos < info.size and not self.exhausted():
             ext = zmap.extent_at(pos)
+            found = len(self.problems)
             self.check_pcluster(info, ext)
-            if data is not None:
+            if data is not None and len(self.problems) == found:  # not the same fault twice
                 try:
-                    data.read(ext.logical, ext.length)
+                    step = _PIECE if ext.fragment else ext.length  # a fragment may be as long as the file
+                    for start in range(ext.logical, ext.end, step):
+                        data.read(start, min(step, ext.end - start))
                 except ErofsgenError as exc:
                     self.fail(exc, area="pcluster", nid=info.nid)
             pos = ext.end
