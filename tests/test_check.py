@@ -154,7 +154,7 @@ def test_superblock_fields(image: Path, offset: int, data: bytes, expect: str) -
 
 
 def test_unsupported_features_are_unusable_input(image: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    patch(image, EROFS_SUPER_OFFSET + 80, u32(0x20))  # FRAGMENTS
+    patch(image, EROFS_SUPER_OFFSET + 80, u32(0x80))  # 48BIT
     assert cli_main(["check", str(image)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("erofsgen: error:") and "cannot be checked" in err and "Traceback" not in err

@@ -54,7 +54,6 @@ def test_corrupt_superblocks(fields: dict[str, int], match: str) -> None:
 @pytest.mark.parametrize(
     "bit,match",
     [
-        (FeatureIncompat.FRAGMENTS, "FRAGMENTS"),
         (FeatureIncompat.BIT48, "48BIT"),
         (FeatureIncompat.METABOX, "METABOX"),
         (0x4000, "unknown incompat"),
@@ -63,6 +62,12 @@ def test_corrupt_superblocks(fields: dict[str, int], match: str) -> None:
 def test_refused_features_are_named(bit: int, match: str) -> None:
     with pytest.raises(UnsupportedFeatureError, match=match):
         open_bytes(image_with(feature_incompat=FeatureIncompat.ZERO_PADDING | bit))
+
+
+def test_fragments_are_read() -> None:
+    features = FeatureIncompat.ZERO_PADDING | FeatureIncompat.FRAGMENTS
+    with open_bytes(image_with(feature_incompat=features)) as img:
+        assert img.superblock.has(FeatureIncompat.FRAGMENTS)
 
 
 def test_checksum_strict_and_lenient() -> None:

@@ -455,8 +455,8 @@ def test_algorithm_must_be_available() -> None:
         read_all(bytes(image))
 
 
-def test_fragment_header_is_refused() -> None:
+def test_fragment_header_needs_the_feature() -> None:
     image = bytearray(build_image(standard_extents(big=False)))
     image[map_header_offset(INODE_END) + 7] = 0x80
-    with pytest.raises(UnsupportedFeatureError, match="FRAGMENTS"):
+    with pytest.raises(CorruptImageError, match="without the superblock FRAGMENTS feature"):
         read_all(bytes(image))

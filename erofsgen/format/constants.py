@@ -67,9 +67,10 @@ class FeatureIncompat(IntFlag):
     DEDUPE = 0x020
 
 
-# What this reader understands; FRAGMENTS/48BIT/METABOX images are refused by name.
+# What this reader understands; 48BIT/METABOX images are refused by name.
 SUPPORTED_INCOMPAT = (
     FeatureIncompat.ZERO_PADDING
+    | FeatureIncompat.FRAGMENTS
     | FeatureIncompat.COMPR_CFGS
     | FeatureIncompat.CHUNKED_FILE
     | FeatureIncompat.DEVICE_TABLE

@@ -47,6 +47,7 @@ from .datamap import check_bounds, iter_chunk_entries, map_uncompressed
 from .image import Image, open_image
 from .inode import InodeInfo
 from .names import escape_name
+from .packed import packed_file
 from .storage import SourceLike, Storage
 from .superblock import MAX_BLKSZBITS, PAGE_SIZE, read_raw_superblock
 from .walk import walk_dirs
@@ -57,7 +58,7 @@ PER_OBJECT_LIMIT = 32
 _PIECE = 1 << 20
 _SPECIAL = (FileType.CHRDEV, FileType.BLKDEV, FileType.FIFO, FileType.SOCK)
 _KNOWN_INCOMPAT = 0x1FF  # every bit some kernel knows (up to METABOX)
-_NAMED_UNSUPPORTED = FeatureIncompat.FRAGMENTS | FeatureIncompat.BIT48 | FeatureIncompat.METABOX
+_NAMED_UNSUPPORTED = FeatureIncompat.BIT48 | FeatureIncompat.METABOX
 
 
 class Severity(enum.Enum):
@@ -168,7 +169,7 @@ class _Checker:
 
     def run(self) -> list[Problem]:
         try:
-            for stage in (self.check_superblock, self.walk, self.check_links):
+            for stage in (self.check_superblock, self.check_packed_inode, self.walk, self.check_links):
                 try:
                     stage()
                 except ErofsgenError as exc:  # whatever the stage itself did not expect
@@ -224,6 +225,15 @@ class _Checker:
                         area="device table",
                         offset=slot.offset,
                     )
+
+    def check_packed_inode(self) -> None:
+        """The packed inode (fragments) is outside the tree: check it and count it, as mkfs does."""
+        nid = self.sb.packed_nid
+        if not self.sb.has(FeatureIncompat.FRAGMENTS) or not nid:
+            return
+        info = self.check_inode(nid)
+        if info is not None and info.file_type != FileType.REG_FILE:
+            self.report("the packed inode is not a regular file", area="superblock", nid=nid)
 
     # -- the walk -------------------------------------------------------------------------
 
@@ -442,15 +452,27 @@ class _Checker:
         pos = 0
         while pos < info.size and not self.exhausted():
             ext = zmap.extent_at(pos)
+            found = len(self.problems)
             self.check_pcluster(info, ext)
-            if data is not None:
+            if data is not None and len(self.problems) == found:  # not the same fault twice
                 try:
-                    data.read(ext.logical, ext.length)
+                    step = _PIECE if ext.fragment else ext.length  # a fragment may be as long as the file
+                    for start in range(ext.logical, ext.end, step):
+                        data.read(start, min(step, ext.end - start))
                 except ErofsgenError as exc:
                     self.fail(exc, area="pcluster", nid=info.nid)
             pos = ext.end
 
     def check_pcluster(self, info: InodeInfo, ext: Extent) -> None:
+        if ext.fragment:
+            packed = packed_file(self.storage, self.sb)
+            if ext.physical + ext.length > packed.size:
+                msg = (
+                    f"fragment of extent [{ext.logical}, +{ext.length}) at packed-inode offset "
+                    f"{ext.physical:#x} runs past the packed inode ({packed.size} bytes)"
+                )
+                self.report(msg, area="fragment", nid=info.nid, offset=ext.physical)
+            return
         if ext.inline:
             if ext.physical + ext.plen > self.storage.primary_size:
                 msg = f"inline pcluster of {ext.plen} bytes runs past the image"
@@ -581,7 +603,7 @@ def superblock_problems(source: SourceLike) -> list[Problem]:
 
     Raises InvalidInputError for a file that is not an EROFS image at all (too short, bad
     magic): that is one finding, and nothing else is worth reporting. Raises
-    UnsupportedFeatureError when the superblock is sound but uses 48BIT, FRAGMENTS or METABOX,
+    UnsupportedFeatureError when the superblock is sound but uses 48BIT or METABOX,
     which this reader cannot check.
     """
     storage = Storage(source)
@@ -601,7 +623,7 @@ def superblock_problems(source: SourceLike) -> list[Problem]:
     if not found and rec.feature_incompat & _NAMED_UNSUPPORTED:
         raise UnsupportedFeatureError(
             f"image uses incompat features {rec.feature_incompat & _NAMED_UNSUPPORTED:#x} "
-            "(48BIT/FRAGMENTS/METABOX), which cannot be checked"
+            "(48BIT/METABOX), which cannot be checked"
         )
     return [Problem(message, area="superblock", offset=EROFS_SUPER_OFFSET) for message in found]
 

@@ -2,14 +2,16 @@
 
 Uncompressed data is copied segment by segment straight from the devices (into a file, in the
 kernel: `copy_to`). Compressed data is decoded one extent at a time (at most 12 MiB) and the
-last extent is kept, so sequential reads decode each extent once. `ImageFile` wraps this as a
-read-only, seekable binary file object.
+last extent is kept, so sequential reads decode each extent once. A fragment extent is read in
+pieces from the packed inode (packed.py), never decoded whole: it may be as long as the file.
+`ImageFile` wraps this as a read-only, seekable binary file object.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..errors import CorruptImageError
@@ -17,6 +19,7 @@ from ..format.constants import FeatureIncompat
 from .datamap import Segment, check_bounds, iter_segments, map_uncompressed
 from .decompress import decode_extent
 from .inode import InodeInfo
+from .packed import packed_file
 from .storage import Storage
 from .superblock import SuperblockInfo
 from .zmap import Extent, ZMap
@@ -120,7 +123,7 @@ class InodeData:
     def _copy_compressed(self, fd: int) -> int:
         written = pos = 0
         while pos < self.size:
-            ext, data = self._decoded_extent(pos)
+            ext, data = self._decoded_piece(pos)
             start, end = pos - ext.logical, min(self.size, ext.end) - ext.logical
             if data.count(0, start, end) != end - start:
                 view = memoryview(data)[start:end]
@@ -134,7 +137,7 @@ class InodeData:
 
     def _read_piece(self, pos: int, end: int) -> bytes:
         if self._zmap is not None:
-            ext, data = self._decoded_extent(pos)
+            ext, data = self._decoded_piece(pos)
             return data[pos - ext.logical : min(end, ext.end) - ext.logical]
         seg = self._segment
         if seg is None or not seg.logical <= pos < seg.end:
@@ -151,13 +154,22 @@ class InodeData:
             seg.physical + (pos - seg.logical), count, area=area, nid=self.inode.nid, device=seg.device
         )
 
-    def _decoded_extent(self, pos: int) -> tuple[Extent, bytes]:
+    def _decoded_piece(self, pos: int) -> tuple[Extent, bytes]:
+        """An extent holding `pos` and its bytes; a fragment comes as a piece of at most COPY_PIECE."""
         ext = self._extent
         if ext is not None and ext.logical <= pos < ext.end:
             return ext, self._extent_data
         assert self._zmap is not None
         ext = self._zmap.extent_at(pos)
         self._extent = None
+        if ext.fragment:
+            start = pos - pos % COPY_PIECE if pos - ext.logical >= COPY_PIECE else ext.logical
+            count = min(ext.end, start + COPY_PIECE) - start
+            packed = packed_file(self.storage, self.sb)
+            piece = replace(ext, logical=start, length=count, physical=ext.physical + start - ext.logical)
+            self._extent_data = packed.read(piece.physical, count, self.inode.nid)
+            self._extent = piece
+            return piece, self._extent_data
         self._extent_data = decode_extent(
             self._pcluster_bytes(ext),
             ext,

@@ -160,8 +160,12 @@ def decode_raw(raw: bytes, ext: Extent, blksz: int, nid: int | None) -> bytes:
         raise _fail(ext, nid, "raw pcluster shorter than its extent")
     if not ext.interlaced:
         return raw[: ext.length]
-    cur = min(blksz - ext.logical % blksz, ext.length)
-    return raw[len(raw) - cur :] + raw[: ext.length - cur]
+    # The extent's first block part sits at the same in-block offset in the pcluster's last
+    # block (z_erofs_transform_plain); that part may end before the block does (at EOF).
+    right = blksz - ext.logical % blksz
+    start = len(raw) - right
+    cur = min(right, ext.length)
+    return raw[start : start + cur] + raw[: ext.length - cur]
 
 
 def decode_extent(

@@ -70,6 +70,9 @@ from .zmap import ZMap
 _SHARED_ID_SIZE = 4
 _SharedXattrIdRecord = cs.Struct("id" / SharedXattrId)
 
+# What the packed inode (FRAGMENTS), which no directory names, is shown as.
+PACKED_INODE_PATH = "(packed inode)"
+
 # The fixed-size structures by the kind name the dump gives them.
 FIXED_SCHEMAS: dict[str, Any] = {
     "superblock": SuperBlock,
@@ -353,17 +356,25 @@ def _zmap_items(image: Image, info: InodeInfo) -> Iterator[Item]:
     if not info.size:
         return
     header = _parse(image, MapHeader, "map header", info.map_header_offset, MAP_HEADER.size, nid=info.nid)
-    yield replace(header, note=f"advise {header.fields['h_advise']:#x}")
     zmap = ZMap(image.storage, image.superblock, info)
-    if info.layout == DataLayout.COMPRESSED_FULL:
-        yield from _full_index_items(image, info, zmap)
+    if zmap.whole_fragment:  # no index: the header holds the fragment offset
+        yield replace(header, note=f"whole file in the packed inode at {zmap.fragment_offset:#x}")
     else:
-        yield from _compact_pack_items(image, info, zmap)
+        yield replace(header, note=f"advise {header.fields['h_advise']:#x}")
+        if info.layout == DataLayout.COMPRESSED_FULL:
+            yield from _full_index_items(image, info, zmap)
+        else:
+            yield from _compact_pack_items(image, info, zmap)
     if zmap.idata_size:
         tail = {"h_idata_size": zmap.idata_size, "head_lcn": zmap.tail_head_lcn}
         yield Structure("inline pcluster", zmap.idata_offset, zmap.idata_size, tail, nid=info.nid)
     for ext in zmap.extents():
-        fields: dict[str, Any] = {
+        if ext.fragment:
+            where = f"packed inode (nid {image.superblock.packed_nid})"
+            frag = {"logical": ext.logical, "length": ext.length, "packed_offset": ext.physical}
+            yield Structure("fragment", ext.physical, ext.length, frag, nid=info.nid, location=where)
+            continue
+        fields = {
             "logical": ext.logical,
             "length": ext.length,
             "physical": ext.physical,
@@ -522,6 +533,9 @@ def reachable_nids(image: Image) -> Iterator[tuple[int, bytes]]:
 def iter_image(image: Image) -> Iterator[Item]:
     """Every structure of the image: superblock area, then each reachable inode once."""
     yield from superblock_items(image)
+    sb = image.superblock
+    if sb.has(FeatureIncompat.FRAGMENTS) and sb.packed_nid:
+        yield from inode_items(image, sb.packed_nid, PACKED_INODE_PATH)
     for nid, path in reachable_nids(image):
         yield from inode_items(image, nid, escape_name(path))
 

@@ -41,7 +41,6 @@ PCLUSTER_MAX_SIZE = 1024 * 1024
 ALL_ALGORITHMS = (1 << len(CompressionAlgorithm)) - 1
 
 _NAMED_REFUSALS = {
-    FeatureIncompat.FRAGMENTS: "FRAGMENTS/DEDUPE (packed inode, shared pclusters)",
     FeatureIncompat.BIT48: "48BIT (48-bit block addresses)",
     FeatureIncompat.METABOX: "METABOX (compressed metadata)",
 }

@@ -6,6 +6,12 @@ extent head is found by looking back along NONHEAD delta[0] distances. The physi
 from the CBLKCNT entry after the head (big pclusters), the logical length from following
 delta[1] to the next head. Every walk is bounded by the 12 MiB extent limit, so a corrupt index
 cannot loop.
+
+Fragments (FRAGMENTS feature): the tail extent of a FRAGMENT_PCLUSTER inode lives in the packed
+inode at `fragment_offset` instead of a pcluster; with bit 7 of h_clusterbits set the whole file
+does (the other 63 bits of the header are the offset). Such an extent has `fragment` set and
+`physical` = its offset in the packed inode. Dedupe needs nothing here: several heads may name the
+same pcluster, and a PARTIAL_REF extent is a prefix of what its pcluster decodes to.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class Extent:
     interlaced: bool  # raw data rotated to its in-block position
     inline: bool  # ztailpacking tail stored after the index
     partial_ref: bool
+    fragment: bool = False  # stored raw in the packed inode, at offset `physical` there
 
     @property
     def end(self) -> int:
@@ -92,6 +99,22 @@ class ZMap:
         self.nid = inode.nid
         raw = storage.read(inode.map_header_offset, MAP_HEADER.size, area="map header", nid=inode.nid)
         self.header: MapHeaderRec = MAP_HEADER.unpack(raw, area="map header")
+        self.whole_fragment = bool(self.header.h_clusterbits >> Z_EROFS_FRAGMENT_INODE_BIT)
+        self.fragment_offset = 0
+        self.tail_head_lcn = -1
+        self.idata_size = 0
+        self.idata_offset = 0
+        if self.whole_fragment:
+            # The other fields overlap the 63-bit offset: there is no index at all.
+            self._require_fragments()
+            self.fragment_offset = int.from_bytes(raw, "little") ^ (1 << 63)
+            self.advise = MapAdvise.FRAGMENT_PCLUSTER
+            self.algorithms = (0, 0)
+            self.lclusterbits = sb.blkszbits
+            self.totalidx = 0
+            self.max_span = 0
+            self.compact_layout = compact_layout(inode.inode_end, 0, False)
+            return
         self.advise = MapAdvise(self.header.h_advise)
         self.algorithms = (self.header.h_algorithmtype & 0xF, self.header.h_algorithmtype >> 4)
         self.lclusterbits = sb.blkszbits + (self.header.h_clusterbits & 0xF)
@@ -102,10 +125,13 @@ class ZMap:
             inode.inode_end, self.totalidx, bool(self.advise & MapAdvise.COMPACTED_2B)
         )
         self._check_index_bounds()
-        self.idata_size = 0
-        self.idata_offset = 0
-        self.tail_head_lcn = -1
-        if self.advise & MapAdvise.INLINE_PCLUSTER and inode.size:
+        if self.advise & MapAdvise.FRAGMENT_PCLUSTER:
+            self._require_fragments()
+            # h_fragmentoff overlays h_reserved1/h_idata_size, so there is no inline tail.
+            self.fragment_offset = self.header.h_reserved1 | self.header.h_idata_size << 16
+            if inode.size:
+                self._find_fragment_tail()
+        elif self.advise & MapAdvise.INLINE_PCLUSTER and inode.size:
             self._find_tail()
 
     # -- header ---------------------------------------------------------------------------
@@ -113,10 +139,14 @@ class ZMap:
     def _corrupt(self, message: str, offset: int | None = None) -> CorruptImageError:
         return CorruptImageError(message, nid=self.nid, offset=offset, area="compressed index")
 
+    def _require_fragments(self) -> None:
+        if not self.sb.has(FeatureIncompat.FRAGMENTS):
+            raise self._corrupt("fragment data without the superblock FRAGMENTS feature")
+        if self.sb.packed_nid == self.nid:
+            raise self._corrupt("the packed inode itself stores a fragment")
+
     def _check_header(self) -> None:
-        h, compact = self.header, self.inode.layout == DataLayout.COMPRESSED_COMPACT
-        if h.h_clusterbits >> Z_EROFS_FRAGMENT_INODE_BIT or self.advise & MapAdvise.FRAGMENT_PCLUSTER:
-            raise UnsupportedFeatureError(f"nid {self.nid}: FRAGMENTS (packed-inode data) not supported")
+        compact = self.inode.layout == DataLayout.COMPRESSED_COMPACT
         if not compact and self.advise & MapAdvise.COMPACTED_2B:
             raise UnsupportedFeatureError(f"nid {self.nid}: encoded EXTENTS (48-bit era) not supported")
         for nibble in self.algorithms:
@@ -152,6 +182,14 @@ class ZMap:
         bs = self.sb.block_size
         if not self.idata_size or self.idata_offset % bs + self.idata_size > bs:
             raise self._corrupt(f"invalid tail-packing pclustersize {self.idata_size}", self.idata_offset)
+
+    def _find_fragment_tail(self) -> None:
+        """The head of the extent holding the last byte starts the fragment (z_erofs_fill_inode_lazy)."""
+        last = self.inode.size - 1
+        head, _ = self._find_head(last, self.load(last >> self.lclusterbits))
+        self.tail_head_lcn = head.lcn
+        if self.inode.layout == DataLayout.COMPRESSED_FULL:
+            self.fragment_offset |= head.pblk << 32  # full indexes keep the high half here
 
     # -- loading one lcluster -------------------------------------------------------------
 
@@ -319,17 +357,38 @@ class ZMap:
         """The extent holding byte `offset` (0 <= offset < i_size)."""
         if not 0 <= offset < self.inode.size:
             raise ValueError(f"offset {offset} outside the file")
+        if self.whole_fragment or (self.tail_head_lcn == 0 and self.advise & MapAdvise.FRAGMENT_PCLUSTER):
+            return self._fragment_extent(0)
         head, la = self._find_head(offset, self.load(offset >> self.lclusterbits))
         length = self._decompressed_length(head, la)
         if length <= 0 or la + length <= offset or la > offset:
             raise self._corrupt(f"extent [{la}, +{length}) does not cover offset {offset}")
         inline = head.lcn == self.tail_head_lcn
+        if inline and self.advise & MapAdvise.FRAGMENT_PCLUSTER:
+            return self._fragment_extent(la)
         if inline:
             physical, plen = self.idata_offset, self.idata_size
         else:
             physical = head.pblk * self.sb.block_size
             plen = self._compressed_blocks(head) << self.sb.blkszbits
         return self._finish(head, la, length, physical, plen, inline)
+
+    def _fragment_extent(self, la: int) -> Extent:
+        """The tail [la, EOF) stored uncompressed in the packed inode (no size limit applies)."""
+        length = self.inode.size - la
+        return Extent(
+            logical=la,
+            length=length,
+            physical=self.fragment_offset,
+            plen=length,
+            head_lcn=la >> self.lclusterbits if not self.whole_fragment else 0,
+            head_type=LclusterType.PLAIN,
+            algorithm=None,
+            interlaced=False,
+            inline=False,
+            partial_ref=False,
+            fragment=True,
+        )
 
     def _finish(self, head: Lcluster, la: int, length: int, physical: int, plen: int, inline: bool) -> Extent:
         if plen > Z_EROFS_PCLUSTER_MAX_SIZE or length > Z_EROFS_PCLUSTER_MAX_DSIZE:
