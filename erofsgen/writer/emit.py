@@ -12,7 +12,7 @@ import os
 import uuid
 from typing import TYPE_CHECKING
 
-from ..format.constants import EROFS_SUPER_MAGIC_V1, FeatureCompat, FeatureIncompat
+from ..format.constants import EROFS_SUPER_MAGIC_V1, DataLayout, FeatureCompat, FeatureIncompat
 from ..format.device import DEVICE_SLOT
 from ..format.inode import INODE_COMPACT, INODE_EXTENDED, xattr_icount
 from ..format.superblock import CHECKSUM_OFFSET, SUPERBLOCK, SuperBlockRec, checksum_length, sb_checksum
@@ -20,6 +20,7 @@ from ..model import full_mode
 from .copier import Copier
 from .digest import ContentDigest
 from .header import Area, MetadataWriter, write_final
+from .lz4dest import LZ4_MAX_DISTANCE
 from .options import ProgressCallback, WriteOptions
 from .plan import DEVICE_TABLE_OFFSET, Draft, Layout, PlannedInode
 
@@ -160,6 +161,11 @@ class Emitter:
             incompat |= FeatureIncompat.CHUNKED_FILE
         if devices:
             incompat |= FeatureIncompat.DEVICE_TABLE
+        u1 = 0
+        if any(p.layout is DataLayout.COMPRESSED_FULL for p in layout.inodes):
+            # LZ4 streams right-aligned in their pclusters; u1 is lz4_max_distance without COMPR_CFGS.
+            incompat |= FeatureIncompat.ZERO_PADDING
+            u1 = LZ4_MAX_DISTANCE
         prefixes = layout.area("long xattr prefixes")
         if layout.prefix_count:
             incompat |= FeatureIncompat.XATTR_PREFIXES
@@ -181,7 +187,7 @@ class Emitter:
             uuid=image_uuid.bytes,
             volume_name=options.label.encode().ljust(16, b"\0"),
             feature_incompat=int(incompat),
-            u1=0,
+            u1=u1,
             extra_devices=devices,
             devt_slotoff=DEVICE_TABLE_OFFSET // DEVICE_SLOT.size if devices else 0,
             dirblkbits=0,

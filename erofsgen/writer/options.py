@@ -25,7 +25,8 @@ class InodeFormat(Enum):
 
 MAX_LONG_PREFIXES = 128  # e_name_index holds 0x80 | id in 8 bits
 MAX_CHUNK_SHIFT = 31  # i_u's five format bits: a chunk is at most block size << 31 bytes
-DEFAULT_BLOB_CHUNK_SIZE = 64 << 10  # with a blob device or store but no chunk size given
+DEFAULT_BLOB_CHUNK_SIZE = 64 << 10
+COMPRESSION_ALGORITHMS = ("lz4", "lz4hc")  # with a blob device or store but no chunk size given
 
 # Called as progress(done, total) while data is emitted; units are bytes of file data.
 ProgressCallback = Callable[[int, int], None]
@@ -57,6 +58,11 @@ class WriteOptions:
     # Content-addressed stores (specs/blob-store.md): chunks are reused from any of them and new
     # ones written to the first.
     blob_stores: tuple[str | os.PathLike[str], ...] = ()
+    # Regular files compressed with "lz4" or "lz4hc" (None: none are), at this level (lz4hc:
+    # 0..12, None: 9), into pclusters of this many bytes (None: one block; only one block yet).
+    compression: str | None = None
+    compression_level: int | None = None
+    pcluster_size: int | None = None
     # The layout policy; None: erofsgen's default, made from the options above (policy.py).
     policy: LayoutPolicy | None = None
 
@@ -73,6 +79,35 @@ class WriteOptions:
         if len(self.xattr_prefixes) > MAX_LONG_PREFIXES:
             raise InvalidInputError(f"at most {MAX_LONG_PREFIXES} long xattr prefixes fit a 7-bit id")
         self._check_chunks()
+        self._check_compression()
+
+    def _check_compression(self) -> None:
+        from .lz4dest import LZ4HC_MAX_LEVEL
+
+        algorithm, level, pcluster = self.compression, self.compression_level, self.pcluster_size
+        if algorithm is None:
+            if level is not None or pcluster is not None:
+                raise InvalidInputError("a compression level or pcluster size needs a compression algorithm")
+            return
+        if algorithm not in COMPRESSION_ALGORITHMS:
+            known = ", ".join(COMPRESSION_ALGORITHMS)
+            raise InvalidInputError(f"compression algorithm {algorithm!r} is not supported (only {known})")
+        if level is not None and (algorithm == "lz4" or not 0 <= level <= LZ4HC_MAX_LEVEL):
+            raise InvalidInputError(
+                f"compression level {level} is not valid for {algorithm}"
+                + (" (lz4 takes no level)" if algorithm == "lz4" else f" (0 to {LZ4HC_MAX_LEVEL})")
+            )
+        if pcluster is not None and (pcluster <= 0 or pcluster % self.block_size):
+            raise InvalidInputError(
+                f"pcluster size {pcluster} is not a multiple of the block size {self.block_size}"
+            )
+        if pcluster is not None and pcluster != self.block_size:
+            raise InvalidInputError(
+                f"pcluster size {pcluster}: pclusters larger than one block ({self.block_size}) "
+                "are not supported yet"
+            )
+        if self.chunk_size is not None:
+            raise InvalidInputError("compressed files cannot be chunked too: give one of the two")
 
     def _check_chunks(self) -> None:
         if self.blob_device is not None and self.blob_stores:
@@ -108,6 +143,9 @@ class WriteOptions:
             "chunk_size": (int, type(None)),
             "blob_device": (str, os.PathLike, type(None)),
             "blob_stores": (tuple,),
+            "compression": (str, type(None)),
+            "compression_level": (int, type(None)),
+            "pcluster_size": (int, type(None)),
         }
         for name, types in expected.items():
             value = getattr(self, name)

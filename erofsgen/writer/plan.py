@@ -27,7 +27,7 @@ from ..format.inode import INODE_COMPACT, INODE_EXTENDED, i_format
 from ..format.superblock import SUPERBLOCK
 from ..model import Directory, Node, full_mode
 from .chunks import ChunkSession, chunk_session
-from .datastage import DataStage
+from .datastage import DataStage, stage_compressor
 from .header import Area
 from .options import MAX_LONG_PREFIXES, WriteOptions
 from .placement import pack_records
@@ -253,6 +253,8 @@ def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draf
             raise InvalidInputError(
                 f"{len(stage.chunks.devices)} blob devices leave no room for the root inode"
             )
+    if stage.compressor is not None:
+        stage.settle()  # a compressed file's shape is its compressed size
     shape_inodes(inodes, bs, policy, root_offset)
     data_start = -(-(root_offset + inodes[0].record_size) // bs)
     early: list[PlannedInode] = []
@@ -293,7 +295,10 @@ def plan_image(root: Directory, options: WriteOptions, stage: DataStage | None =
     one, a stage is used and closed here (planning only).
     """
     if stage is None:
-        with chunk_session(options) as chunks, DataStage(options.block_size, chunks=chunks) as own:
+        with (
+            chunk_session(options) as chunks,
+            DataStage(options.block_size, chunks=chunks, compressor=stage_compressor(options)) as own,
+        ):
             return plan_image(root, options, own)
     return finish_plan(begin_plan(root, options, stage))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from erofsgen import open_image
 from erofsgen.cli import main as cli_main
-from erofsgen.format.constants import ChunkFormat, DataLayout
+from erofsgen.format.constants import ChunkFormat, DataLayout, FeatureIncompat
 from tests.support import erofs_utils as eu
 from tests.support.matrix import (
     CHUNK_HOLES,
@@ -183,6 +183,19 @@ def _chunked(block_size: int, chunk_size: int, *, indexes: bool) -> _Check:
     return check
 
 
+def _compressed(built: Built, images: ImageCache) -> None:
+    """Compressible files of the scenario are compressed (full indexes, 0PADDING)."""
+    with open_image(built.image) as img:
+        assert img.superblock.feature_incompat & FeatureIncompat.ZERO_PADDING
+        layouts = set()
+        for top, _dirs, files in img.walk("/"):
+            for name in files:
+                inode = img.inode(img.lookup(f"{top.rstrip('/')}/{name}"))
+                if stat.S_ISREG(inode.mode):
+                    layouts.add(inode.layout)
+        assert DataLayout.COMPRESSED_FULL in layouts
+
+
 _PREFIXES = (b"trusted.overlay.", b"user.attr", b"user.kkkkkkkk", b"user.k")
 
 PRODUCERS: tuple[Producer, ...] = (
@@ -226,6 +239,9 @@ PRODUCERS: tuple[Producer, ...] = (
         features={CHUNK_HOLES},
         check=_chunked(4096, 65536, indexes=True),
     ),
+    erofsgen("lz4", "-zlz4", check=_compressed),
+    erofsgen("lz4hc", "-zlz4hc,12", check=_compressed),
+    erofsgen("lz4_b1024", "-b", "1024", "-zlz4hc", features={SMALL_BLOCKS}, check=_compressed),
     mkfs_erofs("default"),
     mkfs_erofs("lz4", "-zlz4"),
     mkfs_erofs("lz4hc", "-zlz4hc"),

@@ -1,0 +1,186 @@
+"""Compressed regular files (LZ4, LZ4HC): cut into extents by the data stage, placed like plain data.
+
+The data stage reads the file once and cuts it into extents by output size: each extent is as
+much data as compresses into one pcluster (one block), the compressed stream right-aligned in
+it (0PADDING). An extent that would not hold more than a block of data is stored raw instead (a
+PLAIN pcluster of one block of data), as mkfs.erofs does, and a file whose compression saves
+nothing at all stays a plain file. The pclusters go to the spool, at an offset reserved on the
+main thread, so nothing depends on which worker ran when; emit copies them to the file's blocks
+and writes the map header and one full (8-byte) lcluster index per block of the file
+(COMPRESSED_FULL) after the inode. See specs/compression.md.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from array import array
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..format.constants import DataLayout, LclusterType
+from ..format.zmap import LCLUSTER_INDEX, MAP_HEADER, MapHeaderRec
+from .filecopy import copy_range
+from .lz4dest import DestSizeCompressor
+from .stored import Stored
+
+if TYPE_CHECKING:
+    from .plan import PlannedInode
+
+_INDEX_PACK = LCLUSTER_INDEX.struct.pack
+_HEADER = MAP_HEADER.pack(MapHeaderRec(0, 0, 0, 0, 0))  # LZ4 as HEAD1, one-block lclusters
+_FULL_INDEX_GAP = bytes(8)  # the reserved bytes between the map header and the entries
+FLUSH_BYTES = 1 << 20  # pclusters are written to the spool in pieces of about this size
+
+Reader = Callable[[int], bytes]  # the next n bytes of the file (fewer only at its end)
+SpoolWriter = Callable[[int, bytes, int], None]  # (spool descriptor, data, offset)
+
+
+class CompressedData(Stored):
+    """A regular file compressed by the data stage, or its `plain` form where that saves nothing."""
+
+    __slots__ = ("_size", "blocks", "compressed", "heads", "plain", "spool_fd", "spool_offset", "starts")
+    file_data = True
+
+    def __init__(self, plain: Stored, size: int, spool_fd: int, spool_offset: int) -> None:
+        self.plain = plain  # how the file is stored if compression does not pay
+        self._size = size
+        self.spool_fd = spool_fd
+        self.spool_offset = spool_offset  # room for ceil(size / block size) pclusters
+        self.compressed = False  # decided by the data stage
+        self.starts = array("Q")  # each extent's first byte in the file
+        self.heads = bytearray()  # each extent's index type: LclusterType.HEAD1 or PLAIN
+        self.blocks = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def index_bytes(self, plan: PlannedInode, block_size: int) -> int:
+        """Record bytes after the xattr body: padding to 8, map header, gap, one entry per lcluster."""
+        pad = -(plan.core_size + len(plan.xattr_body)) % 8
+        return pad + len(_HEADER) + len(_FULL_INDEX_GAP) + 8 * -(-self._size // block_size)
+
+    def shape(self, plan: PlannedInode, block_size: int, may_inline: bool) -> None:
+        if self.compressed:
+            extra = self.index_bytes(plan, block_size)
+            if self.blocks * block_size + extra < self._size:
+                plan.layout = DataLayout.COMPRESSED_FULL
+                plan.nblocks = self.blocks
+                plan.tail_size = 0
+                plan.extra = extra
+                return
+            self.compressed = False  # its indexes eat the gain: plain after all
+        plan.extra = 0
+        self.plain.shape(plan, block_size, may_inline)
+
+    def i_u(self, plan: PlannedInode) -> int:
+        if self.compressed:
+            return self.blocks  # a compressed inode's i_u counts its pcluster blocks
+        return self.plain.i_u(plan)
+
+    def write(
+        self, fd: int, plan: PlannedInode, block_size: int, stop: threading.Event | None = None
+    ) -> bytes:
+        if not self.compressed:
+            return self.plain.write(fd, plan, block_size, stop)
+        copy_range(self.spool_fd, self.spool_offset, fd, plan.startblk * block_size, self.blocks * block_size)
+        pad = plan.extra - len(_HEADER) - len(_FULL_INDEX_GAP) - 8 * -(-self._size // block_size)
+        return bytes(pad) + _HEADER + _FULL_INDEX_GAP + self.full_indexes(plan.startblk, block_size)
+
+    def full_indexes(self, startblk: int, block_size: int) -> bytes:
+        """One entry per lcluster (lcluster = block): a head where an extent starts, else NONHEAD."""
+        return b"".join(full_index_entries(self.starts, self.heads, self._size, startblk, block_size))
+
+
+def full_index_entries(
+    starts: array[int], heads: bytearray, size: int, startblk: int, lcluster: int
+) -> list[bytes]:
+    """The 8-byte entries of layout COMPRESSED_FULL for extents starting at `starts`.
+
+    Extent j's pcluster is block startblk + j. The lcluster holding EOF gets a PLAIN head of its
+    own (clusterofs = size % lcluster, block 0, never read) when the last extent began earlier.
+    """
+    total = -(-size // lcluster)
+    head_lcns = [s // lcluster for s in starts]
+    dummy = size % lcluster != 0 and head_lcns[-1] != total - 1
+    entries: list[bytes] = []
+    for j, start in enumerate(starts):
+        head = head_lcns[j]
+        last = j + 1 == len(starts)
+        next_head = (total - 1 if dummy else total) if last else head_lcns[j + 1]
+        entries.append(_INDEX_PACK(heads[j], start % lcluster, startblk + j))
+        for lcn in range(head + 1, next_head):
+            entries.append(_INDEX_PACK(LclusterType.NONHEAD, 0, (lcn - head) | (next_head - lcn) << 16))
+    if dummy:
+        entries.append(_INDEX_PACK(LclusterType.PLAIN, size % lcluster, 0))
+    assert len(entries) == total
+    return entries
+
+
+def compress_file(
+    form: CompressedData,
+    read: Reader,
+    compress: DestSizeCompressor,
+    block_size: int,
+    spool_write: SpoolWriter,
+    abort: threading.Event,
+) -> None:
+    """Cut the file into extents and write their pclusters to the spool (the data stage's job).
+
+    Reads at most a window ahead: an LZ4 block of one pcluster never holds more than about 255
+    times its size, and extents stay under 256 lclusters (NONHEAD deltas then never reach the
+    big-pcluster flag bit).
+    """
+    size = form.size
+    window = min(1 << 20, block_size * 255)
+    buffer = b""  # file bytes from `pos - off`; refilled a few windows at a time
+    off = 0
+    pos = 0
+    out = bytearray()
+    written = 0
+    starts, heads = form.starts, form.heads
+    while pos < size:
+        if abort.is_set():
+            return
+        want = min(window, size - pos)
+        if len(buffer) - off < want:
+            more = read(min(4 * window, size - pos) - (len(buffer) - off))
+            buffer = buffer[off:] + more
+            off = 0
+            if len(buffer) < want:
+                raise AssertionError("the reader ended before the file's size")
+        stream, used = compress(buffer, off, off + want, block_size) if want > block_size else (b"", 0)
+        starts.append(pos)
+        if used > block_size:
+            heads.append(LclusterType.HEAD1)
+            out += bytes(block_size - len(stream))
+            out += stream
+        else:  # no block saved: this extent is one block of raw data
+            used = min(block_size, want)
+            heads.append(LclusterType.PLAIN)
+            out += buffer[off : off + used]
+            out += bytes(block_size - used)
+        off += used
+        pos += used
+        if len(out) >= FLUSH_BYTES:
+            spool_write(form.spool_fd, bytes(out), form.spool_offset + written)
+            written += len(out)
+            out.clear()
+    if out:
+        spool_write(form.spool_fd, bytes(out), form.spool_offset + written)
+    form.blocks = len(starts)
+    form.compressed = any(h == LclusterType.HEAD1 for h in heads)
+
+
+def spool_reader(fd: int, offset: int) -> Reader:
+    """Sequential reads of data already in the spool."""
+    pos = offset
+
+    def read(n: int) -> bytes:
+        nonlocal pos
+        data = os.pread(fd, n, pos)
+        pos += len(data)
+        return data
+
+    return read
