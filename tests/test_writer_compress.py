@@ -19,7 +19,7 @@ from erofsgen.format.constants import DataLayout, FeatureIncompat, LclusterType
 from erofsgen.format.zmap import LCLUSTER_INDEX
 from erofsgen.model import BytesData, Directory, File, Metadata, PathData, StreamData
 from erofsgen.writer import WriteOptions, datastage, lz4dest, write_image
-from erofsgen.writer.compressed import full_index_entries
+from erofsgen.writer.compressed import full_indexes, lcluster_entries
 from tests.support.erofs_utils import ErofsUtils
 from tests.support.kernel import MountImage
 from tests.support.scenario import build_scenario_tree
@@ -72,11 +72,19 @@ def files() -> dict[str, bytes]:
     return _files()
 
 
-@pytest.mark.parametrize("option", ["-zlz4", "-zlz4hc,12"])
+@pytest.mark.parametrize(
+    ("options", "layout"),
+    [
+        (["-zlz4"], DataLayout.COMPRESSED_COMPACT),
+        (["-zlz4hc,12"], DataLayout.COMPRESSED_COMPACT),
+        (["-zlz4hc", "-Elegacy-compress"], DataLayout.COMPRESSED_FULL),
+    ],
+)
 def test_files_round_trip_through_reader_fsck_and_kernel(
     tmp_path: Path,
     files: dict[str, bytes],
-    option: str,
+    options: list[str],
+    layout: DataLayout,
     erofs_utils: ErofsUtils,
     kernel_mount: MountImage,
 ) -> None:
@@ -85,7 +93,7 @@ def test_files_round_trip_through_reader_fsck_and_kernel(
     for name, data in files.items():
         (src / name).write_bytes(data)
     image = tmp_path / "img"
-    assert cli_main(["pack", "--quiet", option, str(src), str(image)]) == 0
+    assert cli_main(["pack", "--quiet", *options, str(src), str(image)]) == 0
     with open_image(image) as img:
         assert img.superblock.feature_incompat & FeatureIncompat.ZERO_PADDING
         assert img.superblock.u1 == lz4dest.LZ4_MAX_DISTANCE
@@ -93,7 +101,7 @@ def test_files_round_trip_through_reader_fsck_and_kernel(
             assert img.read_bytes(name) == data, name
     layouts = _layouts(image)
     for name in ("text", "zeros", "mixed", "large", "two_blocks_minus_one"):
-        assert layouts[name] is DataLayout.COMPRESSED_FULL, name
+        assert layouts[name] is layout, name
     # One block plus its index is no smaller than a block and a byte.
     for name in ("random", "empty", "one", "block", "block_plus_one"):
         assert layouts[name] not in COMPRESSED, name  # nothing to gain: stored plain or inline
@@ -113,8 +121,8 @@ def test_worked_example_of_full_indexes() -> None:
 
     starts = array("Q", [0, 28147, 56145, 84514])
     heads = bytearray([LclusterType.HEAD1] * 4)
-    raw = full_index_entries(starts, heads, 106890, 10, BS)
-    entries = [LCLUSTER_INDEX.unpack(e) for e in raw]
+    index = full_indexes(lcluster_entries(starts, heads, 106890, BS), 10)
+    entries = [LCLUSTER_INDEX.unpack(index[i : i + 8]) for i in range(0, len(index), 8)]
     assert len(entries) == 27
     assert entries[0] == (LclusterType.HEAD1, 0, 10)
     assert [(e.di_u & 0xFFFF, e.di_u >> 16) for e in entries[1:6]] == [(d, 6 - d) for d in range(1, 6)]
@@ -124,8 +132,8 @@ def test_worked_example_of_full_indexes() -> None:
     assert all(e.di_advise == LclusterType.NONHEAD for e in entries[21:26])
     assert entries[26] == (LclusterType.PLAIN, 394, 0)
     # A file ending on an lcluster boundary needs no dummy: the last NONHEADs point past EOF.
-    raw = full_index_entries(array("Q", [0]), bytearray([LclusterType.HEAD1]), 3 * BS, 0, BS)
-    assert [LCLUSTER_INDEX.unpack(e).di_u for e in raw[1:]] == [1 | 2 << 16, 2 | 1 << 16]
+    index = full_indexes(lcluster_entries(array("Q", [0]), bytearray([LclusterType.HEAD1]), 3 * BS, BS), 0)
+    assert [LCLUSTER_INDEX.unpack(index[i : i + 8]).di_u for i in (8, 16)] == [1 | 2 << 16, 2 | 1 << 16]
 
 
 @pytest.mark.parametrize("algorithm", ["lz4", "lz4hc"])
@@ -157,7 +165,7 @@ def test_native_and_fallback_compressors_give_valid_images(
     with open_image(image) as img:
         for name, data in files.items():
             assert img.read_bytes(name) == data
-    assert all(layout is DataLayout.COMPRESSED_FULL for layout in _layouts(image).values())
+    assert all(layout is DataLayout.COMPRESSED_COMPACT for layout in _layouts(image).values())
     assert erofs_utils.fsck(image).returncode == 0
 
 
@@ -176,7 +184,7 @@ def test_streams_and_paths_compress_like_bytes(tmp_path: Path) -> None:
     assert layouts["noise"] not in COMPRESSED
     with open_image(image) as img:
         for name in ("stream", "path", "bytes"):
-            assert layouts[name] is DataLayout.COMPRESSED_FULL
+            assert layouts[name] is DataLayout.COMPRESSED_COMPACT
             assert img.read_bytes(name) == text
         assert img.read_bytes("noise") == noise  # read once, kept in the spool, stored plain
 
@@ -213,9 +221,16 @@ def test_bytes_do_not_depend_on_worker_timing(tmp_path: Path, monkeypatch: pytes
     ),
     block_size=st.sampled_from([512, 4096]),
     algorithm=st.sampled_from(["lz4", "lz4hc"]),
+    compact=st.booleans(),
+    xattr_size=st.integers(0, 40),  # moves the index's start: compacted packs align to 32 bytes
 )
 def test_any_file_round_trips_through_our_reader(
-    tmp_path: Path, pieces: list[tuple[str, int, int]], block_size: int, algorithm: str
+    tmp_path: Path,
+    pieces: list[tuple[str, int, int]],
+    block_size: int,
+    algorithm: str,
+    compact: bool,
+    xattr_size: int,
 ) -> None:
     data = b"".join(
         _text(n, seed)
@@ -226,7 +241,10 @@ def test_any_file_round_trips_through_our_reader(
         for kind, n, seed in pieces
     )
     image = tmp_path / "img"
-    write_image(_tree({"f": data}), image, WriteOptions(block_size=block_size, compression=algorithm))
+    xattrs = {b"user.x": b"v" * xattr_size} if xattr_size else {}
+    tree = Directory(Metadata(mode=0o755), {b"f": File(Metadata(mode=0o644, xattrs=xattrs), BytesData(data))})
+    options = WriteOptions(block_size=block_size, compression=algorithm, compact_indexes=compact)
+    write_image(tree, image, options)
     with open_image(image) as img:
         assert img.read_bytes("f") == data
 
@@ -256,7 +274,7 @@ def test_cli_spellings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     for args in (["-z", "lz4"], ["-zlz4hc"], ["-zlz4hc,12"], ["-zlz4", "-C", "4096"]):
         image = tmp_path / "img"
         assert cli_main(["pack", "--quiet", *args, str(src), str(image)]) == 0, args
-        assert _layouts(image)["f"] is DataLayout.COMPRESSED_FULL
+        assert _layouts(image)["f"] is DataLayout.COMPRESSED_COMPACT
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["pack", "--quiet", "-zzstd", str(src), str(tmp_path / "x")])
     assert exit_info.value.code == 2
@@ -275,3 +293,24 @@ def test_scenario_tree_size_is_close_to_mkfs_erofs(tmp_path: Path, erofs_utils: 
     erofs_utils.mkfs(theirs, src, "-zlz4hc", "--quiet")
     assert erofs_utils.fsck(ours).returncode == 0
     assert ours.stat().st_size <= theirs.stat().st_size * 1.10 + 2 * BS
+
+
+def test_compacted_indexes_at_every_alignment_mount(
+    tmp_path: Path, erofs_utils: ErofsUtils, kernel_mount: MountImage
+) -> None:
+    """xattr bodies of different sizes start the index at every 8-byte step of a 32-byte line:
+    the leading 4-byte packs then number 0, 2, 4 or 6 before the 2-byte ones."""
+    data = {f"f{n}": _text(40_000 + 997 * n, n) + random.Random(n).randbytes(n * 300) for n in range(12)}
+    children = {
+        name.encode(): File(Metadata(mode=0o644, xattrs={b"user.k": b"v" * (4 * n)}), BytesData(content))
+        for n, (name, content) in enumerate(data.items())
+    }
+    image = tmp_path / "img"
+    write_image(Directory(Metadata(mode=0o755), children), image, WriteOptions(compression="lz4"))  # type: ignore[arg-type]
+    assert set(_layouts(image).values()) == {DataLayout.COMPRESSED_COMPACT}
+    result = erofs_utils.fsck(image, f"--extract={tmp_path / 'out'}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    with kernel_mount(image) as mnt:
+        for name, content in data.items():
+            assert (mnt / name).read_bytes() == content
+            assert (tmp_path / "out" / name).read_bytes() == content

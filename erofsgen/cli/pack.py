@@ -24,7 +24,13 @@ from . import EXIT_ERROR, EXIT_OK
 from .progress import Progress
 
 NS = 10**9
-EXTENDED_OPTIONS = ("force-inode-compact", "force-inode-extended", "noinline_data", "nosbcrc")
+EXTENDED_OPTIONS = (
+    "force-inode-compact",
+    "force-inode-extended",
+    "legacy-compress",
+    "noinline_data",
+    "nosbcrc",
+)
 
 # mkfs.erofs options that `pack` does not implement yet: each gets "OPTION is not supported yet"
 # instead of an unknown-option error. Implementing one means deleting its line here.
@@ -60,7 +66,6 @@ EXTENDED_NOT_YET_SUPPORTED = (
     "all-fragments",
     "dedupe",
     "fragments",
-    "legacy-compress",
     "xattr-name-filter",
     "ztailpacking",
 )
@@ -365,6 +370,7 @@ def write_options(args: argparse.Namespace, build_time_ns: int | None) -> WriteO
         compression=args.compression[0] if args.compression else None,
         compression_level=args.compression[1] if args.compression else None,
         pcluster_size=args.pcluster_size,
+        compact_indexes="legacy-compress" not in extended,
     )
 
 

@@ -77,7 +77,9 @@ def write_image(
     with (
         gc_paused(),
         chunk_session(options) as chunks,
-        DataStage(options.block_size, chunks=chunks, compressor=compressor) as stage,
+        DataStage(
+            options.block_size, chunks=chunks, compressor=compressor, compact_indexes=options.compact_indexes
+        ) as stage,
     ):
         draft = begin_plan(root, options, stage)
         layout: Layout | None = None

@@ -18,8 +18,15 @@ from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..format.constants import DataLayout, LclusterType
-from ..format.zmap import LCLUSTER_INDEX, MAP_HEADER, MapHeaderRec
+from ..format.constants import DataLayout, LclusterType, MapAdvise
+from ..format.zmap import (
+    LCLUSTER_INDEX,
+    MAP_HEADER,
+    MapHeaderRec,
+    compact_index_size,
+    compact_layout,
+    encode_compacted_pack,
+)
 from .filecopy import copy_range
 from .lz4dest import DestSizeCompressor
 from .stored import Stored
@@ -29,6 +36,7 @@ if TYPE_CHECKING:
 
 _INDEX_PACK = LCLUSTER_INDEX.struct.pack
 _HEADER = MAP_HEADER.pack(MapHeaderRec(0, 0, 0, 0, 0))  # LZ4 as HEAD1, one-block lclusters
+_COMPACT_HEADER = MAP_HEADER.pack(MapHeaderRec(0, 0, MapAdvise.COMPACTED_2B, 0, 0))
 _FULL_INDEX_GAP = bytes(8)  # the reserved bytes between the map header and the entries
 FLUSH_BYTES = 1 << 20  # pclusters are written to the spool in pieces of about this size
 
@@ -39,10 +47,21 @@ SpoolWriter = Callable[[int, bytes, int], None]  # (spool descriptor, data, offs
 class CompressedData(Stored):
     """A regular file compressed by the data stage, or its `plain` form where that saves nothing."""
 
-    __slots__ = ("_size", "blocks", "compressed", "heads", "plain", "spool_fd", "spool_offset", "starts")
+    __slots__ = (
+        "_size",
+        "blocks",
+        "compact",
+        "compressed",
+        "heads",
+        "plain",
+        "spool_fd",
+        "spool_offset",
+        "starts",
+    )
     file_data = True
 
-    def __init__(self, plain: Stored, size: int, spool_fd: int, spool_offset: int) -> None:
+    def __init__(self, plain: Stored, size: int, spool_fd: int, spool_offset: int, *, compact: bool) -> None:
+        self.compact = compact  # compacted indexes (layout 3), else full ones (layout 1)
         self.plain = plain  # how the file is stored if compression does not pay
         self._size = size
         self.spool_fd = spool_fd
@@ -57,15 +76,19 @@ class CompressedData(Stored):
         return self._size
 
     def index_bytes(self, plan: PlannedInode, block_size: int) -> int:
-        """Record bytes after the xattr body: padding to 8, map header, gap, one entry per lcluster."""
-        pad = -(plan.core_size + len(plan.xattr_body)) % 8
-        return pad + len(_HEADER) + len(_FULL_INDEX_GAP) + 8 * -(-self._size // block_size)
+        """Record bytes after the xattr body: padding to 8, map header, then the index."""
+        inode_end = plan.core_size + len(plan.xattr_body)  # records are 32-aligned: so is this
+        pad = -inode_end % 8
+        total = -(-self._size // block_size)
+        if self.compact:
+            return pad + len(_HEADER) + compact_index_size(compact_layout(inode_end, total, True), total)
+        return pad + len(_HEADER) + len(_FULL_INDEX_GAP) + 8 * total
 
     def shape(self, plan: PlannedInode, block_size: int, may_inline: bool) -> None:
         if self.compressed:
             extra = self.index_bytes(plan, block_size)
             if self.blocks * block_size + extra < self._size:
-                plan.layout = DataLayout.COMPRESSED_FULL
+                plan.layout = DataLayout.COMPRESSED_COMPACT if self.compact else DataLayout.COMPRESSED_FULL
                 plan.nblocks = self.blocks
                 plan.tail_size = 0
                 plan.extra = extra
@@ -85,37 +108,85 @@ class CompressedData(Stored):
         if not self.compressed:
             return self.plain.write(fd, plan, block_size, stop)
         copy_range(self.spool_fd, self.spool_offset, fd, plan.startblk * block_size, self.blocks * block_size)
-        pad = plan.extra - len(_HEADER) - len(_FULL_INDEX_GAP) - 8 * -(-self._size // block_size)
-        return bytes(pad) + _HEADER + _FULL_INDEX_GAP + self.full_indexes(plan.startblk, block_size)
+        inode_end = plan.core_size + len(plan.xattr_body)
+        pad = bytes(-inode_end % 8)
+        entries = lcluster_entries(self.starts, self.heads, self._size, block_size)
+        if self.compact:
+            return pad + _COMPACT_HEADER + compact_indexes(entries, inode_end, plan.startblk)
+        return pad + _HEADER + _FULL_INDEX_GAP + full_indexes(entries, plan.startblk)
 
-    def full_indexes(self, startblk: int, block_size: int) -> bytes:
-        """One entry per lcluster (lcluster = block): a head where an extent starts, else NONHEAD."""
-        return b"".join(full_index_entries(self.starts, self.heads, self._size, startblk, block_size))
+
+# One per lcluster: (type, clusterofs, extent number) for heads, (NONHEAD, delta[0], delta[1]).
+Entry = tuple[int, int, int]
 
 
-def full_index_entries(
-    starts: array[int], heads: bytearray, size: int, startblk: int, lcluster: int
-) -> list[bytes]:
-    """The 8-byte entries of layout COMPRESSED_FULL for extents starting at `starts`.
+def lcluster_entries(starts: array[int], heads: bytearray, size: int, lcluster: int) -> list[Entry]:
+    """The logical index of extents starting at `starts` (extent j's pcluster is the j-th block).
 
-    Extent j's pcluster is block startblk + j. The lcluster holding EOF gets a PLAIN head of its
-    own (clusterofs = size % lcluster, block 0, never read) when the last extent began earlier.
+    The lcluster holding EOF gets a PLAIN head of its own (clusterofs = size % lcluster, extent
+    -1: block 0, never read) when the last extent began earlier.
     """
     total = -(-size // lcluster)
     head_lcns = [s // lcluster for s in starts]
     dummy = size % lcluster != 0 and head_lcns[-1] != total - 1
-    entries: list[bytes] = []
+    entries: list[Entry] = []
     for j, start in enumerate(starts):
         head = head_lcns[j]
         last = j + 1 == len(starts)
         next_head = (total - 1 if dummy else total) if last else head_lcns[j + 1]
-        entries.append(_INDEX_PACK(heads[j], start % lcluster, startblk + j))
+        entries.append((heads[j], start % lcluster, j))
         for lcn in range(head + 1, next_head):
-            entries.append(_INDEX_PACK(LclusterType.NONHEAD, 0, (lcn - head) | (next_head - lcn) << 16))
+            entries.append((LclusterType.NONHEAD, lcn - head, next_head - lcn))
     if dummy:
-        entries.append(_INDEX_PACK(LclusterType.PLAIN, size % lcluster, 0))
+        entries.append((LclusterType.PLAIN, size % lcluster, -1))
     assert len(entries) == total
     return entries
+
+
+def full_indexes(entries: list[Entry], startblk: int) -> bytes:
+    """Layout COMPRESSED_FULL: 8 bytes per lcluster, each head with its pcluster's block."""
+    out = []
+    for ltype, a, b in entries:
+        if ltype == LclusterType.NONHEAD:
+            out.append(_INDEX_PACK(ltype, 0, a | b << 16))
+        else:
+            out.append(_INDEX_PACK(ltype, a, startblk + b if b >= 0 else 0))
+    return b"".join(out)
+
+
+def compact_indexes(entries: list[Entry], inode_end: int, startblk: int) -> bytes:
+    """Layout COMPRESSED_COMPACT with 2-byte packs where they fit (COMPACTED_2B), as mkfs.erofs.
+
+    No block address per entry: a head's pcluster is its pack's base + 1 + the heads before it
+    in the pack, so each pack's base is the block before the first pcluster it starts. The last
+    slot of a pack holds a NONHEAD's delta[1] instead of its delta[0].
+    """
+    total = len(entries)
+    geometry = compact_layout(inode_end, total, True)
+    bounds = [(0, geometry.initial_4b, 4)]
+    end_2b = geometry.initial_4b + geometry.compacted_2b
+    bounds.append((geometry.initial_4b, end_2b, 2))
+    bounds.append((end_2b, total, 4))
+    lclusterbits = 0  # only its floor of 12 matters here (lobits = max(lclusterbits, 12))
+    packs = []
+    heads_before = 0
+    for first, end, unit in bounds:
+        vcnt = 2 if unit == 4 else 16
+        for at in range(first, min(end, total), vcnt):
+            slots = entries[at : at + vcnt]
+            values = []
+            for i, (ltype, a, b) in enumerate(slots):
+                if ltype == LclusterType.NONHEAD:
+                    values.append((ltype, min(b, 0x7FF) if i == vcnt - 1 else a))
+                else:
+                    values.append((ltype, a))
+            while len(values) < vcnt:
+                values.append((0, 0))  # a half-filled final pack
+            packs.append(encode_compacted_pack(values, startblk + heads_before - 1, unit, lclusterbits))
+            heads_before += sum(1 for ltype, _a, b in slots if ltype != LclusterType.NONHEAD and b >= 0)
+    out = b"".join(packs)
+    assert len(out) == compact_index_size(geometry, total)
+    return out
 
 
 def compress_file(

@@ -62,11 +62,13 @@ class DataStage:
         workers: int | None = None,
         chunks: ChunkSession | None = None,
         compressor: DestSizeCompressor | None = None,
+        compact_indexes: bool = True,
     ) -> None:
         self.block_size = block_size
         self.workers = workers or WORKERS
         self.chunks = chunks  # regular files of a block or more are chunked into it
         self.compressor = compressor  # regular files over a block are compressed with it
+        self.compact_indexes = compact_indexes
         self.batch: list[ChunkedData] = []  # chunked files not yet handed to a worker
         self.batch_bytes = 0
         self.jobs: list[Future[None]] = []
@@ -121,7 +123,7 @@ class DataStage:
             plain = PlainData(data)
         # Room for the pclusters: every extent but the last holds at least a block of data.
         fd, offset = self._reserve(-(-size // self.block_size) * self.block_size)
-        form = CompressedData(plain, size, fd, offset)
+        form = CompressedData(plain, size, fd, offset, compact=self.compact_indexes)
         self._submit(_compress, data, plan, form, raw, compressor, self.block_size)
         return form
 

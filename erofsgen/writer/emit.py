@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 COMPACT_PACK = INODE_COMPACT.struct.pack
 EXTENDED_PACK = INODE_EXTENDED.struct.pack
 COMPACT_RESERVED = bytes(4)
+_COMPRESSED = (DataLayout.COMPRESSED_FULL, DataLayout.COMPRESSED_COMPACT)
 EXTENDED_RESERVED = bytes(16)
 
 
@@ -162,7 +163,7 @@ class Emitter:
         if devices:
             incompat |= FeatureIncompat.DEVICE_TABLE
         u1 = 0
-        if any(p.layout is DataLayout.COMPRESSED_FULL for p in layout.inodes):
+        if any(p.layout in _COMPRESSED for p in layout.inodes):
             # LZ4 streams right-aligned in their pclusters; u1 is lz4_max_distance without COMPR_CFGS.
             incompat |= FeatureIncompat.ZERO_PADDING
             u1 = LZ4_MAX_DISTANCE

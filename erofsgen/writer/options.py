@@ -63,6 +63,7 @@ class WriteOptions:
     compression: str | None = None
     compression_level: int | None = None
     pcluster_size: int | None = None
+    compact_indexes: bool = True  # False: full 8-byte lcluster indexes (mkfs -E legacy-compress)
     # The layout policy; None: erofsgen's default, made from the options above (policy.py).
     policy: LayoutPolicy | None = None
 
@@ -146,6 +147,7 @@ class WriteOptions:
             "compression": (str, type(None)),
             "compression_level": (int, type(None)),
             "pcluster_size": (int, type(None)),
+            "compact_indexes": (bool,),
         }
         for name, types in expected.items():
             value = getattr(self, name)

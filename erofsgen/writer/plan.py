@@ -297,7 +297,12 @@ def plan_image(root: Directory, options: WriteOptions, stage: DataStage | None =
     if stage is None:
         with (
             chunk_session(options) as chunks,
-            DataStage(options.block_size, chunks=chunks, compressor=stage_compressor(options)) as own,
+            DataStage(
+                options.block_size,
+                chunks=chunks,
+                compressor=stage_compressor(options),
+                compact_indexes=options.compact_indexes,
+            ) as own,
         ):
             return plan_image(root, options, own)
     return finish_plan(begin_plan(root, options, stage))

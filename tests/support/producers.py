@@ -183,8 +183,16 @@ def _chunked(block_size: int, chunk_size: int, *, indexes: bool) -> _Check:
     return check
 
 
-def _compressed(built: Built, images: ImageCache) -> None:
-    """Compressible files of the scenario are compressed (full indexes, 0PADDING)."""
+def _compressed(layout: DataLayout) -> _Check:
+    """Compressible files of the scenario are compressed with this layout, and 0PADDING is set."""
+
+    def check(built: Built, images: ImageCache) -> None:
+        _check_compressed(built, layout)
+
+    return check
+
+
+def _check_compressed(built: Built, expected: DataLayout) -> None:
     with open_image(built.image) as img:
         assert img.superblock.feature_incompat & FeatureIncompat.ZERO_PADDING
         layouts = set()
@@ -193,7 +201,7 @@ def _compressed(built: Built, images: ImageCache) -> None:
                 inode = img.inode(img.lookup(f"{top.rstrip('/')}/{name}"))
                 if stat.S_ISREG(inode.mode):
                     layouts.add(inode.layout)
-        assert DataLayout.COMPRESSED_FULL in layouts
+        assert expected in layouts
 
 
 _PREFIXES = (b"trusted.overlay.", b"user.attr", b"user.kkkkkkkk", b"user.k")
@@ -239,9 +247,15 @@ PRODUCERS: tuple[Producer, ...] = (
         features={CHUNK_HOLES},
         check=_chunked(4096, 65536, indexes=True),
     ),
-    erofsgen("lz4", "-zlz4", check=_compressed),
-    erofsgen("lz4hc", "-zlz4hc,12", check=_compressed),
-    erofsgen("lz4_b1024", "-b", "1024", "-zlz4hc", features={SMALL_BLOCKS}, check=_compressed),
+    erofsgen("lz4", "-zlz4", check=_compressed(DataLayout.COMPRESSED_COMPACT)),
+    erofsgen("lz4hc", "-zlz4hc,12", check=_compressed(DataLayout.COMPRESSED_COMPACT)),
+    erofsgen("lz4_legacy", "-zlz4", "-Elegacy-compress", check=_compressed(DataLayout.COMPRESSED_FULL)),
+    erofsgen(
+        "lz4_b1024",
+        *("-b", "1024", "-zlz4hc"),
+        features={SMALL_BLOCKS},
+        check=_compressed(DataLayout.COMPRESSED_COMPACT),
+    ),
     mkfs_erofs("default"),
     mkfs_erofs("lz4", "-zlz4"),
     mkfs_erofs("lz4hc", "-zlz4hc"),
