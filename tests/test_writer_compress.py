@@ -213,6 +213,24 @@ def test_bytes_do_not_depend_on_worker_timing(tmp_path: Path, monkeypatch: pytes
     assert outputs[0] == outputs[1]
 
 
+def test_bytes_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
+    rng = random.Random(13)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(10):
+        (src / f"f{i}").write_bytes(
+            _text(rng.randrange(BS, 80_000), i) + rng.randbytes(rng.randrange(0, 3 * BS))
+        )
+    images = []
+    for workers in ("1", "2", "5"):
+        image = tmp_path / f"img{workers}"
+        assert (
+            cli_main(["pack", "--quiet", "-T0", "-zlz4hc", "--workers", workers, str(src), str(image)]) == 0
+        )
+        images.append(image.read_bytes())
+    assert images[0] == images[1] == images[2]
+
+
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     pieces=st.lists(
@@ -260,6 +278,7 @@ def test_any_file_round_trips_through_our_reader(
         ({"compression_level": 3}, "needs a compression algorithm"),
         ({"compression": "lz4", "chunk_size": 4096}, "cannot be chunked"),
         ({"compression": 1}, "WriteOptions.compression must be str or None"),
+        ({"workers": 0}, "workers 0 is not from 1 to 256"),
     ],
 )
 def test_bad_compression_options_are_refused(options: dict[str, object], message: str) -> None:

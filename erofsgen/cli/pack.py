@@ -19,7 +19,7 @@ from ..errors import InvalidInputError
 from ..limits import MAX_TIME_NS
 from ..sources.directory import tree_from_directory
 from ..transform import TreeOverrides, apply_overrides
-from ..writer.options import COMPRESSION_ALGORITHMS, InodeFormat, WriteOptions
+from ..writer.options import COMPRESSION_ALGORITHMS, MAX_WORKERS, InodeFormat, WriteOptions
 from . import EXIT_ERROR, EXIT_OK
 from .progress import Progress
 
@@ -58,7 +58,6 @@ NOT_YET_SUPPORTED = (
     "--sort",
     "--tar",
     "--ungzip",
-    "--workers",
     "--zfeature-bits",
 )
 # mkfs.erofs -E options likewise (the name before any "=").
@@ -228,6 +227,12 @@ def _add_compression_options(parser: argparse.ArgumentParser) -> None:
         metavar="BYTES",
         help="physical cluster size for compressed data (only the block size yet, the default)",
     )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="threads that read and compress files (default 2); the image is the same for any N",
+    )
 
 
 def _compression(text: str) -> tuple[str, int | None]:
@@ -241,6 +246,16 @@ def _compression(text: str) -> tuple[str, int | None]:
         return name, int(level_text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{level_text!r} is not a compression level") from None
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{value} is not from 1 to {MAX_WORKERS}")
+    return value
 
 
 def _pcluster_size(text: str) -> int:
@@ -371,6 +386,7 @@ def write_options(args: argparse.Namespace, build_time_ns: int | None) -> WriteO
         compression_level=args.compression[1] if args.compression else None,
         pcluster_size=args.pcluster_size,
         compact_indexes="legacy-compress" not in extended,
+        workers=args.workers,
     )
 
 

@@ -78,7 +78,11 @@ def write_image(
         gc_paused(),
         chunk_session(options) as chunks,
         DataStage(
-            options.block_size, chunks=chunks, compressor=compressor, compact_indexes=options.compact_indexes
+            options.block_size,
+            options.workers,
+            chunks=chunks,
+            compressor=compressor,
+            compact_indexes=options.compact_indexes,
         ) as stage,
     ):
         draft = begin_plan(root, options, stage)

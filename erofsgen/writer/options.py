@@ -26,7 +26,8 @@ class InodeFormat(Enum):
 MAX_LONG_PREFIXES = 128  # e_name_index holds 0x80 | id in 8 bits
 MAX_CHUNK_SHIFT = 31  # i_u's five format bits: a chunk is at most block size << 31 bytes
 DEFAULT_BLOB_CHUNK_SIZE = 64 << 10
-COMPRESSION_ALGORITHMS = ("lz4", "lz4hc")  # with a blob device or store but no chunk size given
+COMPRESSION_ALGORITHMS = ("lz4", "lz4hc")
+MAX_WORKERS = 256  # with a blob device or store but no chunk size given
 
 # Called as progress(done, total) while data is emitted; units are bytes of file data.
 ProgressCallback = Callable[[int, int], None]
@@ -64,6 +65,9 @@ class WriteOptions:
     compression_level: int | None = None
     pcluster_size: int | None = None
     compact_indexes: bool = True  # False: full 8-byte lcluster indexes (mkfs -E legacy-compress)
+    # Threads that read, hash and compress files before planning (None: 2). The image's bytes
+    # do not depend on it.
+    workers: int | None = None
     # The layout policy; None: erofsgen's default, made from the options above (policy.py).
     policy: LayoutPolicy | None = None
 
@@ -81,6 +85,8 @@ class WriteOptions:
             raise InvalidInputError(f"at most {MAX_LONG_PREFIXES} long xattr prefixes fit a 7-bit id")
         self._check_chunks()
         self._check_compression()
+        if self.workers is not None and not 1 <= self.workers <= MAX_WORKERS:
+            raise InvalidInputError(f"workers {self.workers} is not from 1 to {MAX_WORKERS}")
 
     def _check_compression(self) -> None:
         from .lz4dest import LZ4HC_MAX_LEVEL
@@ -148,6 +154,7 @@ class WriteOptions:
             "compression_level": (int, type(None)),
             "pcluster_size": (int, type(None)),
             "compact_indexes": (bool,),
+            "workers": (int, type(None)),
         }
         for name, types in expected.items():
             value = getattr(self, name)

@@ -302,6 +302,7 @@ def plan_image(root: Directory, options: WriteOptions, stage: DataStage | None =
                 chunks=chunks,
                 compressor=stage_compressor(options),
                 compact_indexes=options.compact_indexes,
+                workers=options.workers,
             ) as own,
         ):
             return plan_image(root, options, own)
