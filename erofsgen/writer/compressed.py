@@ -6,8 +6,9 @@ it (0PADDING). An extent that would not hold more than a block of data is stored
 PLAIN pcluster of one block of data), as mkfs.erofs does, and a file whose compression saves
 nothing at all stays a plain file. The pclusters go to the spool, at an offset reserved on the
 main thread, so nothing depends on which worker ran when; emit copies them to the file's blocks
-and writes the map header and one full (8-byte) lcluster index per block of the file
-(COMPRESSED_FULL) after the inode. See specs/compression.md.
+and writes the map header and the lcluster index after the inode: compacted (COMPRESSED_COMPACT,
+as mkfs.erofs) or full (COMPRESSED_FULL, 8 bytes per block of the file). See
+specs/compression.md.
 """
 
 from __future__ import annotations
