@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from erofsgen import open_image
 from erofsgen.cli import main as cli_main
 from erofsgen.errors import InvalidInputError
-from erofsgen.format.constants import DataLayout, FeatureIncompat, LclusterType
+from erofsgen.format.constants import CompressionAlgorithm, DataLayout, FeatureIncompat, LclusterType
 from erofsgen.format.zmap import LCLUSTER_INDEX
 from erofsgen.model import BytesData, Directory, File, Metadata, PathData, StreamData
 from erofsgen.writer import WriteOptions, datastage, lz4dest, write_image
@@ -78,6 +78,8 @@ def files() -> dict[str, bytes]:
         (["-zlz4"], DataLayout.COMPRESSED_COMPACT),
         (["-zlz4hc,12"], DataLayout.COMPRESSED_COMPACT),
         (["-zlz4hc", "-Elegacy-compress"], DataLayout.COMPRESSED_FULL),
+        (["-zlz4hc", "-C65536"], DataLayout.COMPRESSED_COMPACT),
+        (["-zlz4", "-C16384", "-Elegacy-compress"], DataLayout.COMPRESSED_FULL),
     ],
 )
 def test_files_round_trip_through_reader_fsck_and_kernel(
@@ -96,7 +98,15 @@ def test_files_round_trip_through_reader_fsck_and_kernel(
     assert cli_main(["pack", "--quiet", *options, str(src), str(image)]) == 0
     with open_image(image) as img:
         assert img.superblock.feature_incompat & FeatureIncompat.ZERO_PADDING
-        assert img.superblock.u1 == lz4dest.LZ4_MAX_DISTANCE
+        if any(o.startswith("-C") for o in options):
+            assert img.superblock.feature_incompat & FeatureIncompat.COMPR_CFGS
+            assert img.superblock.u1 == 1  # LZ4 alone in the algorithm bitmap
+            pcluster = int(next(o for o in options if o.startswith("-C"))[2:])
+            config = img.superblock.compression_configs[CompressionAlgorithm.LZ4]
+            assert config["max_pclusterblks"] == pcluster // BS
+        else:
+            assert not img.superblock.feature_incompat & FeatureIncompat.COMPR_CFGS
+            assert img.superblock.u1 == lz4dest.LZ4_MAX_DISTANCE
         for name, data in files.items():
             assert img.read_bytes(name) == data, name
     layouts = _layouts(image)
@@ -121,7 +131,7 @@ def test_worked_example_of_full_indexes() -> None:
 
     starts = array("Q", [0, 28147, 56145, 84514])
     heads = bytearray([LclusterType.HEAD1] * 4)
-    index = full_indexes(lcluster_entries(starts, heads, 106890, BS), 10)
+    index = full_indexes(lcluster_entries(starts, heads, array("H", [1] * 4), 106890, BS), 10)
     entries = [LCLUSTER_INDEX.unpack(index[i : i + 8]) for i in range(0, len(index), 8)]
     assert len(entries) == 27
     assert entries[0] == (LclusterType.HEAD1, 0, 10)
@@ -132,7 +142,8 @@ def test_worked_example_of_full_indexes() -> None:
     assert all(e.di_advise == LclusterType.NONHEAD for e in entries[21:26])
     assert entries[26] == (LclusterType.PLAIN, 394, 0)
     # A file ending on an lcluster boundary needs no dummy: the last NONHEADs point past EOF.
-    index = full_indexes(lcluster_entries(array("Q", [0]), bytearray([LclusterType.HEAD1]), 3 * BS, BS), 0)
+    one = lcluster_entries(array("Q", [0]), bytearray([LclusterType.HEAD1]), array("H", [1]), 3 * BS, BS)
+    index = full_indexes(one, 0)
     assert [LCLUSTER_INDEX.unpack(index[i : i + 8]).di_u for i in (8, 16)] == [1 | 2 << 16, 2 | 1 << 16]
 
 
@@ -240,6 +251,7 @@ def test_bytes_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
     block_size=st.sampled_from([512, 4096]),
     algorithm=st.sampled_from(["lz4", "lz4hc"]),
     compact=st.booleans(),
+    pcluster_blocks=st.sampled_from([1, 2, 16]),
     xattr_size=st.integers(0, 40),  # moves the index's start: compacted packs align to 32 bytes
 )
 def test_any_file_round_trips_through_our_reader(
@@ -248,6 +260,7 @@ def test_any_file_round_trips_through_our_reader(
     block_size: int,
     algorithm: str,
     compact: bool,
+    pcluster_blocks: int,
     xattr_size: int,
 ) -> None:
     data = b"".join(
@@ -261,7 +274,12 @@ def test_any_file_round_trips_through_our_reader(
     image = tmp_path / "img"
     xattrs = {b"user.x": b"v" * xattr_size} if xattr_size else {}
     tree = Directory(Metadata(mode=0o755), {b"f": File(Metadata(mode=0o644, xattrs=xattrs), BytesData(data))})
-    options = WriteOptions(block_size=block_size, compression=algorithm, compact_indexes=compact)
+    options = WriteOptions(
+        block_size=block_size,
+        compression=algorithm,
+        compact_indexes=compact,
+        pcluster_size=pcluster_blocks * block_size,
+    )
     write_image(tree, image, options)
     with open_image(image) as img:
         assert img.read_bytes("f") == data
@@ -274,7 +292,7 @@ def test_any_file_round_trips_through_our_reader(
         ({"compression": "lz4", "compression_level": 3}, "lz4 takes no level"),
         ({"compression": "lz4hc", "compression_level": 13}, "0 to 12"),
         ({"compression": "lz4", "pcluster_size": 6000}, "not a multiple of the block size"),
-        ({"compression": "lz4", "pcluster_size": 65536}, "larger than one block.*not supported yet"),
+        ({"compression": "lz4", "pcluster_size": 2 << 20}, "is over 1048576 bytes"),
         ({"compression_level": 3}, "needs a compression algorithm"),
         ({"compression": "lz4", "chunk_size": 4096}, "cannot be chunked"),
         ({"compression": 1}, "WriteOptions.compression must be str or None"),
@@ -298,8 +316,8 @@ def test_cli_spellings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         cli_main(["pack", "--quiet", "-zzstd", str(src), str(tmp_path / "x")])
     assert exit_info.value.code == 2
     assert "'zstd' is not a supported algorithm" in capsys.readouterr().err
-    assert cli_main(["pack", "--quiet", "-zlz4", "-C65536", str(src), str(tmp_path / "x")]) == 2
-    assert "not supported yet" in capsys.readouterr().err
+    assert cli_main(["pack", "--quiet", "-zlz4", "-C6000", str(src), str(tmp_path / "x")]) == 2
+    assert "not a multiple of the block size" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -314,8 +332,9 @@ def test_scenario_tree_size_is_close_to_mkfs_erofs(tmp_path: Path, erofs_utils: 
     assert ours.stat().st_size <= theirs.stat().st_size * 1.10 + 2 * BS
 
 
+@pytest.mark.parametrize("pcluster", [BS, 4 * BS])
 def test_compacted_indexes_at_every_alignment_mount(
-    tmp_path: Path, erofs_utils: ErofsUtils, kernel_mount: MountImage
+    tmp_path: Path, erofs_utils: ErofsUtils, kernel_mount: MountImage, pcluster: int
 ) -> None:
     """xattr bodies of different sizes start the index at every 8-byte step of a 32-byte line:
     the leading 4-byte packs then number 0, 2, 4 or 6 before the 2-byte ones."""
@@ -325,7 +344,8 @@ def test_compacted_indexes_at_every_alignment_mount(
         for n, (name, content) in enumerate(data.items())
     }
     image = tmp_path / "img"
-    write_image(Directory(Metadata(mode=0o755), children), image, WriteOptions(compression="lz4"))  # type: ignore[arg-type]
+    tree = Directory(Metadata(mode=0o755), children)  # type: ignore[arg-type]
+    write_image(tree, image, WriteOptions(compression="lz4", pcluster_size=pcluster))
     assert set(_layouts(image).values()) == {DataLayout.COMPRESSED_COMPACT}
     result = erofs_utils.fsck(image, f"--extract={tmp_path / 'out'}")
     assert result.returncode == 0, result.stdout + result.stderr

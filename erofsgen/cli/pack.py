@@ -225,7 +225,8 @@ def _add_compression_options(parser: argparse.ArgumentParser) -> None:
         dest="pcluster_size",
         type=_pcluster_size,
         metavar="BYTES",
-        help="physical cluster size for compressed data (only the block size yet, the default)",
+        help="largest physical cluster of compressed data: a multiple of the block size up to 1 MiB "
+        "(default: the block size; larger needs Linux 5.13)",
     )
     parser.add_argument(
         "--workers",

@@ -83,6 +83,7 @@ def write_image(
             chunks=chunks,
             compressor=compressor,
             compact_indexes=options.compact_indexes,
+            pcluster_size=options.pcluster_size,
         ) as stage,
     ):
         draft = begin_plan(root, options, stage)

@@ -19,17 +19,18 @@ from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..format.constants import DataLayout, LclusterType, MapAdvise
+from ..format.constants import Z_EROFS_LI_D0_CBLKCNT, DataLayout, LclusterType, MapAdvise
 from ..format.zmap import (
     LCLUSTER_INDEX,
     MAP_HEADER,
+    Lz4Config,
     MapHeaderRec,
     compact_index_size,
     compact_layout,
     encode_compacted_pack,
 )
 from .filecopy import copy_range
-from .lz4dest import DestSizeCompressor
+from .lz4dest import LZ4_MAX_DISTANCE, DestSizeCompressor
 from .stored import Stored
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 _INDEX_PACK = LCLUSTER_INDEX.struct.pack
 _HEADER = MAP_HEADER.pack(MapHeaderRec(0, 0, 0, 0, 0))  # LZ4 as HEAD1, one-block lclusters
-_COMPACT_HEADER = MAP_HEADER.pack(MapHeaderRec(0, 0, MapAdvise.COMPACTED_2B, 0, 0))
 _FULL_INDEX_GAP = bytes(8)  # the reserved bytes between the map header and the entries
 FLUSH_BYTES = 1 << 20  # pclusters are written to the spool in pieces of about this size
 
@@ -54,6 +54,8 @@ class CompressedData(Stored):
         "compact",
         "compressed",
         "heads",
+        "nblocks",
+        "pcluster",
         "plain",
         "spool_fd",
         "spool_offset",
@@ -61,8 +63,11 @@ class CompressedData(Stored):
     )
     file_data = True
 
-    def __init__(self, plain: Stored, size: int, spool_fd: int, spool_offset: int, *, compact: bool) -> None:
+    def __init__(
+        self, plain: Stored, size: int, spool_fd: int, spool_offset: int, *, compact: bool, pcluster: int
+    ) -> None:
         self.compact = compact  # compacted indexes (layout 3), else full ones (layout 1)
+        self.pcluster = pcluster  # largest pcluster in bytes: above a block, big pclusters
         self.plain = plain  # how the file is stored if compression does not pay
         self._size = size
         self.spool_fd = spool_fd
@@ -70,6 +75,7 @@ class CompressedData(Stored):
         self.compressed = False  # decided by the data stage
         self.starts = array("Q")  # each extent's first byte in the file
         self.heads = bytearray()  # each extent's index type: LclusterType.HEAD1 or PLAIN
+        self.nblocks = array("H")  # each extent's pcluster, in blocks
         self.blocks = 0
 
     @property
@@ -111,33 +117,44 @@ class CompressedData(Stored):
         copy_range(self.spool_fd, self.spool_offset, fd, plan.startblk * block_size, self.blocks * block_size)
         inode_end = plan.core_size + len(plan.xattr_body)
         pad = bytes(-inode_end % 8)
-        entries = lcluster_entries(self.starts, self.heads, self._size, block_size)
+        big = self.pcluster > block_size
+        entries = lcluster_entries(self.starts, self.heads, self.nblocks, self._size, block_size, big=big)
+        advise = (MapAdvise.BIG_PCLUSTER_1 | MapAdvise.BIG_PCLUSTER_2) if big else 0
         if self.compact:
-            return pad + _COMPACT_HEADER + compact_indexes(entries, inode_end, plan.startblk)
-        return pad + _HEADER + _FULL_INDEX_GAP + full_indexes(entries, plan.startblk)
+            header = MAP_HEADER.pack(MapHeaderRec(0, 0, MapAdvise.COMPACTED_2B | advise, 0, 0))
+            return pad + header + compact_indexes(entries, inode_end, plan.startblk, big=big)
+        header = MAP_HEADER.pack(MapHeaderRec(0, 0, advise, 0, 0))
+        return pad + header + _FULL_INDEX_GAP + full_indexes(entries, plan.startblk)
 
 
-# One per lcluster: (type, clusterofs, extent number) for heads, (NONHEAD, delta[0], delta[1]).
+# One per lcluster: (type, clusterofs, block offset of its pcluster) for heads,
+# (NONHEAD, delta[0], delta[1]) for the others; with big pclusters the first NONHEAD after a head
+# holds CBLKCNT | blocks as its delta[0].
 Entry = tuple[int, int, int]
 
 
-def lcluster_entries(starts: array[int], heads: bytearray, size: int, lcluster: int) -> list[Entry]:
-    """The logical index of extents starting at `starts` (extent j's pcluster is the j-th block).
+def lcluster_entries(
+    starts: array[int], heads: bytearray, nblocks: array[int], size: int, lcluster: int, *, big: bool = False
+) -> list[Entry]:
+    """The logical index of extents starting at `starts`, their pclusters one after another.
 
-    The lcluster holding EOF gets a PLAIN head of its own (clusterofs = size % lcluster, extent
+    The lcluster holding EOF gets a PLAIN head of its own (clusterofs = size % lcluster, offset
     -1: block 0, never read) when the last extent began earlier.
     """
     total = -(-size // lcluster)
     head_lcns = [s // lcluster for s in starts]
     dummy = size % lcluster != 0 and head_lcns[-1] != total - 1
     entries: list[Entry] = []
+    block = 0
     for j, start in enumerate(starts):
         head = head_lcns[j]
         last = j + 1 == len(starts)
         next_head = (total - 1 if dummy else total) if last else head_lcns[j + 1]
-        entries.append((heads[j], start % lcluster, j))
+        entries.append((heads[j], start % lcluster, block))
         for lcn in range(head + 1, next_head):
-            entries.append((LclusterType.NONHEAD, lcn - head, next_head - lcn))
+            delta0 = Z_EROFS_LI_D0_CBLKCNT | nblocks[j] if big and lcn == head + 1 else lcn - head
+            entries.append((LclusterType.NONHEAD, delta0, next_head - lcn))
+        block += nblocks[j]
     if dummy:
         entries.append((LclusterType.PLAIN, size % lcluster, -1))
     assert len(entries) == total
@@ -155,39 +172,64 @@ def full_indexes(entries: list[Entry], startblk: int) -> bytes:
     return b"".join(out)
 
 
-def compact_indexes(entries: list[Entry], inode_end: int, startblk: int) -> bytes:
+def compact_indexes(entries: list[Entry], inode_end: int, startblk: int, *, big: bool = False) -> bytes:
     """Layout COMPRESSED_COMPACT with 2-byte packs where they fit (COMPACTED_2B), as mkfs.erofs.
 
-    No block address per entry: a head's pcluster is its pack's base + 1 + the heads before it
-    in the pack, so each pack's base is the block before the first pcluster it starts. The last
-    slot of a pack holds a NONHEAD's delta[1] instead of its delta[0].
+    No block address per entry: readers count back from a head to its pack's start. Without big
+    pclusters a head's pcluster is base + 1 + the heads before it in the pack; with them, base +
+    the blocks of the pclusters whose size marks (the CBLKCNT entry, or the head of a pcluster
+    without one) come before it in the pack. Either way each pack's base follows from the
+    pclusters marked before the pack. The last slot of a pack holds a NONHEAD's delta[1] instead
+    of its delta[0], unless it is a CBLKCNT mark.
     """
     total = len(entries)
     geometry = compact_layout(inode_end, total, True)
-    bounds = [(0, geometry.initial_4b, 4)]
     end_2b = geometry.initial_4b + geometry.compacted_2b
-    bounds.append((geometry.initial_4b, end_2b, 2))
-    bounds.append((end_2b, total, 4))
+    bounds = [(0, geometry.initial_4b, 4), (geometry.initial_4b, end_2b, 2), (end_2b, total, 4)]
     lclusterbits = 0  # only its floor of 12 matters here (lobits = max(lclusterbits, 12))
     packs = []
-    heads_before = 0
+    marked = 0  # blocks of the pclusters marked before the current pack
     for first, end, unit in bounds:
         vcnt = 2 if unit == 4 else 16
         for at in range(first, min(end, total), vcnt):
             slots = entries[at : at + vcnt]
             values = []
             for i, (ltype, a, b) in enumerate(slots):
-                if ltype == LclusterType.NONHEAD:
-                    values.append((ltype, min(b, 0x7FF) if i == vcnt - 1 else a))
+                if ltype == LclusterType.NONHEAD and i == vcnt - 1 and not a & Z_EROFS_LI_D0_CBLKCNT:
+                    values.append((ltype, min(b, 0x7FF)))
                 else:
                     values.append((ltype, a))
             while len(values) < vcnt:
                 values.append((0, 0))  # a half-filled final pack
-            packs.append(encode_compacted_pack(values, startblk + heads_before - 1, unit, lclusterbits))
-            heads_before += sum(1 for ltype, _a, b in slots if ltype != LclusterType.NONHEAD and b >= 0)
+            base = startblk + marked if big else startblk + marked - 1
+            packs.append(encode_compacted_pack(values, base, unit, lclusterbits))
+            for n, (ltype, a, b) in enumerate(slots):
+                if ltype == LclusterType.NONHEAD:
+                    if a & Z_EROFS_LI_D0_CBLKCNT:
+                        marked += a & ~Z_EROFS_LI_D0_CBLKCNT
+                elif b >= 0 and not (big and _followed_by_mark(entries, at + n)):
+                    marked += 1  # a one-block pcluster: its head is its mark
     out = b"".join(packs)
     assert len(out) == compact_index_size(geometry, total)
     return out
+
+
+def _followed_by_mark(entries: list[Entry], lcn: int) -> bool:
+    return lcn + 1 < len(entries) and entries[lcn + 1][0] == LclusterType.NONHEAD
+
+
+def compression_configs(pcluster_size: int, block_size: int) -> bytes:
+    """The COMPR_CFGS records after the superblock: needed only for big pclusters (LZ4 only)."""
+    if pcluster_size <= block_size:
+        return b""
+    record: bytes = Lz4Config.build(
+        {
+            "max_distance": LZ4_MAX_DISTANCE,
+            "max_pclusterblks": pcluster_size // block_size,
+            "reserved": bytes(10),
+        }
+    )
+    return len(record).to_bytes(2, "little") + record
 
 
 def compress_file(
@@ -200,12 +242,13 @@ def compress_file(
 ) -> None:
     """Cut the file into extents and write their pclusters to the spool (the data stage's job).
 
-    Reads at most a window ahead: an LZ4 block of one pcluster never holds more than about 255
-    times its size, and extents stay under 256 lclusters (NONHEAD deltas then never reach the
-    big-pcluster flag bit).
+    Reads at most a window ahead: an LZ4 block never holds more than about 255 times its size,
+    and extents stay within 1024 lclusters (NONHEAD deltas then never reach the CBLKCNT bit).
+    A pcluster takes as many blocks as its stream needs, up to `form.pcluster` bytes.
     """
     size = form.size
-    window = min(1 << 20, block_size * 255)
+    capacity = form.pcluster
+    window = min(255 * capacity, 1024 * block_size)  # deltas stay far below CBLKCNT (2048)
     buffer = b""  # file bytes from `pos - off`; refilled a few windows at a time
     off = 0
     pos = 0
@@ -222,15 +265,18 @@ def compress_file(
             off = 0
             if len(buffer) < want:
                 raise AssertionError("the reader ended before the file's size")
-        stream, used = compress(buffer, off, off + want, block_size) if want > block_size else (b"", 0)
+        stream, used = compress(buffer, off, off + want, capacity) if want > block_size else (b"", 0)
+        blocks = -(-len(stream) // block_size)
         starts.append(pos)
-        if used > block_size:
+        if used > blocks * block_size:
             heads.append(LclusterType.HEAD1)
-            out += bytes(block_size - len(stream))
+            form.nblocks.append(blocks)
+            out += bytes(blocks * block_size - len(stream))
             out += stream
         else:  # no block saved: this extent is one block of raw data
             used = min(block_size, want)
             heads.append(LclusterType.PLAIN)
+            form.nblocks.append(1)
             out += buffer[off : off + used]
             out += bytes(block_size - used)
         off += used
@@ -241,7 +287,7 @@ def compress_file(
             out.clear()
     if out:
         spool_write(form.spool_fd, bytes(out), form.spool_offset + written)
-    form.blocks = len(starts)
+    form.blocks = sum(form.nblocks)
     form.compressed = any(h == LclusterType.HEAD1 for h in heads)
 
 

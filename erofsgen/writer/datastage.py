@@ -63,12 +63,14 @@ class DataStage:
         chunks: ChunkSession | None = None,
         compressor: DestSizeCompressor | None = None,
         compact_indexes: bool = True,
+        pcluster_size: int | None = None,
     ) -> None:
         self.block_size = block_size
         self.workers = workers or WORKERS
         self.chunks = chunks  # regular files of a block or more are chunked into it
         self.compressor = compressor  # regular files over a block are compressed with it
         self.compact_indexes = compact_indexes
+        self.pcluster_size = pcluster_size or block_size
         self.batch: list[ChunkedData] = []  # chunked files not yet handed to a worker
         self.batch_bytes = 0
         self.jobs: list[Future[None]] = []
@@ -123,7 +125,9 @@ class DataStage:
             plain = PlainData(data)
         # Room for the pclusters: every extent but the last holds at least a block of data.
         fd, offset = self._reserve(-(-size // self.block_size) * self.block_size)
-        form = CompressedData(plain, size, fd, offset, compact=self.compact_indexes)
+        form = CompressedData(
+            plain, size, fd, offset, compact=self.compact_indexes, pcluster=self.pcluster_size
+        )
         self._submit(_compress, data, plan, form, raw, compressor, self.block_size)
         return form
 

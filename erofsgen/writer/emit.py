@@ -12,7 +12,13 @@ import os
 import uuid
 from typing import TYPE_CHECKING
 
-from ..format.constants import EROFS_SUPER_MAGIC_V1, DataLayout, FeatureCompat, FeatureIncompat
+from ..format.constants import (
+    EROFS_SUPER_MAGIC_V1,
+    CompressionAlgorithm,
+    DataLayout,
+    FeatureCompat,
+    FeatureIncompat,
+)
 from ..format.device import DEVICE_SLOT
 from ..format.inode import INODE_COMPACT, INODE_EXTENDED, xattr_icount
 from ..format.superblock import CHECKSUM_OFFSET, SUPERBLOCK, SuperBlockRec, checksum_length, sb_checksum
@@ -167,6 +173,10 @@ class Emitter:
             # LZ4 streams right-aligned in their pclusters; u1 is lz4_max_distance without COMPR_CFGS.
             incompat |= FeatureIncompat.ZERO_PADDING
             u1 = LZ4_MAX_DISTANCE
+        if layout.area("compression configs") is not None:
+            # Big pclusters: the LZ4 record after the superblock; u1 is the algorithm bitmap.
+            incompat |= FeatureIncompat.COMPR_CFGS
+            u1 = 1 << CompressionAlgorithm.LZ4
         prefixes = layout.area("long xattr prefixes")
         if layout.prefix_count:
             incompat |= FeatureIncompat.XATTR_PREFIXES

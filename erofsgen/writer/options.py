@@ -27,7 +27,10 @@ MAX_LONG_PREFIXES = 128  # e_name_index holds 0x80 | id in 8 bits
 MAX_CHUNK_SHIFT = 31  # i_u's five format bits: a chunk is at most block size << 31 bytes
 DEFAULT_BLOB_CHUNK_SIZE = 64 << 10
 COMPRESSION_ALGORITHMS = ("lz4", "lz4hc")
-MAX_WORKERS = 256  # with a blob device or store but no chunk size given
+MAX_WORKERS = 256
+MAX_PCLUSTER_SIZE = (
+    1 << 20
+)  # Z_EROFS_PCLUSTER_MAX_SIZE  # with a blob device or store but no chunk size given
 
 # Called as progress(done, total) while data is emitted; units are bytes of file data.
 ProgressCallback = Callable[[int, int], None]
@@ -60,7 +63,8 @@ class WriteOptions:
     # ones written to the first.
     blob_stores: tuple[str | os.PathLike[str], ...] = ()
     # Regular files compressed with "lz4" or "lz4hc" (None: none are), at this level (lz4hc:
-    # 0..12, None: 9), into pclusters of this many bytes (None: one block; only one block yet).
+    # 0..12, None: 9), into pclusters of at most this many bytes (None: one block; larger ones,
+    # "big pclusters", need Linux 5.13 and erofs-utils 1.3).
     compression: str | None = None
     compression_level: int | None = None
     pcluster_size: int | None = None
@@ -108,11 +112,8 @@ class WriteOptions:
             raise InvalidInputError(
                 f"pcluster size {pcluster} is not a multiple of the block size {self.block_size}"
             )
-        if pcluster is not None and pcluster != self.block_size:
-            raise InvalidInputError(
-                f"pcluster size {pcluster}: pclusters larger than one block ({self.block_size}) "
-                "are not supported yet"
-            )
+        if pcluster is not None and pcluster > MAX_PCLUSTER_SIZE:
+            raise InvalidInputError(f"pcluster size {pcluster} is over {MAX_PCLUSTER_SIZE} bytes")
         if self.chunk_size is not None:
             raise InvalidInputError("compressed files cannot be chunked too: give one of the two")
 
@@ -167,6 +168,11 @@ class WriteOptions:
             raise InvalidInputError("WriteOptions.xattr_prefixes must be a tuple of bytes")
         if not all(isinstance(p, str | os.PathLike) for p in self.blob_stores):
             raise InvalidInputError("WriteOptions.blob_stores must be a tuple of paths")
+
+    @property
+    def pcluster_bytes(self) -> int:
+        """The largest pcluster: the given size, or one block."""
+        return self.pcluster_size or self.block_size
 
     @property
     def blkszbits(self) -> int:

@@ -250,6 +250,7 @@ PRODUCERS: tuple[Producer, ...] = (
     erofsgen("lz4", "-zlz4", check=_compressed(DataLayout.COMPRESSED_COMPACT)),
     erofsgen("lz4hc", "-zlz4hc,12", check=_compressed(DataLayout.COMPRESSED_COMPACT)),
     erofsgen("lz4_legacy", "-zlz4", "-Elegacy-compress", check=_compressed(DataLayout.COMPRESSED_FULL)),
+    erofsgen("lz4hc_pcluster64k", "-zlz4hc", "-C65536", check=_compressed(DataLayout.COMPRESSED_COMPACT)),
     erofsgen(
         "lz4_b1024",
         *("-b", "1024", "-zlz4hc"),
