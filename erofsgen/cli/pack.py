@@ -19,18 +19,22 @@ from ..errors import InvalidInputError
 from ..limits import MAX_TIME_NS
 from ..sources.directory import tree_from_directory
 from ..transform import TreeOverrides, apply_overrides
-from ..writer.options import InodeFormat, WriteOptions
+from ..writer.options import COMPRESSION_ALGORITHMS, MAX_WORKERS, InodeFormat, WriteOptions
 from . import EXIT_ERROR, EXIT_OK
 from .progress import Progress
 
 NS = 10**9
-EXTENDED_OPTIONS = ("force-inode-compact", "force-inode-extended", "noinline_data", "nosbcrc")
+EXTENDED_OPTIONS = (
+    "force-inode-compact",
+    "force-inode-extended",
+    "legacy-compress",
+    "noinline_data",
+    "nosbcrc",
+)
 
 # mkfs.erofs options that `pack` does not implement yet: each gets "OPTION is not supported yet"
 # instead of an unknown-option error. Implementing one means deleting its line here.
 NOT_YET_SUPPORTED = (
-    "-z",  # compression
-    "-C",
     "-d",
     "--aufs",
     "--block-list-file",
@@ -54,7 +58,6 @@ NOT_YET_SUPPORTED = (
     "--sort",
     "--tar",
     "--ungzip",
-    "--workers",
     "--zfeature-bits",
 )
 # mkfs.erofs -E options likewise (the name before any "=").
@@ -62,7 +65,6 @@ EXTENDED_NOT_YET_SUPPORTED = (
     "all-fragments",
     "dedupe",
     "fragments",
-    "legacy-compress",
     "xattr-name-filter",
     "ztailpacking",
 )
@@ -85,6 +87,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("image", metavar="IMAGE", help="image file to write")
     _add_layout_options(parser)
     _add_chunk_options(parser)
+    _add_compression_options(parser)
     _add_time_options(parser)
     _add_owner_options(parser)
     parser.add_argument(
@@ -209,6 +212,63 @@ def _add_chunk_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_compression_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-z",
+        dest="compression",
+        type=_compression,
+        metavar="ALG[,LEVEL]",
+        help="compress regular files with lz4 or lz4hc (LEVEL 0..12, default 9), e.g. -zlz4hc,12",
+    )
+    parser.add_argument(
+        "-C",
+        dest="pcluster_size",
+        type=_pcluster_size,
+        metavar="BYTES",
+        help="largest physical cluster of compressed data: a multiple of the block size up to 1 MiB "
+        "(default: the block size; larger needs Linux 5.13)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="threads that read and compress files (default 2); the image is the same for any N",
+    )
+
+
+def _compression(text: str) -> tuple[str, int | None]:
+    name, sep, level_text = text.partition(",")
+    if name not in COMPRESSION_ALGORITHMS:
+        known = ", ".join(COMPRESSION_ALGORITHMS)
+        raise argparse.ArgumentTypeError(f"{name!r} is not a supported algorithm ({known})")
+    if not sep:
+        return name, None
+    try:
+        return name, int(level_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{level_text!r} is not a compression level") from None
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{value} is not from 1 to {MAX_WORKERS}")
+    return value
+
+
+def _pcluster_size(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive size")
+    return value
+
+
 def _chunk_size(text: str) -> int:
     try:
         value = int(text, 0)
@@ -323,6 +383,11 @@ def write_options(args: argparse.Namespace, build_time_ns: int | None) -> WriteO
         chunk_size=args.chunk_size,
         blob_device=args.blob_device,
         blob_stores=tuple(args.blob_stores),
+        compression=args.compression[0] if args.compression else None,
+        compression_level=args.compression[1] if args.compression else None,
+        pcluster_size=args.pcluster_size,
+        compact_indexes="legacy-compress" not in extended,
+        workers=args.workers,
     )
 
 

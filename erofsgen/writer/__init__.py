@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..errors import ImageWriteError, InvalidInputError
 from ..model import Directory, gc_paused
 from .chunks import chunk_session
-from .datastage import DataStage
+from .datastage import DataStage, stage_compressor
 from .emit import Emitter
 from .options import InodeFormat, ProgressCallback, WriteOptions
 from .output import atomic_output
@@ -73,7 +73,19 @@ def write_image(
         raise InvalidInputError("the blob device cannot be the image itself", os.fspath(output))
     # The stage's workers and spool live until the data is in the image; a chunk session holds
     # its stores' locks until then too.
-    with gc_paused(), chunk_session(options) as chunks, DataStage(options.block_size, chunks=chunks) as stage:
+    compressor = stage_compressor(options)
+    with (
+        gc_paused(),
+        chunk_session(options) as chunks,
+        DataStage(
+            options.block_size,
+            options.workers,
+            chunks=chunks,
+            compressor=compressor,
+            compact_indexes=options.compact_indexes,
+            pcluster_size=options.pcluster_size,
+        ) as stage,
+    ):
         draft = begin_plan(root, options, stage)
         layout: Layout | None = None
         try:

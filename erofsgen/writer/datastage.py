@@ -2,10 +2,10 @@
 
 Plain files only note their source (they are copied kernel-side at emit). Data that must be
 examined before planning (streams, which can be read only once; chunked files, whose chunks
-are hashed for dedup (chunks.py); next: compression) is read exactly once, by worker threads,
-while the main thread goes on collecting and planning. `settle()` waits for that work, in
-submission order, so the first error reported and everything decided do not depend on which
-worker ran when.
+are hashed for dedup (chunks.py); compressed files, cut into pclusters (compressed.py)) is
+read exactly once, by worker threads, while the main thread goes on collecting and planning.
+`settle()` waits for that work, in submission order, so the first error reported and
+everything decided do not depend on which worker ran when.
 
 Workers write only to places reserved for them on the main thread (spool offsets assigned in
 submission order), so even the spool's bytes are independent of thread timing.
@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..errors import InvalidInputError
 from ..model import BytesData, DataSource, Device, Directory, File, Node, StreamData, Symlink
 from .chunks import ChunkedData, ChunkSession, hash_chunks
+from .compressed import CompressedData, compress_file, spool_reader
 from .dirs import shape_directory
+from .filecopy import FileReader
+from .lz4dest import DestSizeCompressor, dest_size_compressor
 from .stored import (
     NO_DATA,
     DeviceNumber,
@@ -37,6 +40,7 @@ from .stored import (
 from .validate import show
 
 if TYPE_CHECKING:
+    from .options import WriteOptions
     from .plan import PlannedInode
 
 WORKERS = 2  # threads for examined kinds; their work releases the GIL (I/O, hashing, compression)
@@ -53,11 +57,20 @@ class DataStage:
     """Turns tree nodes into stored forms; owns the workers and the spool until closed."""
 
     def __init__(
-        self, block_size: int, workers: int | None = None, chunks: ChunkSession | None = None
+        self,
+        block_size: int,
+        workers: int | None = None,
+        chunks: ChunkSession | None = None,
+        compressor: DestSizeCompressor | None = None,
+        compact_indexes: bool = True,
+        pcluster_size: int | None = None,
     ) -> None:
         self.block_size = block_size
         self.workers = workers or WORKERS
         self.chunks = chunks  # regular files of a block or more are chunked into it
+        self.compressor = compressor  # regular files over a block are compressed with it
+        self.compact_indexes = compact_indexes
+        self.pcluster_size = pcluster_size or block_size
         self.batch: list[ChunkedData] = []  # chunked files not yet handed to a worker
         self.batch_bytes = 0
         self.jobs: list[Future[None]] = []
@@ -78,6 +91,9 @@ class DataStage:
             data = node.data
             if self.chunks is not None and data.size >= self.block_size:
                 return self._chunked(data, plan, self.chunks)
+            if self.compressor is not None and data.size > self.block_size:
+                # A file of a block or less cannot save a block: it stays plain (or inline).
+                return self._compressed(data, plan, self.compressor)
             if isinstance(data, StreamData):
                 return self._spool(data, plan)
             if isinstance(data, BytesData):
@@ -95,6 +111,25 @@ class DataStage:
         fd, offset = self._reserve(data.size)
         self._submit(_consume_stream, data, plan, fd, offset)
         return SpooledData(fd, offset, data.size)
+
+    def _compressed(self, data: DataSource, plan: PlannedInode, compressor: DestSizeCompressor) -> Stored:
+        size = data.size
+        plain: Stored
+        raw = -1  # a stream's spool offset: it is compressed from there, and kept there if plain
+        if isinstance(data, StreamData):
+            _fd, raw = self._reserve(size)
+            plain = SpooledData(_fd, raw, size)
+        elif isinstance(data, BytesData):
+            plain = InlineBytes(data.data)
+        else:
+            plain = PlainData(data)
+        # Room for the pclusters: every extent but the last holds at least a block of data.
+        fd, offset = self._reserve(-(-size // self.block_size) * self.block_size)
+        form = CompressedData(
+            plain, size, fd, offset, compact=self.compact_indexes, pcluster=self.pcluster_size
+        )
+        self._submit(_compress, data, plan, form, raw, compressor, self.block_size)
+        return form
 
     def _chunked(self, data: DataSource, plan: PlannedInode, chunks: ChunkSession) -> ChunkedData:
         form = chunks.form(data, plan)
@@ -178,6 +213,34 @@ def _consume_stream(
             raise failed(f"the stream runs on past its size {data.size}")
     except OSError as exc:
         raise failed(f"cannot read: {exc.strerror or exc}") from None
+
+
+def _compress(
+    data: DataSource,
+    plan: PlannedInode,
+    form: CompressedData,
+    raw: int,
+    compressor: DestSizeCompressor,
+    block_size: int,
+    abort: threading.Event,
+) -> None:
+    """A compressed file: a stream is spooled first (it can be read only once), then compressed."""
+    if isinstance(data, StreamData):
+        _consume_stream(data, plan, form.spool_fd, raw, abort)
+        if not abort.is_set():
+            compress_file(form, spool_reader(form.spool_fd, raw), compressor, block_size, _spool_write, abort)
+        return
+    with FileReader(data, plan.path, data.size, abort) as reader:
+        compress_file(form, reader.read, compressor, block_size, _spool_write, abort)
+        if not abort.is_set():
+            reader.finish()
+
+
+def stage_compressor(options: WriteOptions) -> DestSizeCompressor | None:
+    """The compressor the options ask for, if any."""
+    if options.compression is None:
+        return None
+    return dest_size_compressor(options.compression, options.compression_level)
 
 
 def _hash_batch(forms: list[ChunkedData], abort: threading.Event) -> None:

@@ -12,7 +12,13 @@ import os
 import uuid
 from typing import TYPE_CHECKING
 
-from ..format.constants import EROFS_SUPER_MAGIC_V1, FeatureCompat, FeatureIncompat
+from ..format.constants import (
+    EROFS_SUPER_MAGIC_V1,
+    CompressionAlgorithm,
+    DataLayout,
+    FeatureCompat,
+    FeatureIncompat,
+)
 from ..format.device import DEVICE_SLOT
 from ..format.inode import INODE_COMPACT, INODE_EXTENDED, xattr_icount
 from ..format.superblock import CHECKSUM_OFFSET, SUPERBLOCK, SuperBlockRec, checksum_length, sb_checksum
@@ -20,6 +26,7 @@ from ..model import full_mode
 from .copier import Copier
 from .digest import ContentDigest
 from .header import Area, MetadataWriter, write_final
+from .lz4dest import LZ4_MAX_DISTANCE
 from .options import ProgressCallback, WriteOptions
 from .plan import DEVICE_TABLE_OFFSET, Draft, Layout, PlannedInode
 
@@ -30,6 +37,7 @@ if TYPE_CHECKING:
 COMPACT_PACK = INODE_COMPACT.struct.pack
 EXTENDED_PACK = INODE_EXTENDED.struct.pack
 COMPACT_RESERVED = bytes(4)
+_COMPRESSED = (DataLayout.COMPRESSED_FULL, DataLayout.COMPRESSED_COMPACT)
 EXTENDED_RESERVED = bytes(16)
 
 
@@ -160,6 +168,15 @@ class Emitter:
             incompat |= FeatureIncompat.CHUNKED_FILE
         if devices:
             incompat |= FeatureIncompat.DEVICE_TABLE
+        u1 = 0
+        if any(p.layout in _COMPRESSED for p in layout.inodes):
+            # LZ4 streams right-aligned in their pclusters; u1 is lz4_max_distance without COMPR_CFGS.
+            incompat |= FeatureIncompat.ZERO_PADDING
+            u1 = LZ4_MAX_DISTANCE
+        if layout.area("compression configs") is not None:
+            # Big pclusters: the LZ4 record after the superblock; u1 is the algorithm bitmap.
+            incompat |= FeatureIncompat.COMPR_CFGS
+            u1 = 1 << CompressionAlgorithm.LZ4
         prefixes = layout.area("long xattr prefixes")
         if layout.prefix_count:
             incompat |= FeatureIncompat.XATTR_PREFIXES
@@ -181,7 +198,7 @@ class Emitter:
             uuid=image_uuid.bytes,
             volume_name=options.label.encode().ljust(16, b"\0"),
             feature_incompat=int(incompat),
-            u1=0,
+            u1=u1,
             extra_devices=devices,
             devt_slotoff=DEVICE_TABLE_OFFSET // DEVICE_SLOT.size if devices else 0,
             dirblkbits=0,

@@ -25,7 +25,12 @@ class InodeFormat(Enum):
 
 MAX_LONG_PREFIXES = 128  # e_name_index holds 0x80 | id in 8 bits
 MAX_CHUNK_SHIFT = 31  # i_u's five format bits: a chunk is at most block size << 31 bytes
-DEFAULT_BLOB_CHUNK_SIZE = 64 << 10  # with a blob device or store but no chunk size given
+DEFAULT_BLOB_CHUNK_SIZE = 64 << 10
+COMPRESSION_ALGORITHMS = ("lz4", "lz4hc")
+MAX_WORKERS = 256
+MAX_PCLUSTER_SIZE = (
+    1 << 20
+)  # Z_EROFS_PCLUSTER_MAX_SIZE  # with a blob device or store but no chunk size given
 
 # Called as progress(done, total) while data is emitted; units are bytes of file data.
 ProgressCallback = Callable[[int, int], None]
@@ -57,6 +62,16 @@ class WriteOptions:
     # Content-addressed stores (specs/blob-store.md): chunks are reused from any of them and new
     # ones written to the first.
     blob_stores: tuple[str | os.PathLike[str], ...] = ()
+    # Regular files compressed with "lz4" or "lz4hc" (None: none are), at this level (lz4hc:
+    # 0..12, None: 9), into pclusters of at most this many bytes (None: one block; larger ones,
+    # "big pclusters", need Linux 5.13 and erofs-utils 1.3).
+    compression: str | None = None
+    compression_level: int | None = None
+    pcluster_size: int | None = None
+    compact_indexes: bool = True  # False: full 8-byte lcluster indexes (mkfs -E legacy-compress)
+    # Threads that read, hash and compress files before planning (None: 2). The image's bytes
+    # do not depend on it.
+    workers: int | None = None
     # The layout policy; None: erofsgen's default, made from the options above (policy.py).
     policy: LayoutPolicy | None = None
 
@@ -73,6 +88,34 @@ class WriteOptions:
         if len(self.xattr_prefixes) > MAX_LONG_PREFIXES:
             raise InvalidInputError(f"at most {MAX_LONG_PREFIXES} long xattr prefixes fit a 7-bit id")
         self._check_chunks()
+        self._check_compression()
+        if self.workers is not None and not 1 <= self.workers <= MAX_WORKERS:
+            raise InvalidInputError(f"workers {self.workers} is not from 1 to {MAX_WORKERS}")
+
+    def _check_compression(self) -> None:
+        from .lz4dest import LZ4HC_MAX_LEVEL
+
+        algorithm, level, pcluster = self.compression, self.compression_level, self.pcluster_size
+        if algorithm is None:
+            if level is not None or pcluster is not None:
+                raise InvalidInputError("a compression level or pcluster size needs a compression algorithm")
+            return
+        if algorithm not in COMPRESSION_ALGORITHMS:
+            known = ", ".join(COMPRESSION_ALGORITHMS)
+            raise InvalidInputError(f"compression algorithm {algorithm!r} is not supported (only {known})")
+        if level is not None and (algorithm == "lz4" or not 0 <= level <= LZ4HC_MAX_LEVEL):
+            raise InvalidInputError(
+                f"compression level {level} is not valid for {algorithm}"
+                + (" (lz4 takes no level)" if algorithm == "lz4" else f" (0 to {LZ4HC_MAX_LEVEL})")
+            )
+        if pcluster is not None and (pcluster <= 0 or pcluster % self.block_size):
+            raise InvalidInputError(
+                f"pcluster size {pcluster} is not a multiple of the block size {self.block_size}"
+            )
+        if pcluster is not None and pcluster > MAX_PCLUSTER_SIZE:
+            raise InvalidInputError(f"pcluster size {pcluster} is over {MAX_PCLUSTER_SIZE} bytes")
+        if self.chunk_size is not None:
+            raise InvalidInputError("compressed files cannot be chunked too: give one of the two")
 
     def _check_chunks(self) -> None:
         if self.blob_device is not None and self.blob_stores:
@@ -108,6 +151,11 @@ class WriteOptions:
             "chunk_size": (int, type(None)),
             "blob_device": (str, os.PathLike, type(None)),
             "blob_stores": (tuple,),
+            "compression": (str, type(None)),
+            "compression_level": (int, type(None)),
+            "pcluster_size": (int, type(None)),
+            "compact_indexes": (bool,),
+            "workers": (int, type(None)),
         }
         for name, types in expected.items():
             value = getattr(self, name)
@@ -120,6 +168,11 @@ class WriteOptions:
             raise InvalidInputError("WriteOptions.xattr_prefixes must be a tuple of bytes")
         if not all(isinstance(p, str | os.PathLike) for p in self.blob_stores):
             raise InvalidInputError("WriteOptions.blob_stores must be a tuple of paths")
+
+    @property
+    def pcluster_bytes(self) -> int:
+        """The largest pcluster: the given size, or one block."""
+        return self.pcluster_size or self.block_size
 
     @property
     def blkszbits(self) -> int:

@@ -27,7 +27,8 @@ from ..format.inode import INODE_COMPACT, INODE_EXTENDED, i_format
 from ..format.superblock import SUPERBLOCK
 from ..model import Directory, Node, full_mode
 from .chunks import ChunkSession, chunk_session
-from .datastage import DataStage
+from .compressed import compression_configs
+from .datastage import DataStage, stage_compressor
 from .header import Area
 from .options import MAX_LONG_PREFIXES, WriteOptions
 from .placement import pack_records
@@ -245,6 +246,8 @@ def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draf
     encoder, shared = plan_xattrs(inodes, options, policy)
     policy.choose_cores(inodes, build_time_ns)
     root_offset = ROOT_OFFSET
+    configs = compression_configs(options.pcluster_bytes, bs)
+    root_offset += -(-len(configs) // EROFS_INODE_SLOT_SIZE) * EROFS_INODE_SLOT_SIZE
     if stage.chunks is not None:
         stage.settle()
         stage.chunks.resolve()
@@ -253,6 +256,8 @@ def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draf
             raise InvalidInputError(
                 f"{len(stage.chunks.devices)} blob devices leave no room for the root inode"
             )
+    if stage.compressor is not None:
+        stage.settle()  # a compressed file's shape is its compressed size
     shape_inodes(inodes, bs, policy, root_offset)
     data_start = -(-(root_offset + inodes[0].record_size) // bs)
     early: list[PlannedInode] = []
@@ -293,7 +298,17 @@ def plan_image(root: Directory, options: WriteOptions, stage: DataStage | None =
     one, a stage is used and closed here (planning only).
     """
     if stage is None:
-        with chunk_session(options) as chunks, DataStage(options.block_size, chunks=chunks) as own:
+        with (
+            chunk_session(options) as chunks,
+            DataStage(
+                options.block_size,
+                chunks=chunks,
+                compressor=stage_compressor(options),
+                compact_indexes=options.compact_indexes,
+                pcluster_size=options.pcluster_size,
+                workers=options.workers,
+            ) as own,
+        ):
             return plan_image(root, options, own)
     return finish_plan(begin_plan(root, options, stage))
 
@@ -319,7 +334,10 @@ def finish_plan(draft: Draft) -> Layout:
     front = (root_offset + root.record_size, min(draft.data_start, root_offset // bs + 1) * bs)
     first = meta_start * bs
     areas = [Area("superblock", EROFS_SUPER_OFFSET, SUPERBLOCK.size)]
-    if root_offset > DEVICE_TABLE_OFFSET:
+    configs = compression_configs(options.pcluster_bytes, bs)
+    if configs:  # chunks, hence a device table, and compression exclude each other
+        areas.append(Area("compression configs", ROOT_OFFSET, len(configs), configs))
+    elif root_offset > DEVICE_TABLE_OFFSET:
         areas.append(Area("device table", DEVICE_TABLE_OFFSET, root_offset - DEVICE_TABLE_OFFSET))
     prefix_table = draft.encoder.prefix_table()
     at = 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from erofsgen import open_image
 from erofsgen.cli import main as cli_main
-from erofsgen.format.constants import ChunkFormat, DataLayout
+from erofsgen.format.constants import ChunkFormat, DataLayout, FeatureIncompat
 from tests.support import erofs_utils as eu
 from tests.support.matrix import (
     CHUNK_HOLES,
@@ -183,6 +183,27 @@ def _chunked(block_size: int, chunk_size: int, *, indexes: bool) -> _Check:
     return check
 
 
+def _compressed(layout: DataLayout) -> _Check:
+    """Compressible files of the scenario are compressed with this layout, and 0PADDING is set."""
+
+    def check(built: Built, images: ImageCache) -> None:
+        _check_compressed(built, layout)
+
+    return check
+
+
+def _check_compressed(built: Built, expected: DataLayout) -> None:
+    with open_image(built.image) as img:
+        assert img.superblock.feature_incompat & FeatureIncompat.ZERO_PADDING
+        layouts = set()
+        for top, _dirs, files in img.walk("/"):
+            for name in files:
+                inode = img.inode(img.lookup(f"{top.rstrip('/')}/{name}"))
+                if stat.S_ISREG(inode.mode):
+                    layouts.add(inode.layout)
+        assert expected in layouts
+
+
 _PREFIXES = (b"trusted.overlay.", b"user.attr", b"user.kkkkkkkk", b"user.k")
 
 PRODUCERS: tuple[Producer, ...] = (
@@ -225,6 +246,16 @@ PRODUCERS: tuple[Producer, ...] = (
         f"--blob-store={STORE}",
         features={CHUNK_HOLES},
         check=_chunked(4096, 65536, indexes=True),
+    ),
+    erofsgen("lz4", "-zlz4", check=_compressed(DataLayout.COMPRESSED_COMPACT)),
+    erofsgen("lz4hc", "-zlz4hc,12", check=_compressed(DataLayout.COMPRESSED_COMPACT)),
+    erofsgen("lz4_legacy", "-zlz4", "-Elegacy-compress", check=_compressed(DataLayout.COMPRESSED_FULL)),
+    erofsgen("lz4hc_pcluster64k", "-zlz4hc", "-C65536", check=_compressed(DataLayout.COMPRESSED_COMPACT)),
+    erofsgen(
+        "lz4_b1024",
+        *("-b", "1024", "-zlz4hc"),
+        features={SMALL_BLOCKS},
+        check=_compressed(DataLayout.COMPRESSED_COMPACT),
     ),
     mkfs_erofs("default"),
     mkfs_erofs("lz4", "-zlz4"),

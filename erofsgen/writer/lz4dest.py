@@ -1,0 +1,137 @@
+"""LZ4 and LZ4HC compression to a fixed output size: as much input as fits `capacity` bytes.
+
+EROFS extents are cut by output, not input: each pcluster is filled. liblz4 does this in one
+pass (LZ4_compress_destSize, LZ4_compress_HC_destSize); the python-lz4 wheel's extension links
+liblz4 statically and exports both, so they are called through ctypes (which releases the GIL).
+Where the symbols are missing, a slower search over the input length with
+`lz4.block.compress` gives a correct, if sometimes shorter, prefix. lz4 is imported only when
+something is compressed: uncompressed images need no compression library.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from functools import cache
+from typing import Protocol
+
+from ..errors import InvalidInputError
+
+LZ4HC_DEFAULT_LEVEL = 9  # liblz4's LZ4HC_CLEVEL_DEFAULT, mkfs.erofs's default for lz4hc
+LZ4HC_MAX_LEVEL = 12
+LZ4_MAX_DISTANCE = 65535  # liblz4's LZ4_DISTANCE_MAX: how far back any match reaches
+
+
+class DestSizeCompressor(Protocol):
+    def __call__(self, data: bytes, start: int, end: int, capacity: int) -> tuple[bytes, int]:
+        """(raw LZ4 block, input bytes it holds): the longest prefix of data[start:end] that fits."""
+        ...
+
+
+@cache
+def _native() -> ctypes.CDLL | None:
+    """liblz4 inside the lz4 wheel's extension, if it exports the destSize functions."""
+    import lz4.block._block as lz4_extension
+
+    try:
+        lib = ctypes.CDLL(lz4_extension.__file__)
+        fast, hc, sizeof_hc = lib.LZ4_compress_destSize, lib.LZ4_compress_HC_destSize, lib.LZ4_sizeofStateHC
+    except (OSError, AttributeError):
+        return None
+    int_p = ctypes.POINTER(ctypes.c_int)
+    fast.argtypes = [ctypes.c_void_p, ctypes.c_char_p, int_p, ctypes.c_int]
+    fast.restype = ctypes.c_int
+    hc.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, int_p, ctypes.c_int, ctypes.c_int]
+    hc.restype = ctypes.c_int
+    sizeof_hc.argtypes = []
+    sizeof_hc.restype = ctypes.c_int
+    return lib
+
+
+class NativeDestSize:
+    """liblz4's own destSize functions; LZ4HC keeps one state buffer per thread."""
+
+    def __init__(self, lib: ctypes.CDLL, level: int | None) -> None:
+        self.lib = lib
+        self.level = level  # None: fast LZ4
+        self.states = threading.local()
+
+    def __call__(self, data: bytes, start: int, end: int, capacity: int) -> tuple[bytes, int]:
+        out = ctypes.create_string_buffer(capacity)
+        consumed = ctypes.c_int(end - start)
+        # A pointer into `data` itself (no copy of the window); `data` outlives the call.
+        src = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+        assert src is not None
+        src += start
+        if self.level is None:
+            n = self.lib.LZ4_compress_destSize(src, out, ctypes.byref(consumed), capacity)
+        else:
+            state = getattr(self.states, "buf", None)
+            if state is None:
+                # malloc'd by ctypes: aligned enough for liblz4's state (it asks for pointer alignment).
+                state = self.states.buf = ctypes.create_string_buffer(self.lib.LZ4_sizeofStateHC())
+            n = self.lib.LZ4_compress_HC_destSize(
+                state, src, out, ctypes.byref(consumed), capacity, self.level
+            )
+        if n <= 0 or consumed.value <= 0:
+            raise AssertionError(f"LZ4 destSize compression failed ({n})")
+        return out.raw[:n], consumed.value
+
+
+class SearchDestSize:
+    """Portable fallback: the longest prefix (found by bisection) whose LZ4 block fits."""
+
+    def __init__(self, level: int | None) -> None:
+        self.level = level
+
+    def compress(self, data: bytes) -> bytes:
+        import lz4.block
+
+        if self.level is None:
+            out = lz4.block.compress(data, store_size=False)
+        else:
+            out = lz4.block.compress(data, mode="high_compression", compression=self.level, store_size=False)
+        return bytes(out)
+
+    def __call__(self, data: bytes, start: int, end: int, capacity: int) -> tuple[bytes, int]:
+        # Grow the candidate from twice the capacity until it no longer fits, then bisect: the
+        # work stays near the prefix's own length, incompressible or not.
+        lo, hi = 0, end - start  # a prefix of lo bytes fits (vacuously for 0); none past hi is tried
+        best = b""
+        probe = min(2 * capacity, hi)
+        while True:
+            out = self.compress(data[start : start + probe])
+            if len(out) > capacity:
+                hi = probe
+                break
+            lo, best = probe, out
+            if probe == hi:
+                return best, lo
+            probe = min(2 * probe, hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            out = self.compress(data[start : start + mid])
+            if len(out) <= capacity:
+                lo, best = mid, out
+            else:
+                hi = mid
+        if lo == 0:
+            raise AssertionError(f"no LZ4 prefix fits {capacity} bytes")
+        return best, lo
+
+
+def dest_size_compressor(algorithm: str, level: int | None, *, native: bool = True) -> DestSizeCompressor:
+    """The compressor for "lz4" or "lz4hc" at `level`; `native=False` forces the fallback."""
+    try:
+        import lz4.block  # noqa: F401 (both paths need it)
+    except ImportError:
+        raise InvalidInputError(f"compressing with {algorithm} needs the Python package lz4") from None
+    hc_level = None if algorithm == "lz4" else (LZ4HC_DEFAULT_LEVEL if level is None else level)
+    lib = _native() if native else None
+    if lib is not None:
+        return NativeDestSize(lib, hc_level)
+    return SearchDestSize(hc_level)
+
+
+def native_available() -> bool:
+    return _native() is not None
