@@ -40,6 +40,10 @@ standard error, \fBerofsgen: error: \fR...
 .B SOURCE_DATE_EPOCH
 \fBpack\fR: the image's build time; newer file modification times are clamped to it
 (with \fB\-\-mkfs\-time\fR, only the build time is set). \fB\-T\fR takes precedence.
+.TP
+.B EROFSGEN_MOUNT
+\fBmount\fR: \fBloop\fR mounts through read-only loop devices even where the kernel mounts
+image files directly.
 .SH SEE ALSO
 .BR mkfs.erofs (1),
 .BR fsck.erofs (1),
