@@ -31,6 +31,7 @@ from erofsgen.writer import WriteOptions, chunks, write_image
 from tests.support.compare import assert_same_tree
 from tests.support.kernel import MountImage
 from tests.support.snapshot import snapshot
+from tests.support.tmpfs import mounted_tmpfs
 
 CHUNK = 65536
 BS = 4096
@@ -384,15 +385,8 @@ def test_a_corrupted_blob_is_refused_by_mount_and_extract(
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs, unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a tmpfs")
-    where = tmp_path / "small"
-    where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "small", "1m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", str(where)], check=True)
 
 
 @pytest.mark.parametrize("target", ["store", "blobdev"])

@@ -20,6 +20,7 @@ from erofsgen.cli import main as cli_main
 from erofsgen.errors import CorruptImageError, InvalidInputError
 from erofsgen.reader import is_erofs
 from tests.support.erofs_utils import ErofsUtils
+from tests.support.tmpfs import mounted_tmpfs
 from tests.test_check import patch
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts a tmpfs)")
@@ -86,13 +87,8 @@ def test_hard_link_whose_first_path_exceeds_path_max(tmp_path: Path) -> None:
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs, unmounted afterwards."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "mnt", "256k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def _big_image(tmp_path: Path) -> Path:

@@ -6,7 +6,6 @@ import errno
 import os
 import pickle
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from erofsgen.sources.directory import tree_from_directory
 from erofsgen.writer import WriteOptions, write_image
 
 from .support.pause import PausedCommand, open_temporary_files
+from .support.tmpfs import mounted_tmpfs
 
 
 def tree_with(name: bytes, node: Node) -> Directory:
@@ -164,12 +164,7 @@ def test_image_side_errors_are_not_blamed_on_the_source(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A full destination is an error about the image, naming it (exit 2), not a bad input file."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "small", "256k") as small:
         src = tmp_path / "src"
         src.mkdir()
         (src / "big").write_bytes(os.urandom(1 << 20))
@@ -189,8 +184,6 @@ def test_image_side_errors_are_not_blamed_on_the_source(
         err = capsys.readouterr().err
         assert err == f"erofsgen: error: {info.value}\n"  # the same one line from the command
         assert list(small.iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
 
 
 def test_unstorable_xattr_on_many_inodes_names_a_path(tmp_path: Path) -> None:
