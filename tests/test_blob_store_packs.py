@@ -405,3 +405,26 @@ def test_a_full_blob_target_is_named_and_nothing_is_left(
     assert not image.exists()
     left = [p for p in small_tmpfs.rglob("*") if p.is_file() and p.name not in ("oci-layout", "lock")]
     assert left == []
+
+
+def test_extract_of_a_path_hashes_only_the_blobs_it_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A corrupted blob stops `extract --path` only where the extracted part reads from it."""
+    src, store = tmp_path / "src", tmp_path / "store"
+    _make_tree(src, 14, files=4)
+    _pack(src, tmp_path / "first.img", store)
+    (old_blob,) = (store / "blobs" / "sha256").iterdir()
+    (src / "new").mkdir()
+    (src / "new" / "fresh").write_bytes(random.Random(15).randbytes(300 << 10))
+    _pack(src, tmp_path / "second.img", store)
+    data = bytearray(old_blob.read_bytes())
+    data[5000] ^= 1
+    os.chmod(old_blob, 0o644)
+    old_blob.write_bytes(bytes(data))
+    args = ["extract", "--quiet", f"--blob-store={store}", str(tmp_path / "second.img")]
+    assert cli_main([*args, str(tmp_path / "new"), "--path=/new"]) == 0
+    assert (tmp_path / "new" / "fresh").read_bytes() == (src / "new" / "fresh").read_bytes()
+    assert cli_main([*args, str(tmp_path / "a"), "--path=a"]) == 2
+    assert old_blob.name in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()

@@ -180,6 +180,24 @@ def data_devices(image: Image, nid: int) -> set[int] | None:
     return {seg.device for seg in iter_segments(storage, image.superblock, info) if seg.device}
 
 
+def subtree_devices(image: Image, top: int) -> set[int] | None:
+    """`data_devices` of every inode at or below `top` (a directory or not); None as there."""
+    used: set[int] = set()
+    pending, seen = [top], {top}
+    while pending:
+        nid = pending.pop()
+        if image.inode(nid).is_dir:
+            fresh = {e.nid for e in image.scandir_nid(nid) if e.nid not in seen}
+            seen |= fresh  # a directory reached twice is extract's error to report, not ours
+            pending.extend(sorted(fresh))
+            continue
+        found = data_devices(image, nid)
+        if found is None:
+            return None
+        used |= found
+    return used
+
+
 def verify_devices(image: Image, devices: Sequence[PathLike], which: Iterable[int] | None = None) -> None:
     """Hash the given extra devices of an open image (1-based numbers in `which`, default all)
     and raise CorruptImageError naming the first whose content does not match its digest tag.
