@@ -120,7 +120,11 @@ class CompressedData(Stored):
         if self.compressed:
             extra = self.index_bytes(plan, block_size)
             tail = len(self.tail)
-            self.inline = bool(tail) and may_inline and plan.core_size + len(plan.xattr_body) + extra + tail <= block_size
+            self.inline = (
+                bool(tail)
+                and may_inline
+                and plan.core_size + len(plan.xattr_body) + extra + tail <= block_size
+            )
             blocks = self.blocks + (1 if tail and not self.inline else 0)
             if blocks * block_size + extra + (tail if self.inline else 0) < self._size:
                 plan.layout = DataLayout.COMPRESSED_COMPACT if self.compact else DataLayout.COMPRESSED_FULL
@@ -387,15 +391,27 @@ def _keep_tail(form: CompressedData, raw: bytes, stream: bytes, pos: int, block_
 
 
 def _shorter_for_tail(
-    compress: DestSizeCompressor, buffer: bytes, off: int, want: int, stream: bytes, used: int, block_size: int
+    compress: DestSizeCompressor,
+    buffer: bytes,
+    off: int,
+    want: int,
+    stream: bytes,
+    used: int,
+    block_size: int,
 ) -> tuple[bytes, int]:
-    """The last extent ends in a partly used block: take a block less if the rest, even raw,
-    then fits in what that block held (it may go inline), as mkfs.erofs does."""
+    """The last extent ends in a partly used block: take a block less when what is left then
+    fits under a block, compressed or (as mkfs.erofs estimates it) raw, so it may go inline."""
     blocks = -(-len(stream) // block_size)
     if blocks < 2:
         return stream, used
     shorter, took = compress(buffer, off, off + want, (blocks - 1) * block_size)
-    if len(shorter) + (want - took) < blocks * block_size and took > (blocks - 1) * block_size:
+    if took <= (blocks - 1) * block_size:
+        return stream, used  # no gain left in the shorter extent
+    rest = want - took
+    if len(shorter) + rest < blocks * block_size:
+        return shorter, took
+    rest_stream, rest_took = compress(buffer, off + took, off + want, block_size)
+    if rest_took == rest and len(rest_stream) < block_size:
         return shorter, took
     return stream, used
 
