@@ -2,13 +2,14 @@
 
 The data stage reads the file once and cuts it into extents by output size: each extent is as
 much data as compresses into one pcluster (one block), the compressed stream right-aligned in
-it (0PADDING). An extent that would not hold more than a block of data is stored raw instead (a
-PLAIN pcluster of one block of data), as mkfs.erofs does, and a file whose compression saves
-nothing at all stays a plain file. The pclusters go to the spool, at an offset reserved on the
-main thread, so nothing depends on which worker ran when; emit copies them to the file's blocks
-and writes the map header and the lcluster index after the inode: compacted (COMPRESSED_COMPACT,
-as mkfs.erofs) or full (COMPRESSED_FULL, 8 bytes per block of the file). See
-specs/compression.md.
+it (0PADDING). Data whose stream would not save a block is stored raw instead (PLAIN pclusters
+of one block of data each), and a file whose compression saves nothing at all stays a plain
+file. The pclusters go to the spool, at an offset reserved on the main thread, so nothing
+depends on which worker ran when; emit copies them to the file's blocks and writes the map
+header and the lcluster index after the inode: compacted (COMPRESSED_COMPACT, as mkfs.erofs) or
+full (COMPRESSED_FULL, 8 bytes per block of the file). With ztailpacking the last pcluster, when
+under a block, is kept in memory and written inline after the index if the record fits a block
+(else into a block of its own). See specs/compression.md.
 """
 
 from __future__ import annotations
@@ -319,9 +320,8 @@ def compress_file(
     """
     size = form.size
     capacity = form.pcluster
-    window = min(255 * capacity, 1024 * block_size)  # deltas stay far below CBLKCNT (2048)
-    if form.max_extent is not None:
-        window = min(window, form.max_extent)
+    reach = min(255 * capacity, 1024 * block_size)  # deltas stay far below CBLKCNT (2048)
+    window = reach if form.max_extent is None else min(reach, form.max_extent)
     buffer = b""  # file bytes from `pos - off`; refilled a few windows at a time
     off = 0
     pos = 0
@@ -333,7 +333,7 @@ def compress_file(
             return
         want = min(window, size - pos)
         if len(buffer) - off < want:
-            more = read(min(4 * window, size - pos) - (len(buffer) - off))
+            more = read(min(4 * reach, size - pos) - (len(buffer) - off))
             buffer = buffer[off:] + more
             off = 0
             if len(buffer) < want:
