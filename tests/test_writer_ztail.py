@@ -20,6 +20,7 @@ from erofsgen.reader.zmap import Extent, ZMap
 from erofsgen.writer import WriteOptions, write_image
 from tests.support.erofs_utils import ErofsUtils
 from tests.support.kernel import MountImage
+from tests.support.scenario import build_scenario_tree
 
 BS = 4096
 MiB = 1 << 20
@@ -312,3 +313,23 @@ def test_many_sizes_mount(tmp_path: Path, options: WriteOptions, kernel_mount: M
     with kernel_mount(image) as mnt:
         for name, data in files.items():
             assert (mnt / name).read_bytes() == data, name
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["-zlz4hc", "-Eztailpacking"],
+        ["-zlz4hc", "-Eztailpacking", "-C65536"],
+        ["-zlz4", "-Eztailpacking,legacy-compress"],
+    ],
+)
+def test_scenario_tree_no_larger_than_mkfs_erofs(
+    tmp_path: Path, options: list[str], erofs_utils: ErofsUtils
+) -> None:
+    src = tmp_path / "src"
+    build_scenario_tree(src, long_names=False)
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    assert cli_main(["pack", "--quiet", *options, str(src), str(ours)]) == 0
+    erofs_utils.mkfs(theirs, src, *options, "--quiet")
+    assert erofs_utils.fsck(ours).returncode == 0
+    assert ours.stat().st_size <= theirs.stat().st_size
