@@ -10,6 +10,8 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from erofsgen import open_image
 from erofsgen.cli import main as cli_main
@@ -333,3 +335,49 @@ def test_scenario_tree_no_larger_than_mkfs_erofs(
     erofs_utils.mkfs(theirs, src, *options, "--quiet")
     assert erofs_utils.fsck(ours).returncode == 0
     assert ours.stat().st_size <= theirs.stat().st_size
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    pieces=st.lists(
+        st.tuples(st.sampled_from(["text", "noise", "run"]), st.integers(1, 12_000), st.integers(0, 99)),
+        max_size=5,
+    ),
+    block_size=st.sampled_from([512, 4096]),
+    compact=st.booleans(),
+    pcluster_blocks=st.sampled_from([1, 2, 16]),
+    cap_blocks=st.sampled_from([None, 1, 3, 8]),
+    xattr_size=st.integers(0, 600),  # moves the index's start and how much room the tail has
+)
+def test_any_file_round_trips_with_inline_tails(
+    tmp_path: Path,
+    pieces: list[tuple[str, int, int]],
+    block_size: int,
+    compact: bool,
+    pcluster_blocks: int,
+    cap_blocks: int | None,
+    xattr_size: int,
+) -> None:
+    data = b"".join(
+        _text(n, seed)
+        if kind == "text"
+        else random.Random(seed).randbytes(n)
+        if kind == "noise"
+        else bytes([seed]) * n
+        for kind, n, seed in pieces
+    )
+    xattrs = {b"user.x": b"v" * xattr_size} if xattr_size else {}
+    tree = Directory(Metadata(mode=0o755), {b"f": File(Metadata(mode=0o644, xattrs=xattrs), BytesData(data))})
+    image = tmp_path / "img"
+    options = WriteOptions(
+        block_size=block_size,
+        compression="lz4hc",
+        compact_indexes=compact,
+        pcluster_size=pcluster_blocks * block_size,
+        ztailpacking=True,
+        max_extent_bytes=None if cap_blocks is None else cap_blocks * block_size + 123,
+    )
+    write_image(tree, image, options)
+    assert cli_main(["check", "--quiet", "--data", str(image)]) == 0
+    with open_image(image) as img:
+        assert img.read_bytes("f") == data
