@@ -73,11 +73,11 @@ def test_unsupported_mkfs_option_is_named(option: str, src: Path, capsys: pytest
 @pytest.mark.parametrize(
     ("args", "named"),
     [
-        (["--max-extent-bytes=4096"], "--max-extent-bytes"),
+        (["--zfeature-bits=4096"], "--zfeature-bits"),
         (["--sort", "none"], "--sort"),
         (["--tar=f"], "--tar"),
         (["--offset", "4096"], "--offset"),
-        (["-E", "ztailpacking"], "-E ztailpacking"),
+        (["-E", "xattr-name-filter"], "-E xattr-name-filter"),
         (["-Enosbcrc,fragments=4096"], "-E fragments=4096"),
         (["-E", "all-fragments,dedupe"], "-E all-fragments"),
     ],

@@ -30,6 +30,7 @@ EXTENDED_OPTIONS = (
     "legacy-compress",
     "noinline_data",
     "nosbcrc",
+    "ztailpacking",
 )
 
 # mkfs.erofs options that `pack` does not implement yet: each gets "OPTION is not supported yet"
@@ -46,7 +47,6 @@ NOT_YET_SUPPORTED = (
     "--gzip",
     "--ignore-mtime",
     "--incremental",
-    "--max-extent-bytes",
     "--mount-point",
     "--offset",
     "--ovlfs-strip",
@@ -66,7 +66,6 @@ EXTENDED_NOT_YET_SUPPORTED = (
     "dedupe",
     "fragments",
     "xattr-name-filter",
-    "ztailpacking",
 )
 
 
@@ -229,6 +228,13 @@ def _add_compression_options(parser: argparse.ArgumentParser) -> None:
         "(default: the block size; larger needs Linux 5.13)",
     )
     parser.add_argument(
+        "--max-extent-bytes",
+        dest="max_extent_bytes",
+        type=_max_extent_bytes,
+        metavar="BYTES",
+        help="most file bytes one compressed extent may hold (at least the block size)",
+    )
+    parser.add_argument(
         "--workers",
         type=_workers,
         metavar="N",
@@ -256,6 +262,16 @@ def _workers(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 1 <= value <= MAX_WORKERS:
         raise argparse.ArgumentTypeError(f"{value} is not from 1 to {MAX_WORKERS}")
+    return value
+
+
+def _max_extent_bytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of bytes")
     return value
 
 
@@ -387,6 +403,8 @@ def write_options(args: argparse.Namespace, build_time_ns: int | None) -> WriteO
         compression_level=args.compression[1] if args.compression else None,
         pcluster_size=args.pcluster_size,
         compact_indexes="legacy-compress" not in extended,
+        ztailpacking="ztailpacking" in extended,
+        max_extent_bytes=args.max_extent_bytes,
         workers=args.workers,
     )
 

@@ -84,6 +84,8 @@ def write_image(
             compressor=compressor,
             compact_indexes=options.compact_indexes,
             pcluster_size=options.pcluster_size,
+            ztailpacking=options.ztailpacking,
+            max_extent_bytes=options.max_extent_bytes,
         ) as stage,
     ):
         draft = begin_plan(root, options, stage)

@@ -2,13 +2,14 @@
 
 The data stage reads the file once and cuts it into extents by output size: each extent is as
 much data as compresses into one pcluster (one block), the compressed stream right-aligned in
-it (0PADDING). An extent that would not hold more than a block of data is stored raw instead (a
-PLAIN pcluster of one block of data), as mkfs.erofs does, and a file whose compression saves
-nothing at all stays a plain file. The pclusters go to the spool, at an offset reserved on the
-main thread, so nothing depends on which worker ran when; emit copies them to the file's blocks
-and writes the map header and the lcluster index after the inode: compacted (COMPRESSED_COMPACT,
-as mkfs.erofs) or full (COMPRESSED_FULL, 8 bytes per block of the file). See
-specs/compression.md.
+it (0PADDING). Data whose stream would not save a block is stored raw instead (PLAIN pclusters
+of one block of data each), and a file whose compression saves nothing at all stays a plain
+file. The pclusters go to the spool, at an offset reserved on the main thread, so nothing
+depends on which worker ran when; emit copies them to the file's blocks and writes the map
+header and the lcluster index after the inode: compacted (COMPRESSED_COMPACT, as mkfs.erofs) or
+full (COMPRESSED_FULL, 8 bytes per block of the file). With ztailpacking the last pcluster, when
+under a block, is kept in memory and written inline after the index if the record fits a block
+(else into a block of its own). See specs/compression.md.
 """
 
 from __future__ import annotations
@@ -54,20 +55,36 @@ class CompressedData(Stored):
         "compact",
         "compressed",
         "heads",
+        "inline",
+        "max_extent",
         "nblocks",
         "pcluster",
         "plain",
         "spool_fd",
         "spool_offset",
         "starts",
+        "tail",
+        "tail_raw",
+        "ztail",
     )
     file_data = True
 
     def __init__(
-        self, plain: Stored, size: int, spool_fd: int, spool_offset: int, *, compact: bool, pcluster: int
+        self,
+        plain: Stored,
+        size: int,
+        spool_fd: int,
+        spool_offset: int,
+        *,
+        compact: bool,
+        pcluster: int,
+        ztail: bool = False,
+        max_extent: int | None = None,
     ) -> None:
         self.compact = compact  # compacted indexes (layout 3), else full ones (layout 1)
         self.pcluster = pcluster  # largest pcluster in bytes: above a block, big pclusters
+        self.ztail = ztail  # the last extent's pcluster may go inline after the index
+        self.max_extent = max_extent  # most file bytes per extent (None: the window's)
         self.plain = plain  # how the file is stored if compression does not pay
         self._size = size
         self.spool_fd = spool_fd
@@ -75,8 +92,15 @@ class CompressedData(Stored):
         self.compressed = False  # decided by the data stage
         self.starts = array("Q")  # each extent's first byte in the file
         self.heads = bytearray()  # each extent's index type: LclusterType.HEAD1 or PLAIN
-        self.nblocks = array("H")  # each extent's pcluster, in blocks
-        self.blocks = 0
+        self.nblocks = array("H")  # each extent's pcluster, in blocks (0: the inline tail)
+        self.blocks = 0  # pcluster blocks in the spool
+        # ztailpacking: the last extent's pcluster when it is under a block (its stream, or its
+        # raw bytes for a PLAIN head), kept out of the spool; b"" when there is none.
+        self.tail = b""
+        # The tail's raw bytes when it is compressed but within one lcluster: such an extent must
+        # be PLAIN if it ends up in a block (only an inline pcluster may end inside its lcluster).
+        self.tail_raw = b""
+        self.inline = False  # decided by shape(): the tail is inline, else in a block of its own
 
     @property
     def size(self) -> int:
@@ -92,39 +116,69 @@ class CompressedData(Stored):
         return pad + len(_HEADER) + len(_FULL_INDEX_GAP) + 8 * total
 
     def shape(self, plan: PlannedInode, block_size: int, may_inline: bool) -> None:
+        """Compressed if that saves bytes: the tail inline when the whole record fits one block
+        (so the inline pcluster never crosses a block), else in a block after the others."""
         if self.compressed:
             extra = self.index_bytes(plan, block_size)
-            if self.blocks * block_size + extra < self._size:
+            tail = len(self.tail)
+            self.inline = (
+                bool(tail)
+                and may_inline
+                and plan.core_size + len(plan.xattr_body) + extra + tail <= block_size
+            )
+            blocks = self.blocks + (1 if tail and not self.inline else 0)
+            if blocks * block_size + extra + (tail if self.inline else 0) < self._size:
                 plan.layout = DataLayout.COMPRESSED_COMPACT if self.compact else DataLayout.COMPRESSED_FULL
-                plan.nblocks = self.blocks
-                plan.tail_size = 0
+                plan.nblocks = blocks
+                plan.tail_size = tail if self.inline else 0
                 plan.extra = extra
                 return
             self.compressed = False  # its indexes eat the gain: plain after all
+            self.inline = False
         plan.extra = 0
         self.plain.shape(plan, block_size, may_inline)
 
     def i_u(self, plan: PlannedInode) -> int:
         if self.compressed:
-            return self.blocks  # a compressed inode's i_u counts its pcluster blocks
+            return plan.nblocks  # a compressed inode's i_u counts its pcluster blocks
         return self.plain.i_u(plan)
+
+    def _tail_block(self, block_size: int) -> tuple[int, bytes]:
+        """A tail that did not go inline, as one block: (its head type, the block)."""
+        if self.heads[-1] == LclusterType.PLAIN or self.tail_raw:
+            raw = self.tail_raw or self.tail
+            return LclusterType.PLAIN, raw + bytes(block_size - len(raw))
+        return LclusterType.HEAD1, bytes(block_size - len(self.tail)) + self.tail
 
     def write(
         self, fd: int, plan: PlannedInode, block_size: int, stop: threading.Event | None = None
     ) -> bytes:
         if not self.compressed:
             return self.plain.write(fd, plan, block_size, stop)
-        copy_range(self.spool_fd, self.spool_offset, fd, plan.startblk * block_size, self.blocks * block_size)
+        startblk = plan.startblk if plan.nblocks else 0  # no blocks at all: an inline tail only
+        copy_range(self.spool_fd, self.spool_offset, fd, startblk * block_size, self.blocks * block_size)
+        heads, nblocks = self.heads, self.nblocks
+        if self.tail and not self.inline:
+            heads, nblocks = bytearray(heads), array("H", nblocks)
+            heads[-1], block = self._tail_block(block_size)
+            nblocks[-1] = 1
+            os.pwrite(fd, block, (startblk + self.blocks) * block_size)
         inode_end = plan.core_size + len(plan.xattr_body)
         pad = bytes(-inode_end % 8)
         big = self.pcluster > block_size
-        entries = lcluster_entries(self.starts, self.heads, self.nblocks, self._size, block_size, big=big)
+        entries = lcluster_entries(
+            self.starts, heads, nblocks, self._size, block_size, big=big, inline_tail=self.inline
+        )
         advise = (MapAdvise.BIG_PCLUSTER_1 | MapAdvise.BIG_PCLUSTER_2) if big else 0
+        idata = b""
+        if self.inline:
+            advise |= MapAdvise.INLINE_PCLUSTER
+            idata = self.tail
         if self.compact:
-            header = MAP_HEADER.pack(MapHeaderRec(0, 0, MapAdvise.COMPACTED_2B | advise, 0, 0))
-            return pad + header + compact_indexes(entries, inode_end, plan.startblk, big=big)
-        header = MAP_HEADER.pack(MapHeaderRec(0, 0, advise, 0, 0))
-        return pad + header + _FULL_INDEX_GAP + full_indexes(entries, plan.startblk)
+            header = MAP_HEADER.pack(MapHeaderRec(0, len(idata), MapAdvise.COMPACTED_2B | advise, 0, 0))
+            return pad + header + compact_indexes(entries, inode_end, startblk, big=big) + idata
+        header = MAP_HEADER.pack(MapHeaderRec(0, len(idata), advise, 0, 0))
+        return pad + header + _FULL_INDEX_GAP + full_indexes(entries, startblk) + idata
 
 
 # One per lcluster: (type, clusterofs, block offset of its pcluster) for heads,
@@ -134,12 +188,22 @@ Entry = tuple[int, int, int]
 
 
 def lcluster_entries(
-    starts: array[int], heads: bytearray, nblocks: array[int], size: int, lcluster: int, *, big: bool = False
+    starts: array[int],
+    heads: bytearray,
+    nblocks: array[int],
+    size: int,
+    lcluster: int,
+    *,
+    big: bool = False,
+    inline_tail: bool = False,
 ) -> list[Entry]:
     """The logical index of extents starting at `starts`, their pclusters one after another.
 
     The lcluster holding EOF gets a PLAIN head of its own (clusterofs = size % lcluster, offset
-    -1: block 0, never read) when the last extent began earlier.
+    -1: block 0, never read) when the last extent began earlier. An inline tail's head has no
+    block either (offset -1); with big pclusters its first NONHEAD, if any, still carries
+    CBLKCNT | 1, as mkfs.erofs writes it: a compacted reader counting back from a later head in
+    the same pack (the EOF head) refuses a plain delta[0] of 1 there.
     """
     total = -(-size // lcluster)
     head_lcns = [s // lcluster for s in starts]
@@ -150,9 +214,11 @@ def lcluster_entries(
         head = head_lcns[j]
         last = j + 1 == len(starts)
         next_head = (total - 1 if dummy else total) if last else head_lcns[j + 1]
-        entries.append((heads[j], start % lcluster, block))
+        inline = last and inline_tail
+        entries.append((heads[j], start % lcluster, -1 if inline else block))
+        count = 1 if inline else nblocks[j]
         for lcn in range(head + 1, next_head):
-            delta0 = Z_EROFS_LI_D0_CBLKCNT | nblocks[j] if big and lcn == head + 1 else lcn - head
+            delta0 = Z_EROFS_LI_D0_CBLKCNT | count if big and lcn == head + 1 else lcn - head
             entries.append((LclusterType.NONHEAD, delta0, next_head - lcn))
         block += nblocks[j]
     if dummy:
@@ -201,7 +267,8 @@ def compact_indexes(entries: list[Entry], inode_end: int, startblk: int, *, big:
                     values.append((ltype, a))
             while len(values) < vcnt:
                 values.append((0, 0))  # a half-filled final pack
-            base = startblk + marked if big else startblk + marked - 1
+            # u32: a file whose only pcluster is inline has no block, its base wraps below 0.
+            base = (startblk + marked if big else startblk + marked - 1) & 0xFFFFFFFF
             packs.append(encode_compacted_pack(values, base, unit, lclusterbits))
             for n, (ltype, a, b) in enumerate(slots):
                 if ltype == LclusterType.NONHEAD:
@@ -243,42 +310,60 @@ def compress_file(
     """Cut the file into extents and write their pclusters to the spool (the data stage's job).
 
     Reads at most a window ahead: an LZ4 block never holds more than about 255 times its size,
-    and extents stay within 1024 lclusters (NONHEAD deltas then never reach the CBLKCNT bit).
-    A pcluster takes as many blocks as its stream needs, up to `form.pcluster` bytes.
+    and extents stay within 1024 lclusters (NONHEAD deltas then never reach the CBLKCNT bit),
+    and within `form.max_extent` bytes. A pcluster takes as many blocks as its stream needs, up
+    to `form.pcluster` bytes. Where a stream saves no block, every whole block of the data it
+    covered is stored raw at once, one PLAIN extent per block: that costs no more blocks than
+    the stream would have, and incompressible data is compressed once per pcluster, not once
+    per block. With ztailpacking, the extent reaching EOF is kept in `form.tail` when its
+    pcluster is under a block (compressed, or raw when compression does not shrink it).
     """
     size = form.size
     capacity = form.pcluster
-    window = min(255 * capacity, 1024 * block_size)  # deltas stay far below CBLKCNT (2048)
+    reach = min(255 * capacity, 1024 * block_size)  # deltas stay far below CBLKCNT (2048)
+    window = reach if form.max_extent is None else min(reach, form.max_extent)
     buffer = b""  # file bytes from `pos - off`; refilled a few windows at a time
     off = 0
     pos = 0
     out = bytearray()
     written = 0
-    starts, heads = form.starts, form.heads
+    starts, heads, nblocks = form.starts, form.heads, form.nblocks
     while pos < size:
         if abort.is_set():
             return
         want = min(window, size - pos)
         if len(buffer) - off < want:
-            more = read(min(4 * window, size - pos) - (len(buffer) - off))
+            more = read(min(4 * reach, size - pos) - (len(buffer) - off))
             buffer = buffer[off:] + more
             off = 0
             if len(buffer) < want:
                 raise AssertionError("the reader ended before the file's size")
-        stream, used = compress(buffer, off, off + want, capacity) if want > block_size else (b"", 0)
+        last = form.ztail and want == size - pos  # this extent may reach EOF: a tail candidate
+        stream, used = compress(buffer, off, off + want, capacity) if want > block_size or last else (b"", 0)
+        if last and used == want and len(stream) < block_size:
+            _keep_tail(form, buffer[off : off + want], stream, pos, block_size)
+            break
+        if last and used == want and len(stream) % block_size:
+            stream, used = _shorter_for_tail(compress, buffer, off, want, stream, used, block_size)
         blocks = -(-len(stream) // block_size)
-        starts.append(pos)
         if used > blocks * block_size:
+            starts.append(pos)
             heads.append(LclusterType.HEAD1)
-            form.nblocks.append(blocks)
+            nblocks.append(blocks)
             out += bytes(blocks * block_size - len(stream))
             out += stream
-        else:  # no block saved: this extent is one block of raw data
-            used = min(block_size, want)
-            heads.append(LclusterType.PLAIN)
-            form.nblocks.append(1)
-            out += buffer[off : off + used]
-            out += bytes(block_size - used)
+        else:  # no block saved: the data it covered is stored raw, a block per extent
+            raw = min(max(1, used // block_size) * block_size, size - pos)
+            if last and raw < block_size:
+                _keep_tail(form, buffer[off : off + raw], b"", pos, block_size)
+                break
+            for at in range(pos, pos + raw, block_size):
+                starts.append(at)
+                heads.append(LclusterType.PLAIN)
+                nblocks.append(1)
+            out += buffer[off : off + raw]
+            out += bytes(-raw % block_size)
+            used = raw
         off += used
         pos += used
         if len(out) >= FLUSH_BYTES:
@@ -287,8 +372,48 @@ def compress_file(
             out.clear()
     if out:
         spool_write(form.spool_fd, bytes(out), form.spool_offset + written)
-    form.blocks = sum(form.nblocks)
-    form.compressed = any(h == LclusterType.HEAD1 for h in heads)
+    form.blocks = sum(nblocks)
+    form.compressed = bool(form.tail) or any(h == LclusterType.HEAD1 for h in heads)
+
+
+def _keep_tail(form: CompressedData, raw: bytes, stream: bytes, pos: int, block_size: int) -> None:
+    """The last extent, from `pos` to EOF, as an inline candidate: its stream if that is shorter."""
+    form.starts.append(pos)
+    form.nblocks.append(0)
+    if stream and len(stream) < len(raw):
+        form.heads.append(LclusterType.HEAD1)
+        form.tail = stream
+        if pos % block_size + len(raw) <= block_size:
+            form.tail_raw = raw
+    else:
+        form.heads.append(LclusterType.PLAIN)
+        form.tail = raw
+
+
+def _shorter_for_tail(
+    compress: DestSizeCompressor,
+    buffer: bytes,
+    off: int,
+    want: int,
+    stream: bytes,
+    used: int,
+    block_size: int,
+) -> tuple[bytes, int]:
+    """The last extent ends in a partly used block: take a block less when what is left then
+    fits under a block, compressed or (as mkfs.erofs estimates it) raw, so it may go inline."""
+    blocks = -(-len(stream) // block_size)
+    if blocks < 2:
+        return stream, used
+    shorter, took = compress(buffer, off, off + want, (blocks - 1) * block_size)
+    if took <= (blocks - 1) * block_size:
+        return stream, used  # no gain left in the shorter extent
+    rest = want - took
+    if len(shorter) + rest < blocks * block_size:
+        return shorter, took
+    rest_stream, rest_took = compress(buffer, off + took, off + want, block_size)
+    if rest_took == rest and len(rest_stream) < block_size:
+        return shorter, took
+    return stream, used
 
 
 def spool_reader(fd: int, offset: int) -> Reader:

@@ -64,6 +64,8 @@ class DataStage:
         compressor: DestSizeCompressor | None = None,
         compact_indexes: bool = True,
         pcluster_size: int | None = None,
+        ztailpacking: bool = False,
+        max_extent_bytes: int | None = None,
     ) -> None:
         self.block_size = block_size
         self.workers = workers or WORKERS
@@ -71,6 +73,8 @@ class DataStage:
         self.compressor = compressor  # regular files over a block are compressed with it
         self.compact_indexes = compact_indexes
         self.pcluster_size = pcluster_size or block_size
+        self.ztailpacking = ztailpacking  # compressed files' last pclusters may go inline
+        self.max_extent_bytes = max_extent_bytes
         self.batch: list[ChunkedData] = []  # chunked files not yet handed to a worker
         self.batch_bytes = 0
         self.jobs: list[Future[None]] = []
@@ -91,8 +95,11 @@ class DataStage:
             data = node.data
             if self.chunks is not None and data.size >= self.block_size:
                 return self._chunked(data, plan, self.chunks)
-            if self.compressor is not None and data.size > self.block_size:
-                # A file of a block or less cannot save a block: it stays plain (or inline).
+            if self.compressor is not None and (
+                data.size > self.block_size or (self.ztailpacking and data.size > 0)
+            ):
+                # A file of a block or less cannot save a block: it stays plain (or inline),
+                # unless its compressed form may go inline, smaller than the file.
                 return self._compressed(data, plan, self.compressor)
             if isinstance(data, StreamData):
                 return self._spool(data, plan)
@@ -126,7 +133,14 @@ class DataStage:
         # Room for the pclusters: every extent but the last holds at least a block of data.
         fd, offset = self._reserve(-(-size // self.block_size) * self.block_size)
         form = CompressedData(
-            plain, size, fd, offset, compact=self.compact_indexes, pcluster=self.pcluster_size
+            plain,
+            size,
+            fd,
+            offset,
+            compact=self.compact_indexes,
+            pcluster=self.pcluster_size,
+            ztail=self.ztailpacking,
+            max_extent=self.max_extent_bytes,
         )
         self._submit(_compress, data, plan, form, raw, compressor, self.block_size)
         return form

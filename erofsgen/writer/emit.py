@@ -173,6 +173,8 @@ class Emitter:
             # LZ4 streams right-aligned in their pclusters; u1 is lz4_max_distance without COMPR_CFGS.
             incompat |= FeatureIncompat.ZERO_PADDING
             u1 = LZ4_MAX_DISTANCE
+        if any(p.tail_size and p.layout in _COMPRESSED for p in layout.inodes):
+            incompat |= FeatureIncompat.ZTAILPACKING  # an inline pcluster after some index
         if layout.area("compression configs") is not None:
             # Big pclusters: the LZ4 record after the superblock; u1 is the algorithm bitmap.
             incompat |= FeatureIncompat.COMPR_CFGS

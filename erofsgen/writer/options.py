@@ -69,6 +69,12 @@ class WriteOptions:
     compression_level: int | None = None
     pcluster_size: int | None = None
     compact_indexes: bool = True  # False: full 8-byte lcluster indexes (mkfs -E legacy-compress)
+    # A compressed file's last pcluster inline after its index when it fits the inode's block
+    # (mkfs -E ztailpacking; Linux 5.17, erofs-utils 1.5).
+    ztailpacking: bool = False
+    # The most file bytes one extent may hold (mkfs --max-extent-bytes); None: no cap but the
+    # writer's own (a window of at most 1024 blocks).
+    max_extent_bytes: int | None = None
     # Threads that read, hash and compress files before planning (None: 2). The image's bytes
     # do not depend on it.
     workers: int | None = None
@@ -96,10 +102,16 @@ class WriteOptions:
         from .lz4dest import LZ4HC_MAX_LEVEL
 
         algorithm, level, pcluster = self.compression, self.compression_level, self.pcluster_size
+        extent = self.max_extent_bytes
         if algorithm is None:
-            if level is not None or pcluster is not None:
-                raise InvalidInputError("a compression level or pcluster size needs a compression algorithm")
+            if level is not None or pcluster is not None or extent is not None:
+                raise InvalidInputError(
+                    "a compression level, pcluster size or extent limit needs a compression algorithm"
+                )
             return
+        if extent is not None and extent < self.block_size:
+            # Shorter extents would put two heads in one lcluster, which the index cannot hold.
+            raise InvalidInputError(f"max extent bytes {extent} is below the block size {self.block_size}")
         if algorithm not in COMPRESSION_ALGORITHMS:
             known = ", ".join(COMPRESSION_ALGORITHMS)
             raise InvalidInputError(f"compression algorithm {algorithm!r} is not supported (only {known})")
@@ -155,6 +167,8 @@ class WriteOptions:
             "compression_level": (int, type(None)),
             "pcluster_size": (int, type(None)),
             "compact_indexes": (bool,),
+            "ztailpacking": (bool,),
+            "max_extent_bytes": (int, type(None)),
             "workers": (int, type(None)),
         }
         for name, types in expected.items():

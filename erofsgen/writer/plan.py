@@ -306,6 +306,8 @@ def plan_image(root: Directory, options: WriteOptions, stage: DataStage | None =
                 compressor=stage_compressor(options),
                 compact_indexes=options.compact_indexes,
                 pcluster_size=options.pcluster_size,
+                ztailpacking=options.ztailpacking,
+                max_extent_bytes=options.max_extent_bytes,
                 workers=options.workers,
             ) as own,
         ):

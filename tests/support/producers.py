@@ -204,6 +204,17 @@ def _check_compressed(built: Built, expected: DataLayout) -> None:
         assert expected in layouts
 
 
+def _ztailpacked(layout: DataLayout) -> _Check:
+    """Compressed as `_compressed`, and some file's last pcluster is inline (ZTAILPACKING)."""
+
+    def check(built: Built, images: ImageCache) -> None:
+        _check_compressed(built, layout)
+        with open_image(built.image) as img:
+            assert img.superblock.feature_incompat & FeatureIncompat.ZTAILPACKING
+
+    return check
+
+
 _PREFIXES = (b"trusted.overlay.", b"user.attr", b"user.kkkkkkkk", b"user.k")
 
 PRODUCERS: tuple[Producer, ...] = (
@@ -256,6 +267,23 @@ PRODUCERS: tuple[Producer, ...] = (
         *("-b", "1024", "-zlz4hc"),
         features={SMALL_BLOCKS},
         check=_compressed(DataLayout.COMPRESSED_COMPACT),
+    ),
+    erofsgen("lz4hc_ztail", "-zlz4hc", "-Eztailpacking", check=_ztailpacked(DataLayout.COMPRESSED_COMPACT)),
+    erofsgen(
+        "lz4_ztail_pcluster64k",
+        *("-zlz4", "-C65536", "-Eztailpacking", "--max-extent-bytes=131072"),
+        check=_ztailpacked(DataLayout.COMPRESSED_COMPACT),
+    ),
+    erofsgen(
+        "lz4_ztail_legacy",
+        *("-zlz4", "-Eztailpacking,legacy-compress"),
+        check=_ztailpacked(DataLayout.COMPRESSED_FULL),
+    ),
+    erofsgen(
+        "lz4_ztail_b1024",
+        *("-b", "1024", "-zlz4hc", "-Eztailpacking"),
+        features={SMALL_BLOCKS},
+        check=_ztailpacked(DataLayout.COMPRESSED_COMPACT),
     ),
     mkfs_erofs("default"),
     mkfs_erofs("lz4", "-zlz4"),
