@@ -84,6 +84,8 @@ def write_image(
             compressor=compressor,
             compact_indexes=options.compact_indexes,
             pcluster_size=options.pcluster_size,
+            fragments=options.fragment_mode,
+            dedupe=options.dedupe,
         ) as stage,
     ):
         draft = begin_plan(root, options, stage)

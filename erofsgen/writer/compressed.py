@@ -53,6 +53,7 @@ class CompressedData(Stored):
         "blocks",
         "compact",
         "compressed",
+        "fragments",
         "heads",
         "nblocks",
         "pcluster",
@@ -60,6 +61,8 @@ class CompressedData(Stored):
         "spool_fd",
         "spool_offset",
         "starts",
+        "tail_spool",
+        "tail_start",
     )
     file_data = True
 
@@ -77,6 +80,11 @@ class CompressedData(Stored):
         self.heads = bytearray()  # each extent's index type: LclusterType.HEAD1 or PLAIN
         self.nblocks = array("H")  # each extent's pcluster, in blocks
         self.blocks = 0
+        # FRAGMENTS (fragments.py): 1 keeps the last extent's data raw for the packed inode, 2 the
+        # whole file's; it is written to the spool at `tail_spool`, from file byte `tail_start`.
+        self.fragments = 0
+        self.tail_start = -1
+        self.tail_spool = -1
 
     @property
     def size(self) -> int:
@@ -255,9 +263,12 @@ def compress_file(
     out = bytearray()
     written = 0
     starts, heads = form.starts, form.heads
+    tail = form.fragments
     while pos < size:
         if abort.is_set():
             return
+        if tail == 2 or (tail and size - pos <= capacity):
+            break  # the rest is the fragment
         want = min(window, size - pos)
         if len(buffer) - off < want:
             more = read(min(4 * window, size - pos) - (len(buffer) - off))
@@ -267,6 +278,8 @@ def compress_file(
                 raise AssertionError("the reader ended before the file's size")
         stream, used = compress(buffer, off, off + want, capacity) if want > block_size else (b"", 0)
         blocks = -(-len(stream) // block_size)
+        if tail and used == size - pos and used > blocks * block_size:
+            break  # the final compressed extent: its data goes to the packed inode instead
         starts.append(pos)
         if used > blocks * block_size:
             heads.append(LclusterType.HEAD1)
@@ -285,10 +298,28 @@ def compress_file(
             spool_write(form.spool_fd, bytes(out), form.spool_offset + written)
             written += len(out)
             out.clear()
+    if tail and pos < size:
+        # Pclusters never take more room than the data they hold, so the tail fits the rest.
+        form.tail_start = pos
+        form.tail_spool = form.spool_offset + written + len(out)
+        out += buffer[off:]
+        left = size - pos - (len(buffer) - off)
+        while left > 0:
+            if abort.is_set():
+                return
+            more = read(min(FLUSH_BYTES, left))
+            if not more:
+                raise AssertionError("the reader ended before the file's size")
+            out += more
+            left -= len(more)
+            if len(out) >= FLUSH_BYTES:
+                spool_write(form.spool_fd, bytes(out), form.spool_offset + written)
+                written += len(out)
+                out.clear()
     if out:
         spool_write(form.spool_fd, bytes(out), form.spool_offset + written)
     form.blocks = sum(form.nblocks)
-    form.compressed = any(h == LclusterType.HEAD1 for h in heads)
+    form.compressed = form.tail_start >= 0 or any(h == LclusterType.HEAD1 for h in heads)
 
 
 def spool_reader(fd: int, offset: int) -> Reader:

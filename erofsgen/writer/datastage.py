@@ -24,8 +24,10 @@ from ..errors import InvalidInputError
 from ..model import BytesData, DataSource, Device, Directory, File, Node, StreamData, Symlink
 from .chunks import ChunkedData, ChunkSession, hash_chunks
 from .compressed import CompressedData, compress_file, spool_reader
+from .dedupe import share_pclusters
 from .dirs import shape_directory
 from .filecopy import FileReader
+from .fragments import FragmentedData, FragmentTable
 from .lz4dest import DestSizeCompressor, dest_size_compressor
 from .stored import (
     NO_DATA,
@@ -64,6 +66,8 @@ class DataStage:
         compressor: DestSizeCompressor | None = None,
         compact_indexes: bool = True,
         pcluster_size: int | None = None,
+        fragments: int = 0,
+        dedupe: bool = False,
     ) -> None:
         self.block_size = block_size
         self.workers = workers or WORKERS
@@ -71,6 +75,10 @@ class DataStage:
         self.compressor = compressor  # regular files over a block are compressed with it
         self.compact_indexes = compact_indexes
         self.pcluster_size = pcluster_size or block_size
+        self.fragments = fragments  # 1: file tails go to the packed inode, 2: whole files
+        self.dedupe = dedupe  # identical pclusters are shared (dedupe.py)
+        self.extended: list[tuple[FragmentedData, PlannedInode]] = []  # forms of the two above
+        self.shared_pclusters = False  # set by finish_compression
         self.batch: list[ChunkedData] = []  # chunked files not yet handed to a worker
         self.batch_bytes = 0
         self.jobs: list[Future[None]] = []
@@ -91,8 +99,10 @@ class DataStage:
             data = node.data
             if self.chunks is not None and data.size >= self.block_size:
                 return self._chunked(data, plan, self.chunks)
-            if self.compressor is not None and data.size > self.block_size:
-                # A file of a block or less cannot save a block: it stays plain (or inline).
+            small = data.size <= self.block_size
+            if self.compressor is not None and (not small or (self.fragments and data.size)):
+                # A file of a block or less cannot save a block: it stays plain (or inline),
+                # unless it can be a fragment.
                 return self._compressed(data, plan, self.compressor)
             if isinstance(data, StreamData):
                 return self._spool(data, plan)
@@ -125,9 +135,17 @@ class DataStage:
             plain = PlainData(data)
         # Room for the pclusters: every extent but the last holds at least a block of data.
         fd, offset = self._reserve(-(-size // self.block_size) * self.block_size)
-        form = CompressedData(
-            plain, size, fd, offset, compact=self.compact_indexes, pcluster=self.pcluster_size
-        )
+        form: CompressedData
+        if self.fragments or self.dedupe:
+            form = FragmentedData(
+                plain, size, fd, offset, compact=self.compact_indexes, pcluster=self.pcluster_size,
+                fragments=self.fragments,
+            )  # fmt: skip
+            self.extended.append((form, plan))
+        else:
+            form = CompressedData(
+                plain, size, fd, offset, compact=self.compact_indexes, pcluster=self.pcluster_size
+            )
         self._submit(_compress, data, plan, form, raw, compressor, self.block_size)
         return form
 
@@ -178,6 +196,31 @@ class DataStage:
         self._flush_batch()
         for future in self.jobs:
             future.result()
+
+    def finish_compression(self) -> CompressedData | None:
+        """Share pclusters (dedupe) and gather the fragments, in file order, once every file is cut.
+
+        Returns the packed inode's stored form, compressed, or None when no file has a fragment.
+        """
+        self.settle()
+        if self.dedupe:
+            self.shared_pclusters = share_pclusters(self.extended, self.block_size)
+        table = FragmentTable()
+        for form, _plan in self.extended:
+            if form.compressed and form.tail_start >= 0:
+                table.add(form)
+        if not table.size or self.compressor is None:
+            return None
+        fd, raw = self._reserve(table.size)
+        table.write(fd, raw)
+        room = -(-table.size // self.block_size) * self.block_size
+        packed = CompressedData(
+            SpooledData(fd, raw, table.size), table.size, fd, self._reserve(room)[1],
+            compact=self.compact_indexes, pcluster=self.pcluster_size,
+        )  # fmt: skip
+        self._submit(_compress_spooled, packed, raw, self.compressor, self.block_size)
+        self.settle()
+        return packed
 
     def close(self) -> None:
         """Stop the workers (pending jobs are dropped) and release the spool."""
@@ -234,6 +277,13 @@ def _compress(
         compress_file(form, reader.read, compressor, block_size, _spool_write, abort)
         if not abort.is_set():
             reader.finish()
+
+
+def _compress_spooled(
+    form: CompressedData, raw: int, compressor: DestSizeCompressor, block_size: int, abort: threading.Event
+) -> None:
+    """Data already in the spool at `raw` (the packed inode's), compressed."""
+    compress_file(form, spool_reader(form.spool_fd, raw), compressor, block_size, _spool_write, abort)
 
 
 def stage_compressor(options: WriteOptions) -> DestSizeCompressor | None:

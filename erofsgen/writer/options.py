@@ -69,6 +69,12 @@ class WriteOptions:
     compression_level: int | None = None
     pcluster_size: int | None = None
     compact_indexes: bool = True  # False: full 8-byte lcluster indexes (mkfs -E legacy-compress)
+    # With compression: file tails (mkfs -E fragments), or whole files (-E all-fragments), kept in
+    # one compressed packed inode, identical ones once; identical pclusters stored once
+    # (-E dedupe). All three need Linux 6.1 and erofs-utils 1.6.
+    fragments: bool = False
+    all_fragments: bool = False
+    dedupe: bool = False
     # Threads that read, hash and compress files before planning (None: 2). The image's bytes
     # do not depend on it.
     workers: int | None = None
@@ -99,6 +105,8 @@ class WriteOptions:
         if algorithm is None:
             if level is not None or pcluster is not None:
                 raise InvalidInputError("a compression level or pcluster size needs a compression algorithm")
+            if self.fragments or self.all_fragments or self.dedupe:
+                raise InvalidInputError("fragments, all-fragments and dedupe need a compression algorithm")
             return
         if algorithm not in COMPRESSION_ALGORITHMS:
             known = ", ".join(COMPRESSION_ALGORITHMS)
@@ -155,6 +163,9 @@ class WriteOptions:
             "compression_level": (int, type(None)),
             "pcluster_size": (int, type(None)),
             "compact_indexes": (bool,),
+            "fragments": (bool,),
+            "all_fragments": (bool,),
+            "dedupe": (bool,),
             "workers": (int, type(None)),
         }
         for name, types in expected.items():
@@ -173,6 +184,11 @@ class WriteOptions:
     def pcluster_bytes(self) -> int:
         """The largest pcluster: the given size, or one block."""
         return self.pcluster_size or self.block_size
+
+    @property
+    def fragment_mode(self) -> int:
+        """What goes to the packed inode: 0 nothing, 1 file tails, 2 whole files."""
+        return 2 if self.all_fragments else 1 if self.fragments else 0
 
     @property
     def blkszbits(self) -> int:

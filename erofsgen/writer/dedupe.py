@@ -1,0 +1,54 @@
+"""Dedupe (-E dedupe): extents of any files share one pcluster where their pclusters are identical.
+
+After every file is cut (in file order, on the main thread, so the result does not depend on
+the workers), each pcluster of a `FragmentedData` file is hashed; one already written by an
+earlier file, or earlier in the same file, is not written again: the extent's head names the
+first one's block instead. Identical pclusters decode to identical data of the same length, so
+no extent needs PARTIAL_REF. A file with shared extents needs full indexes (each head holds its
+block address); the file owning a shared pcluster is pinned compressed. The superblock then
+carries DEDUPE (the FRAGMENTS bit). See specs/compression.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .fragments import FragmentedData, Share
+
+if TYPE_CHECKING:
+    from .plan import PlannedInode
+
+
+def share_pclusters(forms: Iterable[tuple[FragmentedData, PlannedInode]], block_size: int) -> bool:
+    """Point every repeated pcluster at its first copy; True if any extent was shared."""
+    first: dict[bytes, tuple[FragmentedData, Share]] = {}
+    any_shared = False
+    for form, plan in forms:
+        if not form.compressed or not form.nblocks:
+            continue
+        shared: list[Share | None] = []
+        own = 0
+        at = form.spool_offset
+        for blocks in form.nblocks:
+            size = blocks * block_size
+            data = os.pread(form.spool_fd, size, at)
+            if len(data) != size:
+                raise AssertionError("the spool is shorter than the pclusters written to it")
+            at += size
+            key = hashlib.sha256(data).digest()
+            hit = first.get(key)
+            if hit is None:
+                first[key] = (form, (plan, own))
+                shared.append(None)
+                own += blocks
+            else:
+                hit[0].pinned = True
+                shared.append(hit[1])
+        if own != form.blocks:
+            form.shared = shared
+            form.own_blocks = own
+            any_shared = True
+    return any_shared
