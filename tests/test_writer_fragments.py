@@ -1,0 +1,236 @@
+"""-E fragments, -E all-fragments, -E dedupe: the packed inode and shared pclusters, as Linux reads them.
+
+Trees with many identical files and tails are packed with each option set; the kernel and our
+reader must give every file back, identical fragments and pclusters must be stored once, and
+the bytes must not depend on the workers. The mkfs.erofs 1.9 vectors' tree gives a size
+comparison with mkfs.erofs itself.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from erofsgen import open_image
+from erofsgen.cli import main as cli_main
+from erofsgen.errors import InvalidInputError
+from erofsgen.format.constants import DataLayout, FeatureIncompat, FileType, MapAdvise
+from erofsgen.reader import Image
+from erofsgen.reader.check import check_image
+from erofsgen.reader.zmap import Extent
+from erofsgen.writer import WriteOptions
+from tests.support.kernel import MountImage
+
+BS = 4096
+VECTORS = Path(__file__).resolve().parent.parent / "specs" / "vectors" / "images" / "mkfs-1.9"
+
+
+def _text(size: int, seed: int) -> bytes:
+    rng = random.Random(seed)
+    words = [rng.randbytes(rng.randrange(2, 8)).hex().encode() for _ in range(48)]
+    out = bytearray()
+    i = 0
+    while len(out) < size:
+        out += b"%d %s %s\n" % (i, rng.choice(words), rng.choice(words))
+        i += 1
+    return bytes(out[:size])
+
+
+def _files() -> dict[str, bytes]:
+    """Copies of files (whole, tails and pclusters repeat), small files, edges and a big one."""
+    rng = random.Random(5)
+    files = {
+        "empty": b"",
+        "one": b"x",
+        "block": _text(BS, 1),
+        "block_plus_one": _text(BS + 1, 2),
+        "random": rng.randbytes(30_000),
+        "zeros": bytes(3 << 20),  # its pclusters repeat within the file
+        "mixed": rng.randbytes(9_000) + b"z" * 40_000 + _text(25_000, 3),
+        "large": _text(2 << 20, 4),
+        "tail_in_eof_lcluster": _text(5 * BS + 7, 6),
+    }
+    for i in range(6):
+        files[f"copies/text{i}"] = _text(70_000, 10)  # identical: tails and pclusters once
+        files[f"copies/small{i}"] = _text(1_500, 11)  # identical whole-file fragments
+        files[f"copies/own{i}"] = _text(9_000 + 1_000 * i, 20 + i)
+    return files
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = tmp_path_factory.mktemp("fragments") / "src"
+    for name, data in _files().items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(data)
+    (src / "copies" / "hardlink").hardlink_to(src / "copies" / "text0")
+    return src
+
+
+def _pack(source: Path, image: Path, *options: str) -> None:
+    assert cli_main(["pack", "--quiet", "-T0", "--all-root", *options, str(source), str(image)]) == 0
+
+
+def _extents(img: Image, path: str) -> list[Extent]:
+    return [e for e in img.extents_nid(img.lookup(path)) if isinstance(e, Extent)]
+
+
+def _regular(source: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(source).as_posix(): p.read_bytes() for p in sorted(source.rglob("*")) if p.is_file()
+    }
+
+
+OPTION_SETS = [
+    ("-zlz4hc", "-Efragments"),
+    ("-zlz4hc", "-Eall-fragments"),
+    ("-zlz4hc", "-Ededupe"),
+    ("-zlz4", "-Efragments,dedupe"),
+    ("-zlz4hc", "-Eall-fragments,dedupe"),
+    ("-zlz4hc", "-C16384", "-Efragments,dedupe"),
+    ("-zlz4hc", "-C65536", "-Ededupe"),
+    ("-zlz4hc", "-Efragments,legacy-compress"),
+    ("-zlz4hc", "-b1024", "-Efragments,dedupe"),
+]
+
+
+@pytest.mark.parametrize("options", OPTION_SETS, ids=["_".join(o).replace("-", "") for o in OPTION_SETS])
+def test_kernel_and_reader_give_every_file_back(
+    tmp_path: Path, source: Path, options: tuple[str, ...], kernel_mount: MountImage
+) -> None:
+    image = tmp_path / "img"
+    _pack(source, image, *options)
+    files = _regular(source)
+    with open_image(image) as img:
+        for name, data in files.items():
+            assert img.read_bytes(name) == data, name
+        assert [str(p) for p in check_image(img, data=True)] == []
+    with kernel_mount(image) as mnt:
+        assert _regular(mnt) == files
+        assert (mnt / "copies" / "hardlink").stat().st_nlink == 2
+
+
+def test_fragments_hold_tails_and_small_files_once(tmp_path: Path, source: Path) -> None:
+    image = tmp_path / "img"
+    _pack(source, image, "-zlz4hc", "-Efragments")
+    files = _files()
+    with open_image(image) as img:
+        sb = img.superblock
+        assert sb.feature_incompat & FeatureIncompat.FRAGMENTS and sb.packed_nid
+        packed = img.inode(sb.packed_nid)
+        assert packed.file_type == FileType.REG_FILE and packed.compressed
+        nids = {img.root_nid}
+        for top, dirs, names in img.walk("/"):
+            nids.update(img.lookup(f"{top.rstrip('/')}/{n}") for n in dirs + names)
+        assert sb.packed_nid not in nids and sb.inos == len(nids) + 1  # counted, outside the tree
+        offsets: dict[bytes, int] = {}
+        stored = 0
+        for name, data in files.items():
+            if not data:
+                continue
+            extents = _extents(img, name)
+            assert extents, name  # every non-empty file is compressed: it has a fragment
+            tail = extents[-1]
+            assert tail.fragment and tail.logical + tail.length == len(data), name
+            piece = data[tail.logical :]
+            zmap = img.data_nid(img.lookup(name)).zmap
+            assert zmap is not None
+            if tail.logical == 0:  # all fragment: no index, the offset in the map header
+                assert len(extents) == 1 and zmap.whole_fragment, name
+            else:
+                assert zmap.advise & MapAdvise.FRAGMENT_PCLUSTER and not zmap.whole_fragment, name
+            if len(data) <= BS:
+                assert tail.logical == 0, name
+            if piece not in offsets:
+                offsets[piece] = tail.physical
+                stored += len(piece)
+            assert tail.physical == offsets[piece], f"{name}: an identical fragment stored twice"
+        assert packed.size == stored  # nothing but the distinct fragments
+        assert (
+            _extents(img, "large")[-1].logical > 0 and _extents(img, "tail_in_eof_lcluster")[-1].logical > 0
+        )
+
+
+def test_all_fragments_keep_every_file_whole_in_the_packed_inode(tmp_path: Path, source: Path) -> None:
+    image = tmp_path / "img"
+    _pack(source, image, "-zlz4hc", "-Eall-fragments")
+    files = _files()
+    with open_image(image) as img:
+        packed = img.inode(img.superblock.packed_nid)
+        distinct = {data for data in files.values() if data}
+        assert packed.size == sum(len(d) for d in distinct)
+        for name, data in files.items():
+            info = img.inode(img.lookup(name))
+            if not data:
+                assert not info.compressed
+                continue
+            assert info.layout is DataLayout.COMPRESSED_FULL, name
+            (extent,) = _extents(img, name)
+            assert extent.fragment and (extent.logical, extent.length) == (0, len(data)), name
+        # Packed once and compressed, the tree takes far less than its copies.
+        assert image.stat().st_size < packed.size // 4
+
+
+def test_dedupe_shares_identical_pclusters(tmp_path: Path, source: Path) -> None:
+    image, plain = tmp_path / "img", tmp_path / "plain"
+    _pack(source, image, "-zlz4hc", "-Ededupe")
+    _pack(source, plain, "-zlz4hc")
+    with open_image(image) as img:
+        sb = img.superblock
+        assert sb.feature_incompat & FeatureIncompat.DEDUPE and not sb.packed_nid
+        first = [e.physical for e in _extents(img, "copies/text0")]
+        for i in range(1, 6):
+            name = f"copies/text{i}"
+            assert [e.physical for e in _extents(img, name)] == first, name
+            info = img.inode(img.lookup(name))
+            assert info.layout is DataLayout.COMPRESSED_FULL and info.i_u == 0  # no blocks of its own
+        zeros = [e.physical for e in _extents(img, "zeros")]
+        assert len(set(zeros)) < len(zeros)  # repeats inside one file are shared too
+        assert all(not e.partial_ref for e in _extents(img, "mixed"))
+    assert image.stat().st_size + 5 * 60_000 // 4 < plain.stat().st_size
+
+
+@pytest.mark.parametrize("options", [("-Efragments,dedupe",), ("-Eall-fragments",), ("-Ededupe", "-C16384")])
+def test_bytes_do_not_depend_on_the_workers(tmp_path: Path, source: Path, options: tuple[str, ...]) -> None:
+    images: list[bytes] = []
+    for workers in ("1", "2", "5", "2"):
+        image = tmp_path / f"img{len(images)}"
+        _pack(source, image, "-zlz4hc", "--workers", workers, *options)
+        images.append(image.read_bytes())
+    assert images[0] == images[1] == images[2] == images[3]
+
+
+def test_options_need_compression() -> None:
+    for name in ("fragments", "all_fragments", "dedupe"):
+        with pytest.raises(InvalidInputError, match="need a compression algorithm"):
+            WriteOptions(**{name: True})  # type: ignore[arg-type]
+    assert WriteOptions(compression="lz4", all_fragments=True).fragment_mode == 2
+
+
+@pytest.mark.parametrize(
+    ("vector", "options", "slack"),
+    [
+        ("frag-lz4hc", ("-zlz4hc", "-Efragments"), 1.1),
+        ("allfrag-lz4hc", ("-zlz4hc", "-Eall-fragments"), 1.05),
+        ("dedupe-lz4hc", ("-zlz4hc", "-Ededupe"), 1.0),
+    ],
+)
+def test_size_is_close_to_mkfs_erofs_1_9(
+    tmp_path: Path, vector: str, options: tuple[str, ...], slack: float
+) -> None:
+    """The tree of the mkfs.erofs 1.9.3 vectors, packed with the same options: about as small."""
+    tree = tmp_path / "tree"
+    subprocess.run([sys.executable, str(VECTORS / "make_tree.py"), str(tree)], check=True)
+    image = tmp_path / "img"
+    _pack(tree, image, *options)
+    reference = (VECTORS / f"{vector}.erofs").stat().st_size
+    assert image.stat().st_size <= reference * slack, (image.stat().st_size, reference)
+    with open_image(image) as ours, open_image(VECTORS / f"{vector}.erofs") as theirs:
+        for path in _regular(tree):
+            assert ours.read_bytes(path) == theirs.read_bytes(path), path
+    shutil.rmtree(tree)
