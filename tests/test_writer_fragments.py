@@ -19,7 +19,7 @@ import pytest
 from erofsgen import open_image
 from erofsgen.cli import main as cli_main
 from erofsgen.errors import InvalidInputError
-from erofsgen.format.constants import DataLayout, FeatureIncompat, FileType, MapAdvise
+from erofsgen.format.constants import DataLayout, FeatureIncompat, FileType, LclusterType, MapAdvise
 from erofsgen.reader import Image
 from erofsgen.reader.check import check_image
 from erofsgen.reader.zmap import Extent
@@ -59,6 +59,7 @@ def _files() -> dict[str, bytes]:
         files[f"copies/text{i}"] = _text(70_000, 10)  # identical: tails and pclusters once
         files[f"copies/small{i}"] = _text(1_500, 11)  # identical whole-file fragments
         files[f"copies/own{i}"] = _text(9_000 + 1_000 * i, 20 + i)
+        files[f"copies/raw{i}"] = random.Random(30).randbytes(20_000)  # incompressible copies
     return files
 
 
@@ -192,7 +193,12 @@ def test_dedupe_shares_identical_pclusters(tmp_path: Path, source: Path) -> None
         zeros = [e.physical for e in _extents(img, "zeros")]
         assert len(set(zeros)) < len(zeros)  # repeats inside one file are shared too
         assert all(not e.partial_ref for e in _extents(img, "mixed"))
-    assert image.stat().st_size + 5 * 60_000 // 4 < plain.stat().st_size
+        # Raw blocks are shared too: the first copy keeps them as PLAIN pclusters.
+        raw = [[(e.physical, e.head_type) for e in _extents(img, f"copies/raw{i}")] for i in range(6)]
+        assert raw[0] and all(r == raw[0] for r in raw)
+        assert {t for _p, t in raw[0]} == {LclusterType.PLAIN}
+        assert not _extents(img, "random")  # not shared with anything: plain, as without dedupe
+    assert image.stat().st_size + 5 * (60_000 // 4 + 20_000) < plain.stat().st_size
 
 
 @pytest.mark.parametrize("options", [("-Efragments,dedupe",), ("-Eall-fragments",), ("-Ededupe", "-C16384")])

@@ -3,10 +3,12 @@
 After every file is cut (in file order, on the main thread, so the result does not depend on
 the workers), each pcluster of a `FragmentedData` file is hashed; one already written by an
 earlier file, or earlier in the same file, is not written again: the extent's head names the
-first one's block instead. Identical pclusters decode to identical data of the same length, so
-no extent needs PARTIAL_REF. A file with shared extents needs full indexes (each head holds its
-block address); the file owning a shared pcluster is pinned compressed. The superblock then
-carries DEDUPE (the FRAGMENTS bit). See specs/compression.md.
+first one's block instead. Files that do not compress take part too: their raw blocks are
+PLAIN pclusters, so identical copies of them cost no blocks at all. Identical pclusters decode
+to identical data of the same length, so no extent needs PARTIAL_REF. A file with shared
+extents needs full indexes (each head holds its block address); the file owning a shared
+pcluster is pinned compressed. The superblock then carries DEDUPE (the FRAGMENTS bit). See
+specs/compression.md.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ def share_pclusters(forms: Iterable[tuple[FragmentedData, PlannedInode]], block_
     """Point every repeated pcluster at its first copy; True if any extent was shared."""
     first: dict[bytes, tuple[FragmentedData, Share]] = {}
     any_shared = False
+    forms = list(forms)
     for form, plan in forms:
-        if not form.compressed or not form.nblocks:
+        if not form.nblocks:  # cut into no pclusters (all fragment, or not cut at all)
             continue
         shared: list[Share | None] = []
         own = 0
@@ -51,4 +54,9 @@ def share_pclusters(forms: Iterable[tuple[FragmentedData, PlannedInode]], block_
             form.shared = shared
             form.own_blocks = own
             any_shared = True
+    for form, _plan in forms:
+        # A file that compresses to nothing but raw blocks keeps them as PLAIN pclusters where
+        # they are shared: its copies then cost no blocks at all.
+        if form.pinned or form.shared is not None:
+            form.compressed = True
     return any_shared
