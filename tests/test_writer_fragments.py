@@ -216,6 +216,11 @@ def test_options_need_compression() -> None:
         with pytest.raises(InvalidInputError, match="need a compression algorithm"):
             WriteOptions(**{name: True})  # type: ignore[arg-type]
     assert WriteOptions(compression="lz4", all_fragments=True).fragment_mode == 2
+    # Older kernels would look for the long-prefix table in the packed inode.
+    for prefixes in ({"xattr_prefixes": (b"user.",)}, {"auto_xattr_prefixes": True}):
+        with pytest.raises(InvalidInputError, match="long xattr prefixes cannot be combined with fragments"):
+            WriteOptions(compression="lz4", fragments=True, **prefixes)
+    assert WriteOptions(compression="lz4", dedupe=True, auto_xattr_prefixes=True).dedupe  # no packed inode
 
 
 @pytest.mark.parametrize(

@@ -124,6 +124,9 @@ class WriteOptions:
             raise InvalidInputError(f"pcluster size {pcluster} is over {MAX_PCLUSTER_SIZE} bytes")
         if self.chunk_size is not None:
             raise InvalidInputError("compressed files cannot be chunked too: give one of the two")
+        if (self.fragments or self.all_fragments) and (self.xattr_prefixes or self.auto_xattr_prefixes):
+            # Linux 6.4 to 6.16 read the prefix table from the packed inode when there is one.
+            raise InvalidInputError("long xattr prefixes cannot be combined with fragments yet")
 
     def _check_chunks(self) -> None:
         if self.blob_device is not None and self.blob_stores:
