@@ -8,10 +8,14 @@ comparison with mkfs.erofs itself.
 
 from __future__ import annotations
 
+import io
+import os
 import random
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,10 +24,17 @@ from erofsgen import open_image
 from erofsgen.cli import main as cli_main
 from erofsgen.errors import InvalidInputError
 from erofsgen.format.constants import DataLayout, FeatureIncompat, FileType, LclusterType, MapAdvise
+from erofsgen.format.zmap import LCLUSTER_INDEX, MAP_HEADER
+from erofsgen.model import BytesData, File, Metadata
 from erofsgen.reader import Image
 from erofsgen.reader.check import check_image
 from erofsgen.reader.zmap import Extent
 from erofsgen.writer import WriteOptions
+from erofsgen.writer.compressed import compress_file
+from erofsgen.writer.fragments import FragmentedData
+from erofsgen.writer.lz4dest import dest_size_compressor
+from erofsgen.writer.plan import PlannedInode
+from erofsgen.writer.stored import NO_DATA
 from tests.support.kernel import MountImage
 
 BS = 4096
@@ -245,3 +256,45 @@ def test_size_is_close_to_mkfs_erofs_1_9(
         for path in _regular(tree):
             assert ours.read_bytes(path) == theirs.read_bytes(path), path
     shutil.rmtree(tree)
+
+
+def test_a_fragment_beyond_4_gib_switches_to_full_indexes(tmp_path: Path) -> None:
+    """h_fragmentoff holds 32 bits: a later offset needs the tail head's block address for the rest."""
+    data = _text(50_000, 3)
+    with tempfile.TemporaryFile() as spool, tempfile.TemporaryFile() as out:
+        fd = spool.fileno()
+        form = FragmentedData(NO_DATA, len(data), fd, 0, compact=True, pcluster=BS, fragments=1)
+        reader = io.BytesIO(data)
+
+        def spool_write(target: int, chunk: bytes, offset: int) -> None:
+            os.pwrite(target, chunk, offset)
+
+        compress_file(
+            form, reader.read, dest_size_compressor("lz4hc", None), BS, spool_write, threading.Event()
+        )
+        assert 0 < form.tail_start < len(data) and form.starts
+        node = File(Metadata(mode=0o644), BytesData(data))
+        plan = PlannedInode(node, b"f", None, 2, FileType.REG_FILE, data=form, size=len(data))
+        offsets = {}
+        for fragment_offset in (0x1234_5678, (5 << 32) | 0x9ABC):
+            form.fragment_offset = fragment_offset
+            form.shape(plan, BS, True)
+            plan.startblk = 7
+            record = form.write(out.fileno(), plan, BS)  # pads to 8, then the map header and the index
+            header = MAP_HEADER.unpack(record[:8])
+            assert header.h_advise & MapAdvise.FRAGMENT_PCLUSTER
+            assert header.h_reserved1 | header.h_idata_size << 16 == fragment_offset & 0xFFFFFFFF
+            offsets[fragment_offset] = plan.layout
+            if plan.layout is DataLayout.COMPRESSED_FULL:
+                entries = [
+                    LCLUSTER_INDEX.unpack(record[16 + 8 * i : 24 + 8 * i]) for i in range(-(-len(data) // BS))
+                ]
+                head = entries[form.tail_start // BS]
+                assert head.di_advise & 3 == LclusterType.HEAD1 and head.di_clusterofs == form.tail_start % BS
+                assert head.di_u == fragment_offset >> 32
+                assert entries[0].di_u == 7  # the first pcluster, at the file's first block
+                assert os.pread(out.fileno(), BS, 7 * BS) == os.pread(fd, BS, 0)
+        assert offsets == {
+            0x1234_5678: DataLayout.COMPRESSED_COMPACT,
+            (5 << 32) | 0x9ABC: DataLayout.COMPRESSED_FULL,
+        }
