@@ -298,3 +298,27 @@ def test_a_fragment_beyond_4_gib_switches_to_full_indexes(tmp_path: Path) -> Non
             0x1234_5678: DataLayout.COMPRESSED_COMPACT,
             (5 << 32) | 0x9ABC: DataLayout.COMPRESSED_FULL,
         }
+
+
+@pytest.mark.parametrize("option", ["-Efragments", "-Eall-fragments"])
+def test_a_fragment_that_ends_an_earlier_one_takes_its_bytes(
+    tmp_path: Path, option: str, kernel_mount: MountImage
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    whole = _text(9_000, 40)
+    (src / "a").write_bytes(whole)
+    (src / "b").write_bytes(whole[-3_000:])  # all fragment: the end of a's
+    (src / "c").write_bytes(whole[-40:])  # too short to be looked up by its end: stored again
+    image = tmp_path / "img"
+    _pack(src, image, "-zlz4hc", option)
+    with open_image(image) as img:
+        (a_tail,) = [e for e in _extents(img, "a") if e.fragment]
+        (b,) = _extents(img, "b")
+        (c,) = _extents(img, "c")
+        assert a_tail.length >= 3_000
+        assert b.physical == a_tail.physical + a_tail.length - 3_000
+        assert img.inode(img.superblock.packed_nid).size == a_tail.length + 40
+        assert c.physical == a_tail.length
+    with kernel_mount(image) as mnt:
+        assert _regular(mnt) == _regular(src)

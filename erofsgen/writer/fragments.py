@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 _INDEX_PACK = LCLUSTER_INDEX.struct.pack
 _WHOLE_FRAGMENT = 1 << 63  # in the 8-byte map header: the file is all fragment
 _HASH_PIECE = 1 << 20
+SUFFIX_KEY = 64  # fragments at least this long are looked up by their last bytes, as mkfs.erofs
+SUFFIX_MAX = 1 << 20  # longer ones are matched whole only
+SUFFIX_TRIES = 8  # stored fragments compared per look-up, the latest first
 
 # A shared extent: the planned inode that owns its pcluster and the pcluster's block there.
 Share = tuple["PlannedInode", int]
@@ -174,23 +177,48 @@ class FragmentedData(CompressedData):
 
 
 class FragmentTable:
-    """The packed inode's data: every file's fragment, in file order, identical ones once."""
+    """The packed inode's data: every file's fragment, in file order, each stored once.
+
+    A fragment identical to an earlier one, or to the end of an earlier one (as mkfs.erofs
+    finds them: by their last `SUFFIX_KEY` bytes), takes that one's bytes.
+    """
 
     def __init__(self) -> None:
         self.size = 0
         self.pieces: list[tuple[int, int, int]] = []  # (spool descriptor, offset, length) in order
         self._offsets: dict[bytes, int] = {}  # content digest -> offset in the packed inode
+        # last SUFFIX_KEY bytes -> stored fragments ending so: (spool fd, spool offset, length, offset)
+        self._ends: dict[bytes, list[tuple[int, int, int, int]]] = {}
 
     def add(self, form: FragmentedData) -> None:
-        """Give `form`'s fragment its offset, reusing an identical one's."""
-        length = form.size - form.tail_start
-        digest = _digest(form.spool_fd, form.tail_spool, length)
+        """Give `form`'s fragment its offset, reusing an identical one's or an earlier one's end."""
+        fd, at, length = form.spool_fd, form.tail_spool, form.size - form.tail_start
+        digest = _digest(fd, at, length)
         offset = self._offsets.get(digest)
         if offset is None:
-            offset = self._offsets[digest] = self.size
-            self.pieces.append((form.spool_fd, form.tail_spool, length))
+            offset = self._suffix_of_stored(fd, at, length)
+        if offset is None:
+            offset = self.size
+            self.pieces.append((fd, at, length))
             self.size += length
+            if length >= SUFFIX_KEY:
+                end = os.pread(fd, SUFFIX_KEY, at + length - SUFFIX_KEY)
+                self._ends.setdefault(end, []).append((fd, at, length, offset))
+        self._offsets[digest] = offset
         form.fragment_offset = offset
+
+    def _suffix_of_stored(self, fd: int, at: int, length: int) -> int | None:
+        if length < SUFFIX_KEY:
+            return None
+        end = os.pread(fd, SUFFIX_KEY, at + length - SUFFIX_KEY)
+        candidates = self._ends.get(end, ())
+        if not candidates or length > SUFFIX_MAX:
+            return None
+        data = os.pread(fd, length, at)
+        for g_fd, g_at, g_length, g_offset in reversed(candidates[-SUFFIX_TRIES:]):
+            if g_length > length and os.pread(g_fd, length, g_at + g_length - length) == data:
+                return g_offset + g_length - length
+        return None
 
     def write(self, fd: int, offset: int) -> None:
         """Copy the packed inode's data to `offset` of `fd`."""
