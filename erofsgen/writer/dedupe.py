@@ -4,11 +4,11 @@ After every file is cut (in file order, on the main thread, so the result does n
 the workers), each pcluster of a `FragmentedData` file is hashed; one already written by an
 earlier file, or earlier in the same file, is not written again: the extent's head names the
 first one's block instead. Files that do not compress take part too: their raw blocks are
-PLAIN pclusters, so identical copies of them cost no blocks at all. Identical pclusters decode
-to identical data of the same length, so no extent needs PARTIAL_REF. A file with shared
-extents needs full indexes (each head holds its block address); the file owning a shared
-pcluster is pinned compressed. The superblock then carries DEDUPE (the FRAGMENTS bit). See
-specs/compression.md.
+PLAIN pclusters, so identical copies of them cost no blocks at all. Only extents of the same
+length share, and identical pclusters decode to identical data, so no extent needs
+PARTIAL_REF. A file with shared extents needs full indexes (each head holds its block
+address); the file owning a shared pcluster is pinned compressed. The superblock then carries
+DEDUPE (the FRAGMENTS bit). See specs/compression.md.
 """
 
 from __future__ import annotations
@@ -35,13 +35,17 @@ def share_pclusters(forms: Iterable[tuple[FragmentedData, PlannedInode]], block_
         shared: list[Share | None] = []
         own = 0
         at = form.spool_offset
-        for blocks in form.nblocks:
+        starts = form.starts
+        ends = [*starts[1:], form.tail_start if form.tail_start >= 0 else form.size]
+        for j, blocks in enumerate(form.nblocks):
             size = blocks * block_size
             data = os.pread(form.spool_fd, size, at)
             if len(data) != size:
                 raise AssertionError("the spool is shorter than the pclusters written to it")
             at += size
-            key = hashlib.sha256(data).digest()
+            # The extent's length too: a raw pcluster holds the same bytes for a shorter extent
+            # whose block ends in zeros, and sharing it would need PARTIAL_REF-like care.
+            key = hashlib.sha256(data).digest() + (ends[j] - starts[j]).to_bytes(4, "little")
             hit = first.get(key)
             if hit is None:
                 first[key] = (form, (plan, own))
