@@ -82,7 +82,9 @@ def register(subparsers: Any) -> None:
         epilog="mkfs.erofs options not supported yet: "
         + ", ".join(NOT_YET_SUPPORTED)
         + "; -E "
-        + ", ".join(EXTENDED_NOT_YET_SUPPORTED)
+        + ", ".join(
+            [*EXTENDED_NOT_YET_SUPPORTED, *(f"{name}=..." for name in EXTENDED_VALUE_NOT_YET_SUPPORTED)]
+        )
         + ".",
     )
     parser.add_argument("source", metavar="SOURCE", help="directory to pack (a symlink to one is followed)")
