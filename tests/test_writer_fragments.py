@@ -29,7 +29,7 @@ from erofsgen.model import BytesData, File, Metadata
 from erofsgen.reader import Image
 from erofsgen.reader.check import check_image
 from erofsgen.reader.zmap import Extent
-from erofsgen.writer import WriteOptions
+from erofsgen.writer import WriteOptions, datastage
 from erofsgen.writer.compressed import compress_file
 from erofsgen.writer.fragments import FragmentedData
 from erofsgen.writer.lz4dest import dest_size_compressor
@@ -89,7 +89,11 @@ def _pack(source: Path, image: Path, *options: str) -> None:
 
 
 def _extents(img: Image, path: str) -> list[Extent]:
-    return [e for e in img.extents_nid(img.lookup(path)) if isinstance(e, Extent)]
+    return _extents_nid(img, img.lookup(path))
+
+
+def _extents_nid(img: Image, nid: int) -> list[Extent]:
+    return [e for e in img.extents_nid(nid) if isinstance(e, Extent)]
 
 
 def _regular(source: Path) -> dict[str, bytes]:
@@ -322,3 +326,33 @@ def test_a_fragment_that_ends_an_earlier_one_takes_its_bytes(
         assert c.physical == a_tail.length
     with kernel_mount(image) as mnt:
         assert _regular(mnt) == _regular(src)
+
+
+@pytest.mark.parametrize(
+    "options", [("-Eall-fragments",), ("-Efragments,dedupe", "-C16384"), ("-b1024", "-Eall-fragments")]
+)
+def test_the_packed_inode_is_compressed_in_segments(
+    tmp_path: Path,
+    source: Path,
+    options: tuple[str, ...],
+    kernel_mount: MountImage,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its pieces are compressed in parallel; each ends on a block boundary, where the next begins."""
+    segment = 8 * BS
+    monkeypatch.setattr(datastage, "PACKED_SEGMENT", segment)
+    images = []
+    for workers in ("1", "3"):
+        image = tmp_path / f"img{workers}"
+        _pack(source, image, "-zlz4hc", "--workers", workers, *options)
+        images.append(image.read_bytes())
+    assert images[0] == images[1]
+    with open_image(image) as img:
+        packed = img.superblock.packed_nid
+        assert img.inode(packed).size > 3 * segment
+        starts = {e.logical for e in _extents_nid(img, packed)}
+        assert set(range(0, img.inode(packed).size, segment)) <= starts
+        for name, data in _regular(source).items():
+            assert img.read_bytes(name) == data, name
+    with kernel_mount(image) as mnt:
+        assert _regular(mnt) == _regular(source)

@@ -27,7 +27,7 @@ from .compressed import CompressedData, compress_file, spool_reader
 from .dedupe import share_pclusters
 from .dirs import shape_directory
 from .filecopy import FileReader
-from .fragments import FragmentedData, FragmentTable
+from .fragments import FragmentedData, FragmentTable, join_segments
 from .lz4dest import DestSizeCompressor, dest_size_compressor
 from .stored import (
     NO_DATA,
@@ -51,6 +51,7 @@ WORKERS = 2  # threads for examined kinds; their work releases the GIL (I/O, has
 BATCH_FILES = 32
 BATCH_BYTES = 8 << 20
 SPOOL_CHUNK = 1 << 20
+PACKED_SEGMENT = 16 << 20  # the packed inode's data is compressed in parallel pieces this large
 # Tests set this to delay or reorder worker jobs; it is called with the job's index.
 job_hook: Callable[[int], None] | None = None
 
@@ -211,15 +212,24 @@ class DataStage:
                 table.add(form)
         if not table.size or self.compressor is None:
             return None
-        fd, raw = self._reserve(table.size)
+        size, bs = table.size, self.block_size
+        fd, raw = self._reserve(size)
         table.write(fd, raw)
-        room = -(-table.size // self.block_size) * self.block_size
+        # Cut in segments of a fixed size, compressed in parallel and joined: a segment's last
+        # extent ends on a block boundary, where the next one's first begins.
+        parts = []
+        for start in range(0, size, PACKED_SEGMENT):
+            length = min(PACKED_SEGMENT, size - start)
+            at = self._reserve(-(-length // bs) * bs)[1]
+            part = CompressedData(NO_DATA, length, fd, at, compact=True, pcluster=self.pcluster_size)
+            self._submit(_compress_spooled, part, raw + start, self.compressor, bs)
+            parts.append((start, part))
+        self.settle()
         packed = CompressedData(
-            SpooledData(fd, raw, table.size), table.size, fd, self._reserve(room)[1],
+            SpooledData(fd, raw, size), size, fd, self._reserve(-(-size // bs) * bs)[1],
             compact=self.compact_indexes, pcluster=self.pcluster_size,
         )  # fmt: skip
-        self._submit(_compress_spooled, packed, raw, self.compressor, self.block_size)
-        self.settle()
+        join_segments(packed, parts, bs)
         return packed
 
     def close(self) -> None:

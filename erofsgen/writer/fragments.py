@@ -227,6 +227,20 @@ class FragmentTable:
             offset += length
 
 
+def join_segments(form: CompressedData, parts: list[tuple[int, CompressedData]], block_size: int) -> None:
+    """Make `form` the concatenation of `parts` (each compressed from file byte `start`)."""
+    written = 0
+    for start, part in parts:
+        form.starts.extend(s + start for s in part.starts)
+        form.heads += part.heads
+        form.nblocks.extend(part.nblocks)
+        length = part.blocks * block_size
+        copy_range(part.spool_fd, part.spool_offset, form.spool_fd, form.spool_offset + written, length)
+        written += length
+    form.blocks = sum(form.nblocks)
+    form.compressed = any(h == LclusterType.HEAD1 for h in form.heads)
+
+
 def _digest(fd: int, offset: int, length: int) -> bytes:
     h = hashlib.sha256()
     end = offset + length
