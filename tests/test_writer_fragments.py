@@ -25,11 +25,11 @@ from erofsgen.cli import main as cli_main
 from erofsgen.errors import InvalidInputError
 from erofsgen.format.constants import DataLayout, FeatureIncompat, FileType, LclusterType, MapAdvise
 from erofsgen.format.zmap import LCLUSTER_INDEX, MAP_HEADER
-from erofsgen.model import BytesData, File, Metadata
+from erofsgen.model import BytesData, Directory, File, Metadata, PathData, StreamData
 from erofsgen.reader import Image
 from erofsgen.reader.check import check_image
 from erofsgen.reader.zmap import Extent
-from erofsgen.writer import WriteOptions, datastage
+from erofsgen.writer import WriteOptions, datastage, write_image
 from erofsgen.writer.compressed import compress_file
 from erofsgen.writer.fragments import FragmentedData
 from erofsgen.writer.lz4dest import dest_size_compressor
@@ -356,3 +356,29 @@ def test_the_packed_inode_is_compressed_in_segments(
             assert img.read_bytes(name) == data, name
     with kernel_mount(image) as mnt:
         assert _regular(mnt) == _regular(source)
+
+
+@pytest.mark.parametrize("all_fragments", [False, True])
+def test_streams_and_bytes_become_fragments_like_paths(
+    tmp_path: Path, all_fragments: bool, kernel_mount: MountImage
+) -> None:
+    data = {"s": _text(40_000, 50), "b": _text(30_000, 50)[:25_000], "p": _text(40_000, 50)}
+    (tmp_path / "p").write_bytes(data["p"])
+    children = {
+        b"s": File(Metadata(mode=0o644), StreamData(io.BytesIO(data["s"]), len(data["s"]))),
+        b"b": File(Metadata(mode=0o644), BytesData(data["b"])),
+        b"p": File(Metadata(mode=0o644), PathData(str(tmp_path / "p"), len(data["p"]))),
+    }
+    tree = Directory(Metadata(mode=0o755), children)  # type: ignore[arg-type]
+    image = tmp_path / "img"
+    options = WriteOptions(compression="lz4hc", fragments=True, all_fragments=all_fragments, dedupe=True)
+    write_image(tree, image, options)
+    with open_image(image) as img:
+        for name, content in data.items():
+            assert img.read_bytes(name) == content, name
+        # The stream and the path hold the same bytes: one fragment, shared pclusters.
+        assert [(e.physical, e.fragment) for e in _extents(img, "s")] == [
+            (e.physical, e.fragment) for e in _extents(img, "p")
+        ]
+    with kernel_mount(image) as mnt:
+        assert {n: (mnt / n).read_bytes() for n in data} == data
