@@ -131,9 +131,9 @@ class FragmentedData(CompressedData):
             offset = self.fragment_offset & 0xFFFFFFFF  # h_fragmentoff overlays the first 4 bytes
         if self.compact_now:
             advise |= MapAdvise.COMPACTED_2B
-            header = MAP_HEADER.pack(MapHeaderRec(offset & 0xFFFF, offset >> 16, advise, 0, 0))
-            return pad + header + compact_indexes(entries, inode_end, plan.startblk, big=big)
         header = MAP_HEADER.pack(MapHeaderRec(offset & 0xFFFF, offset >> 16, advise, 0, 0))
+        if self.compact_now:
+            return pad + header + compact_indexes(entries, inode_end, plan.startblk, big=big)
         return pad + header + bytes(8) + self._full_indexes(entries, plan)
 
     def _head_addresses(self, plan: PlannedInode) -> list[int]:
