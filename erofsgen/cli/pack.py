@@ -25,8 +25,11 @@ from .progress import Progress
 
 NS = 10**9
 EXTENDED_OPTIONS = (
+    "all-fragments",
+    "dedupe",
     "force-inode-compact",
     "force-inode-extended",
+    "fragments",
     "legacy-compress",
     "noinline_data",
     "nosbcrc",
@@ -60,13 +63,10 @@ NOT_YET_SUPPORTED = (
     "--ungzip",
     "--zfeature-bits",
 )
+# -E options whose "=VALUE" form is not supported yet (fragments=SIZE: the packed inode's pclusters).
+EXTENDED_VALUE_NOT_YET_SUPPORTED = ("fragments",)
 # mkfs.erofs -E options likewise (the name before any "=").
-EXTENDED_NOT_YET_SUPPORTED = (
-    "all-fragments",
-    "dedupe",
-    "fragments",
-    "xattr-name-filter",
-)
+EXTENDED_NOT_YET_SUPPORTED = ("xattr-name-filter",)
 
 
 def register(subparsers: Any) -> None:
@@ -79,7 +79,9 @@ def register(subparsers: Any) -> None:
         epilog="mkfs.erofs options not supported yet: "
         + ", ".join(NOT_YET_SUPPORTED)
         + "; -E "
-        + ", ".join(EXTENDED_NOT_YET_SUPPORTED)
+        + ", ".join(
+            [*EXTENDED_NOT_YET_SUPPORTED, *(f"{name}=..." for name in EXTENDED_VALUE_NOT_YET_SUPPORTED)]
+        )
         + ".",
     )
     parser.add_argument("source", metavar="SOURCE", help="directory to pack (a symlink to one is followed)")
@@ -134,7 +136,8 @@ class _ExtendedAction(argparse.Action):
         self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
     ) -> None:
         for opt in values:
-            if opt.split("=", 1)[0] in EXTENDED_NOT_YET_SUPPORTED:
+            name, valued, _ = opt.partition("=")
+            if name in EXTENDED_NOT_YET_SUPPORTED or (valued and name in EXTENDED_VALUE_NOT_YET_SUPPORTED):
                 _not_yet_supported(parser, f"-E {opt}")
         setattr(namespace, self.dest, [*getattr(namespace, self.dest), values])
 
@@ -405,6 +408,9 @@ def write_options(args: argparse.Namespace, build_time_ns: int | None) -> WriteO
         compact_indexes="legacy-compress" not in extended,
         ztailpacking="ztailpacking" in extended,
         max_extent_bytes=args.max_extent_bytes,
+        fragments="fragments" in extended or "all-fragments" in extended,
+        all_fragments="all-fragments" in extended,
+        dedupe="dedupe" in extended,
         workers=args.workers,
     )
 
@@ -474,7 +480,11 @@ def _uuid(text: str) -> uuid.UUID:
 def _extended(text: str) -> list[str]:
     opts = [opt for opt in text.split(",") if opt]
     for opt in opts:
-        if opt not in EXTENDED_OPTIONS and opt.split("=", 1)[0] not in EXTENDED_NOT_YET_SUPPORTED:
+        name = opt.split("=", 1)[0]
+        if (
+            opt not in EXTENDED_OPTIONS
+            and name not in EXTENDED_NOT_YET_SUPPORTED + EXTENDED_VALUE_NOT_YET_SUPPORTED
+        ):
             raise argparse.ArgumentTypeError(
                 f"unknown extended option {opt!r} (known: {', '.join(EXTENDED_OPTIONS)})"
             )

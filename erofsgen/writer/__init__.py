@@ -86,6 +86,8 @@ def write_image(
             pcluster_size=options.pcluster_size,
             ztailpacking=options.ztailpacking,
             max_extent_bytes=options.max_extent_bytes,
+            fragments=options.fragment_mode,
+            dedupe=options.dedupe,
         ) as stage,
     ):
         draft = begin_plan(root, options, stage)

@@ -54,6 +54,7 @@ class CompressedData(Stored):
         "blocks",
         "compact",
         "compressed",
+        "fragments",
         "heads",
         "inline",
         "max_extent",
@@ -65,6 +66,8 @@ class CompressedData(Stored):
         "starts",
         "tail",
         "tail_raw",
+        "tail_spool",
+        "tail_start",
         "ztail",
     )
     file_data = True
@@ -101,6 +104,11 @@ class CompressedData(Stored):
         # be PLAIN if it ends up in a block (only an inline pcluster may end inside its lcluster).
         self.tail_raw = b""
         self.inline = False  # decided by shape(): the tail is inline, else in a block of its own
+        # FRAGMENTS (fragments.py): 1 keeps the last extent's data raw for the packed inode, 2 the
+        # whole file's; it is written to the spool at `tail_spool`, from file byte `tail_start`.
+        self.fragments = 0
+        self.tail_start = -1
+        self.tail_spool = -1
 
     @property
     def size(self) -> int:
@@ -328,9 +336,12 @@ def compress_file(
     out = bytearray()
     written = 0
     starts, heads, nblocks = form.starts, form.heads, form.nblocks
+    tail = form.fragments  # with fragments, ztail is off (fragments.py)
     while pos < size:
         if abort.is_set():
             return
+        if tail == 2 or (tail and size - pos <= capacity):
+            break  # the rest is the fragment
         want = min(window, size - pos)
         if len(buffer) - off < want:
             more = read(min(4 * reach, size - pos) - (len(buffer) - off))
@@ -346,6 +357,8 @@ def compress_file(
         if last and used == want and len(stream) % block_size:
             stream, used = _shorter_for_tail(compress, buffer, off, want, stream, used, block_size)
         blocks = -(-len(stream) // block_size)
+        if tail and used == size - pos and used > blocks * block_size:
+            break  # the final compressed extent: its data goes to the packed inode instead
         if used > blocks * block_size:
             starts.append(pos)
             heads.append(LclusterType.HEAD1)
@@ -370,10 +383,28 @@ def compress_file(
             spool_write(form.spool_fd, bytes(out), form.spool_offset + written)
             written += len(out)
             out.clear()
+    if tail and pos < size:
+        # Pclusters never take more room than the data they hold, so the tail fits the rest.
+        form.tail_start = pos
+        form.tail_spool = form.spool_offset + written + len(out)
+        out += buffer[off:]
+        left = size - pos - (len(buffer) - off)
+        while left > 0:
+            if abort.is_set():
+                return
+            more = read(min(FLUSH_BYTES, left))
+            if not more:
+                raise AssertionError("the reader ended before the file's size")
+            out += more
+            left -= len(more)
+            if len(out) >= FLUSH_BYTES:
+                spool_write(form.spool_fd, bytes(out), form.spool_offset + written)
+                written += len(out)
+                out.clear()
     if out:
         spool_write(form.spool_fd, bytes(out), form.spool_offset + written)
     form.blocks = sum(nblocks)
-    form.compressed = bool(form.tail) or any(h == LclusterType.HEAD1 for h in heads)
+    form.compressed = bool(form.tail) or form.tail_start >= 0 or any(h == LclusterType.HEAD1 for h in heads)
 
 
 def _keep_tail(form: CompressedData, raw: bytes, stream: bytes, pos: int, block_size: int) -> None:

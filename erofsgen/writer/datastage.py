@@ -24,8 +24,10 @@ from ..errors import InvalidInputError
 from ..model import BytesData, DataSource, Device, Directory, File, Node, StreamData, Symlink
 from .chunks import ChunkedData, ChunkSession, hash_chunks
 from .compressed import CompressedData, compress_file, spool_reader
+from .dedupe import share_pclusters
 from .dirs import shape_directory
 from .filecopy import FileReader
+from .fragments import FragmentedData, FragmentTable, join_segments
 from .lz4dest import DestSizeCompressor, dest_size_compressor
 from .stored import (
     NO_DATA,
@@ -49,6 +51,7 @@ WORKERS = 2  # threads for examined kinds; their work releases the GIL (I/O, has
 BATCH_FILES = 32
 BATCH_BYTES = 8 << 20
 SPOOL_CHUNK = 1 << 20
+PACKED_SEGMENT = 16 << 20  # the packed inode's data is compressed in parallel pieces this large
 # Tests set this to delay or reorder worker jobs; it is called with the job's index.
 job_hook: Callable[[int], None] | None = None
 
@@ -66,6 +69,8 @@ class DataStage:
         pcluster_size: int | None = None,
         ztailpacking: bool = False,
         max_extent_bytes: int | None = None,
+        fragments: int = 0,
+        dedupe: bool = False,
     ) -> None:
         self.block_size = block_size
         self.workers = workers or WORKERS
@@ -75,6 +80,10 @@ class DataStage:
         self.pcluster_size = pcluster_size or block_size
         self.ztailpacking = ztailpacking  # compressed files' last pclusters may go inline
         self.max_extent_bytes = max_extent_bytes
+        self.fragments = fragments  # 1: file tails go to the packed inode, 2: whole files
+        self.dedupe = dedupe  # identical pclusters are shared (dedupe.py)
+        self.extended: list[tuple[FragmentedData, PlannedInode]] = []  # forms of the two above
+        self.shared_pclusters = False  # set by finish_compression
         self.batch: list[ChunkedData] = []  # chunked files not yet handed to a worker
         self.batch_bytes = 0
         self.jobs: list[Future[None]] = []
@@ -95,11 +104,13 @@ class DataStage:
             data = node.data
             if self.chunks is not None and data.size >= self.block_size:
                 return self._chunked(data, plan, self.chunks)
+            small = data.size <= self.block_size
             if self.compressor is not None and (
-                data.size > self.block_size or (self.ztailpacking and data.size > 0)
+                not small or (data.size and (self.ztailpacking or self.fragments))
             ):
                 # A file of a block or less cannot save a block: it stays plain (or inline),
-                # unless its compressed form may go inline, smaller than the file.
+                # unless its compressed form may go inline, smaller than the file, or it can be
+                # a fragment.
                 return self._compressed(data, plan, self.compressor)
             if isinstance(data, StreamData):
                 return self._spool(data, plan)
@@ -132,16 +143,26 @@ class DataStage:
             plain = PlainData(data)
         # Room for the pclusters: every extent but the last holds at least a block of data.
         fd, offset = self._reserve(-(-size // self.block_size) * self.block_size)
-        form = CompressedData(
-            plain,
-            size,
-            fd,
-            offset,
-            compact=self.compact_indexes,
-            pcluster=self.pcluster_size,
-            ztail=self.ztailpacking,
-            max_extent=self.max_extent_bytes,
-        )
+        form: CompressedData
+        if self.fragments or self.dedupe:
+            # Fragments win over inline tails, as in mkfs.erofs; shared pclusters need full
+            # indexes, which FragmentedData writes without ztailpacking.
+            form = FragmentedData(
+                plain, size, fd, offset, compact=self.compact_indexes, pcluster=self.pcluster_size,
+                fragments=self.fragments, max_extent=self.max_extent_bytes,
+            )  # fmt: skip
+            self.extended.append((form, plan))
+        else:
+            form = CompressedData(
+                plain,
+                size,
+                fd,
+                offset,
+                compact=self.compact_indexes,
+                pcluster=self.pcluster_size,
+                ztail=self.ztailpacking,
+                max_extent=self.max_extent_bytes,
+            )
         self._submit(_compress, data, plan, form, raw, compressor, self.block_size)
         return form
 
@@ -192,6 +213,40 @@ class DataStage:
         self._flush_batch()
         for future in self.jobs:
             future.result()
+
+    def finish_compression(self) -> CompressedData | None:
+        """Share pclusters (dedupe) and gather the fragments, in file order, once every file is cut.
+
+        Returns the packed inode's stored form, compressed, or None when no file has a fragment.
+        """
+        self.settle()
+        if self.dedupe:
+            self.shared_pclusters = share_pclusters(self.extended, self.block_size)
+        table = FragmentTable()
+        for form, _plan in self.extended:
+            if form.compressed and form.tail_start >= 0:
+                table.add(form)
+        if not table.size or self.compressor is None:
+            return None
+        size, bs = table.size, self.block_size
+        fd, raw = self._reserve(size)
+        table.write(fd, raw)
+        # Cut in segments of a fixed size, compressed in parallel and joined: a segment's last
+        # extent ends on a block boundary, where the next one's first begins.
+        parts = []
+        for start in range(0, size, PACKED_SEGMENT):
+            length = min(PACKED_SEGMENT, size - start)
+            at = self._reserve(-(-length // bs) * bs)[1]
+            part = CompressedData(NO_DATA, length, fd, at, compact=True, pcluster=self.pcluster_size)
+            self._submit(_compress_spooled, part, raw + start, self.compressor, bs)
+            parts.append((start, part))
+        self.settle()
+        packed = CompressedData(
+            SpooledData(fd, raw, size), size, fd, self._reserve(-(-size // bs) * bs)[1],
+            compact=self.compact_indexes, pcluster=self.pcluster_size,
+        )  # fmt: skip
+        join_segments(packed, parts, bs)
+        return packed
 
     def close(self) -> None:
         """Stop the workers (pending jobs are dropped) and release the spool."""
@@ -248,6 +303,13 @@ def _compress(
         compress_file(form, reader.read, compressor, block_size, _spool_write, abort)
         if not abort.is_set():
             reader.finish()
+
+
+def _compress_spooled(
+    form: CompressedData, raw: int, compressor: DestSizeCompressor, block_size: int, abort: threading.Event
+) -> None:
+    """Data already in the spool at `raw` (the packed inode's), compressed."""
+    compress_file(form, spool_reader(form.spool_fd, raw), compressor, block_size, _spool_write, abort)
 
 
 def stage_compressor(options: WriteOptions) -> DestSizeCompressor | None:

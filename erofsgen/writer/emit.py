@@ -179,6 +179,8 @@ class Emitter:
             # Big pclusters: the LZ4 record after the superblock; u1 is the algorithm bitmap.
             incompat |= FeatureIncompat.COMPR_CFGS
             u1 = 1 << CompressionAlgorithm.LZ4
+        if layout.packed is not None or layout.shared_pclusters:
+            incompat |= FeatureIncompat.FRAGMENTS  # the same bit as DEDUPE
         prefixes = layout.area("long xattr prefixes")
         if layout.prefix_count:
             incompat |= FeatureIncompat.XATTR_PREFIXES
@@ -206,7 +208,7 @@ class Emitter:
             dirblkbits=0,
             xattr_prefix_count=layout.prefix_count,
             xattr_prefix_start=prefixes.offset // 4 if prefixes is not None and layout.prefix_count else 0,
-            packed_nid=0,
+            packed_nid=layout.packed.nid if layout.packed is not None else 0,
             xattr_filter_reserved=0,
             ishare_xattr_prefix_id=0,
             reserved=bytes(2),

@@ -75,6 +75,12 @@ class WriteOptions:
     # The most file bytes one extent may hold (mkfs --max-extent-bytes); None: no cap but the
     # writer's own (a window of at most 1024 blocks).
     max_extent_bytes: int | None = None
+    # With compression: file tails (mkfs -E fragments), or whole files (-E all-fragments), kept in
+    # one compressed packed inode, identical ones once; identical pclusters stored once
+    # (-E dedupe). All three need Linux 6.1 and erofs-utils 1.6.
+    fragments: bool = False
+    all_fragments: bool = False
+    dedupe: bool = False
     # Threads that read, hash and compress files before planning (None: 2). The image's bytes
     # do not depend on it.
     workers: int | None = None
@@ -108,6 +114,8 @@ class WriteOptions:
                 raise InvalidInputError(
                     "a compression level, pcluster size or extent limit needs a compression algorithm"
                 )
+            if self.fragments or self.all_fragments or self.dedupe:
+                raise InvalidInputError("fragments, all-fragments and dedupe need a compression algorithm")
             return
         if extent is not None and extent < self.block_size:
             # Shorter extents would put two heads in one lcluster, which the index cannot hold.
@@ -128,6 +136,9 @@ class WriteOptions:
             raise InvalidInputError(f"pcluster size {pcluster} is over {MAX_PCLUSTER_SIZE} bytes")
         if self.chunk_size is not None:
             raise InvalidInputError("compressed files cannot be chunked too: give one of the two")
+        if (self.fragments or self.all_fragments) and (self.xattr_prefixes or self.auto_xattr_prefixes):
+            # Linux 6.4 to 6.16 read the prefix table from the packed inode when there is one.
+            raise InvalidInputError("long xattr prefixes cannot be combined with fragments yet")
 
     def _check_chunks(self) -> None:
         if self.blob_device is not None and self.blob_stores:
@@ -169,6 +180,9 @@ class WriteOptions:
             "compact_indexes": (bool,),
             "ztailpacking": (bool,),
             "max_extent_bytes": (int, type(None)),
+            "fragments": (bool,),
+            "all_fragments": (bool,),
+            "dedupe": (bool,),
             "workers": (int, type(None)),
         }
         for name, types in expected.items():
@@ -187,6 +201,11 @@ class WriteOptions:
     def pcluster_bytes(self) -> int:
         """The largest pcluster: the given size, or one block."""
         return self.pcluster_size or self.block_size
+
+    @property
+    def fragment_mode(self) -> int:
+        """What goes to the packed inode: 0 nothing, 1 file tails, 2 whole files."""
+        return 2 if self.all_fragments else 1 if self.fragments else 0
 
     @property
     def blkszbits(self) -> int:

@@ -25,7 +25,7 @@ from ..format.device import DEVICE_SLOT
 from ..format.dirent import file_type_of_mode
 from ..format.inode import INODE_COMPACT, INODE_EXTENDED, i_format
 from ..format.superblock import SUPERBLOCK
-from ..model import Directory, Node, full_mode
+from ..model import Directory, File, Metadata, Node, full_mode
 from .chunks import ChunkSession, chunk_session
 from .compressed import compression_configs
 from .datastage import DataStage, stage_compressor
@@ -125,6 +125,8 @@ class Layout:
     blocks: int  # image size in blocks
     total_data: int  # bytes of file data to copy, for progress
     chunks: ChunkSession | None  # chunked files' placement and their new chunks' copier
+    packed: PlannedInode | None = None  # the packed inode (fragments), outside the tree
+    shared_pclusters: bool = False  # some extents share a pcluster (dedupe)
 
     def area(self, name: str) -> Area | None:
         """The planned header area of that name, if the image has one."""
@@ -226,6 +228,7 @@ class Draft:
     early: list[PlannedInode]  # in block order, from data_start
     early_end: int  # first block after them
     root_offset: int  # the root's record: after the superblock and the device table
+    packed: PlannedInode | None = None  # the packed inode (fragments), also in `inodes`
 
 
 def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draft:
@@ -256,8 +259,14 @@ def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draf
             raise InvalidInputError(
                 f"{len(stage.chunks.devices)} blob devices leave no room for the root inode"
             )
+    packed: PlannedInode | None = None
     if stage.compressor is not None:
-        stage.settle()  # a compressed file's shape is its compressed size
+        # A compressed file's shape is its compressed size; fragments and shared pclusters are
+        # settled once every file is cut.
+        packed_data = stage.finish_compression()
+        if packed_data is not None:
+            packed = packed_inode(packed_data, len(inodes) + 1, build_time_ns, policy)
+            inodes.append(packed)
     shape_inodes(inodes, bs, policy, root_offset)
     data_start = -(-(root_offset + inodes[0].record_size) // bs)
     early: list[PlannedInode] = []
@@ -270,8 +279,17 @@ def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draf
             block += plan.nblocks
             early.append(plan)
     return Draft(
-        options, policy, stage, inodes, build_time_ns, encoder, shared, data_start, early, block, root_offset
-    )
+        options, policy, stage, inodes, build_time_ns, encoder, shared, data_start, early, block, root_offset,
+        packed,
+    )  # fmt: skip
+
+
+def packed_inode(data: Stored, ino: int, build_time_ns: int, policy: LayoutPolicy) -> PlannedInode:
+    """The packed inode (FRAGMENTS): a regular file outside the tree, as mkfs.erofs writes it."""
+    node = File(meta=Metadata(mode=0o644, mtime_ns=build_time_ns))
+    plan = PlannedInode(node, b"", None, ino, FileType.REG_FILE, data=data, size=data.size)
+    policy.choose_cores([plan], build_time_ns)
+    return plan
 
 
 def shape_inodes(
@@ -308,6 +326,8 @@ def plan_image(root: Directory, options: WriteOptions, stage: DataStage | None =
                 pcluster_size=options.pcluster_size,
                 ztailpacking=options.ztailpacking,
                 max_extent_bytes=options.max_extent_bytes,
+                fragments=options.fragment_mode,
+                dedupe=options.dedupe,
                 workers=options.workers,
             ) as own,
         ):
@@ -390,4 +410,6 @@ def finish_plan(draft: Draft) -> Layout:
         blocks=blocks,
         total_data=sum(p.size for p in inodes if p.data.file_data),
         chunks=chunks,
+        packed=draft.packed,
+        shared_pclusters=draft.stage.shared_pclusters,
     )

@@ -18,6 +18,7 @@ from tests.support.compare import assert_same_tree
 from tests.support.matrix import (
     CHUNK_HOLES,
     EROFS_UTILS,
+    FRAGMENTS,
     KERNEL,
     LONG_NAMES,
     LONG_PREFIXES,
@@ -29,8 +30,9 @@ from tests.support.matrix import (
 from tests.support.snapshot import image_snapshot, snapshot
 
 # erofs-utils 1.5 (Debian's, on the test machines) fails on 255-byte names, supports only the
-# page size as block size and predates long xattr name prefixes (1.7).
-EROFS_UTILS_1_5_CANNOT_READ = frozenset({LONG_NAMES, SMALL_BLOCKS, LONG_PREFIXES})
+# page size as block size and predates long xattr name prefixes (1.7) and the FRAGMENTS/DEDUPE
+# feature bit (1.6), which it refuses at the superblock.
+EROFS_UTILS_1_5_CANNOT_READ = frozenset({LONG_NAMES, SMALL_BLOCKS, LONG_PREFIXES, FRAGMENTS})
 
 
 def _device_args(built: Built, option: str = "--device") -> list[str]:

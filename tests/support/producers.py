@@ -18,10 +18,12 @@ from pathlib import Path
 from erofsgen import open_image
 from erofsgen.cli import main as cli_main
 from erofsgen.format.constants import ChunkFormat, DataLayout, FeatureIncompat
+from erofsgen.reader.zmap import Extent
 from tests.support import erofs_utils as eu
 from tests.support.matrix import (
     CHUNK_HOLES,
     EROFS_UTILS,
+    FRAGMENTS,
     LONG_NAMES,
     LONG_PREFIXES,
     SMALL_BLOCKS,
@@ -215,6 +217,33 @@ def _ztailpacked(layout: DataLayout) -> _Check:
     return check
 
 
+def _fragments(*, whole: bool, shared: bool) -> _Check:
+    """The packed inode holds the tails (`whole`: every compressed file whole); `shared`: no packed
+    inode, and DEDUPE is set exactly when some extents name the same pcluster."""
+
+    def check(built: Built, images: ImageCache) -> None:
+        with open_image(built.image) as img:
+            sb = img.superblock
+            kinds: set[str] = set()
+            heads: list[int] = []
+            for top, _dirs, files in img.walk("/"):
+                for name in files:
+                    inode = img.inode(img.lookup(f"{top.rstrip('/')}/{name}"))
+                    if stat.S_ISREG(inode.mode) and inode.layout in _COMPRESSED:
+                        extents = [e for e in img.extents_nid(inode.nid) if isinstance(e, Extent)]
+                        kinds.add("whole" if len(extents) == 1 and extents[0].fragment else "tail")
+                        heads += [e.physical for e in extents if not e.fragment]
+            if shared:
+                assert not sb.packed_nid
+                assert bool(sb.feature_incompat & FeatureIncompat.DEDUPE) == (len(heads) > len(set(heads)))
+            else:
+                assert sb.feature_incompat & FeatureIncompat.FRAGMENTS and sb.packed_nid, "no packed inode"
+                assert kinds == {"whole"} if whole else "tail" in kinds, kinds
+
+    return check
+
+
+_COMPRESSED = (DataLayout.COMPRESSED_FULL, DataLayout.COMPRESSED_COMPACT)
 _PREFIXES = (b"trusted.overlay.", b"user.attr", b"user.kkkkkkkk", b"user.k")
 
 PRODUCERS: tuple[Producer, ...] = (
@@ -287,6 +316,27 @@ PRODUCERS: tuple[Producer, ...] = (
     ),
     mkfs_erofs("default"),
     mkfs_erofs("lz4", "-zlz4"),
+    erofsgen(
+        "lz4hc_fragments",
+        "-zlz4hc",
+        "-Efragments",
+        features={FRAGMENTS},
+        check=_fragments(whole=False, shared=False),
+    ),
+    erofsgen(
+        "lz4hc_all_fragments",
+        "-zlz4hc",
+        "-Eall-fragments",
+        features={FRAGMENTS},
+        check=_fragments(whole=True, shared=False),
+    ),
+    erofsgen(
+        "lz4hc_dedupe",
+        "-zlz4hc",
+        "-Ededupe",
+        features={FRAGMENTS},
+        check=_fragments(whole=False, shared=True),
+    ),
     mkfs_erofs("lz4hc", "-zlz4hc"),
     mkfs_erofs("lz4hc_pcluster64k", "-zlz4hc", "-C65536"),
     mkfs_erofs("lz4hc_ztailpacking", "-zlz4hc", "-Eztailpacking"),
