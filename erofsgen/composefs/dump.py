@@ -193,6 +193,8 @@ def parse_line(line: bytes, *, strict: bool = False) -> DumpEntry:
         if not content:
             content = None  # libcomposefs keeps no content for an empty file
     digest = None
+    if digest_text == b"" and ftype != stat.S_IFREG:
+        digest_text = None  # an empty (or missing) field: mkcomposefs keeps garbage it never uses
     if digest_text is not None:
         if not _DIGEST.fullmatch(digest_text):
             raise _LineError("digest must be 64 hex characters or -")
