@@ -19,9 +19,8 @@ from ..format.dirent import DIRENT, file_type_of_mode
 from ..format.dirent import DirentRec as Dirent
 from ..format.inode import INODE_COMPACT, INODE_EXTENDED, InodeCompactRec, InodeExtendedRec
 from ..format.superblock import SUPERBLOCK, SuperBlockRec
-from ..format.xattr import xattr_name_filter
 from ..verity import FsVerityHasher
-from .layout import BLOCK, Layout, Record, name_index, plan
+from .layout import BLOCK, Layout, Record, filter_bit, name_index, plan
 from .prepare import Inode, Link, prepare
 from .tree import CfsNode
 
@@ -77,7 +76,10 @@ def _xattr_entry(name: bytes, value: bytes) -> bytes:
 def _xattr_body(rec: Record, layout: Layout) -> bytes:
     if not rec.xattrs:
         return b""
-    name_filter = xattr_name_filter([name_index(name) for name, _ in rec.xattrs])
+    present = 0
+    for name, _ in rec.xattrs:
+        present |= filter_bit(name)
+    name_filter = 0xFFFFFFFF & ~present
     base = layout.inodes_end % BLOCK
     parts = [struct.pack("<IB7x", name_filter, len(rec.shared))]
     parts += [struct.pack("<I", (base + offset) // 4) for offset in rec.shared]
@@ -136,6 +138,8 @@ def _core(rec: Record, layout: Layout, blkaddr: int) -> bytes:
 
 def _dirent_chunks(rec: Record, layout: Layout) -> list[bytes]:
     """A directory's dirent blocks (unpadded), the last one possibly its inline tail."""
+    if rec.dirents is not None:
+        return rec.dirents
     inode = rec.inode
     assert inode.entries is not None
     groups: list[list[tuple[bytes, Inode | Link]]] = [[]]
@@ -157,6 +161,7 @@ def _dirent_chunks(rec: Record, layout: Layout) -> list[bytes]:
             heads.append(DIRENT.pack(Dirent(target.nid, nameoff, ftype, 0)))
             nameoff += len(name)
         chunks.append(b"".join(heads) + b"".join(name for name, _ in group))
+    rec.dirents = chunks
     return chunks
 
 

@@ -16,6 +16,7 @@ writes it and checks each area lands where this said. The rules, in order:
 
 from __future__ import annotations
 
+import functools
 import stat
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from ..format.constants import EROFS_SUPER_OFFSET
 from ..format.dirent import DIRENT_SIZE
 from ..format.inode import INODE_COMPACT, INODE_EXTENDED
+from ..format.xattr import xattr_filter_bit
 from .prepare import Inode, Link, Prepared, chunking
 
 BLOCK = 4096
@@ -42,12 +44,19 @@ _PREFIXES = (
 ACL_NAMES = (b"system.posix_acl_access", b"system.posix_acl_default")
 
 
+@functools.lru_cache(maxsize=4096)
 def name_index(name: bytes) -> tuple[int, bytes]:
-    """(e_name_index, suffix) as mkcomposefs encodes an xattr name."""
+    """(e_name_index, suffix) as mkcomposefs encodes an xattr name (few names repeat a lot)."""
     for prefix, index in _PREFIXES:
         if name.startswith(prefix):
             return index, name[len(prefix) :]
     return 0, name
+
+
+@functools.lru_cache(maxsize=4096)
+def filter_bit(name: bytes) -> int:
+    """The name's bit in the xattr bloom filter (h_name_filter)."""
+    return 1 << xattr_filter_bit(*name_index(name))
 
 
 def entry_size(name: bytes, value: bytes) -> int:
@@ -71,6 +80,7 @@ class Record:
     xattr_size: int = 0
     chunk_format: int = -1  # chunk-based files: chunk bits - 12
     chunk_count: int = 0
+    dirents: list[bytes] | None = None  # directories: dirent blocks, filled when written
 
     @property
     def nid(self) -> int:
