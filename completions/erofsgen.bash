@@ -37,7 +37,7 @@ _erofsgen() {
             opts="--blob-store --device --help --verify -h"
             ;;
         mount)
-            opts="--blob-store --device --help --loop --verify -h"
+            opts="--blob-store --device --digest --help --loop --objects --require-verity --verify -h"
             ;;
         umount)
             opts="--help -h"

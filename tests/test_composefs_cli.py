@@ -18,6 +18,7 @@ from erofsgen.composefs.store import fill_store, object_path
 from erofsgen.verity import fsverity_digest, fsverity_digest_path
 
 from .composefs_cases import CASES, SIMPLE
+from .support.kernel import can_mount_erofs
 
 SIMPLE_V0 = "9f3f5620ee0c54708516467d0d58741e7963047c7106b245d94c298259d0fa01"
 SIMPLE_V1 = "ad6db6427568a1e4fdc772cbab7b6063f5eb4b33cb62982a740ba9213e5962b5"
@@ -169,3 +170,32 @@ def test_info_ls_and_dump_round_trip(tmp_path: Path) -> None:
     again = erofsgen("mkcomposefs", f"--min-version={lo}", f"--max-version={hi}", "--from-file", "-", "-",
                      data=dumped.stdout)  # fmt: skip
     assert again.stdout == image.read_bytes()
+
+
+@pytest.mark.skipif(not can_mount_erofs(), reason="needs EROFS and overlayfs mounts (root)")
+def test_mount_over_the_object_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    make_source(src)
+    store, image, mnt = tmp_path / "objects", tmp_path / "img", tmp_path / "mnt"
+    mnt.mkdir()
+    assert (
+        cli_main(["mkcomposefs", "--digest-store", str(store), "--print-digest", str(src), str(image)]) == 0
+    )
+    digest = capsys.readouterr().out.strip()
+    assert cli_main(["mount", str(image), str(mnt), "--objects", str(store), "--digest", "00" * 32]) == 2
+    assert "is not the expected" in capsys.readouterr().err
+    assert cli_main(["mount", str(image), str(mnt), "--objects", str(store), "--digest", digest]) == 0
+    try:
+        for path in sorted(src.rglob("*")):
+            rel = path.relative_to(src)
+            got = mnt / rel
+            assert os.lstat(got).st_mode == os.lstat(path).st_mode, rel
+            if path.is_symlink():
+                assert os.readlink(got) == os.readlink(path)
+            elif path.is_file():
+                assert got.read_bytes() == path.read_bytes(), rel  # big ones come from the store
+        assert os.getxattr(mnt / "small", "user.note") == b"hello"
+    finally:
+        assert cli_main(["umount", str(mnt)]) == 0
+    assert not os.listdir(mnt)
