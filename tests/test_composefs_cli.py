@@ -72,6 +72,10 @@ def test_bad_dump_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert cli_main(["mkcomposefs", "--from-file", str(dump), str(tmp_path / "img")]) == 2
     assert capsys.readouterr().err == f"erofsgen: error: {dump}:2: invalid symlink: empty target\n"
     assert not (tmp_path / "img").exists()
+    dump.write_text("/ 0 40755 2 0 0 0 0.0 - - -\n/big 9500000000000000 100644 1 0 0 0 0.0 - - -\n")
+    assert cli_main(["mkcomposefs", "--from-file", str(dump), str(tmp_path / "img")]) == 2
+    assert "/big: file of 9500000000000000 bytes is too large" in capsys.readouterr().err
+    assert not (tmp_path / "img").exists()
 
 
 def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

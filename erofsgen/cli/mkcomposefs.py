@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from ..composefs.build import MkcomposefsOptions, load_source
-from ..composefs.image import write_image
+from ..composefs.image import emit, lay_out
 from ..errors import InvalidInputError
 from . import EXIT_OK
 
@@ -89,17 +89,22 @@ def run(args: argparse.Namespace) -> int:
         threads,
     )
     data = sys.stdin.buffer.read() if args.from_file and args.source == "-" else None
+    if args.image == "-" and sys.stdout.isatty():
+        raise InvalidInputError("standard output is a terminal; refusing to write an image to it")
     root = load_source(args.source, options, data)
+    layout = lay_out(root, min_version=low, max_version=high)  # every refusal comes before output
     if args.print_digest_only:
-        digest = write_image(root, None, min_version=low, max_version=high)
+        digest = emit(layout)[1]
     elif args.image == "-":
-        if sys.stdout.isatty():
-            raise InvalidInputError("standard output is a terminal; refusing to write an image to it")
-        digest = write_image(root, sys.stdout.buffer, min_version=low, max_version=high)
+        digest = emit(layout, sys.stdout.buffer.write)[1]
         sys.stdout.buffer.flush()
     else:
         with open(args.image, "wb") as out:
-            digest = write_image(root, out, min_version=low, max_version=high)
+            try:
+                digest = emit(layout, out.write)[1]
+            except BaseException:
+                os.unlink(args.image)  # no partial image
+                raise
     if args.print_digest or args.print_digest_only:
         print(digest.hex())
     return EXIT_OK

@@ -274,8 +274,13 @@ def write_image(
     to 1 within `max_version` when the tree has a whiteout. Without `output` the image is only
     measured (what `--print-digest-only` needs).
     """
-    layout = plan(prepare(root, min_version, max_version))
+    layout = lay_out(root, min_version=min_version, max_version=max_version)
     return emit(layout, output.write if output is not None else None)[1]
+
+
+def lay_out(root: CfsNode, *, min_version: int = 0, max_version: int = 1) -> Layout:
+    """Everything about the image but its bytes; raises InvalidInputError for what cannot be written."""
+    return plan(prepare(root, min_version, max_version))
 
 
 def image_bytes(root: CfsNode, *, min_version: int = 0, max_version: int = 1) -> bytes:
