@@ -7,9 +7,10 @@ are ignored. Parents come before their children; the first line is the root `/`.
 
 Everything mkcomposefs rejects is rejected here with the line number. Where mkcomposefs would
 silently mangle its input (a NUL byte inside a path, payload or xattr name, which C strings
-cut short; a mode, count or time wider than the image's field; a malformed digest, of which
-it keeps uninitialised bytes) this parser rejects the line instead, so no dump it accepts
-means something other than what it says.
+cut short; an id, count or time wider than the field it keeps it in; a malformed digest on a
+regular file, of which it keeps uninitialised bytes; a hard link to a directory) this parser
+rejects the line instead, so no dump it accepts means something other than what it says. A
+MODE wider than 16 bits is kept as mkcomposefs keeps it (the image stores its low 16 bits).
 """
 
 from __future__ import annotations
