@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import stat
 from dataclasses import replace
 from typing import Any
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from erofsgen.composefs.dump import DumpEntry, format_dump, read_dump
 from erofsgen.composefs.image import image_bytes
 from erofsgen.composefs.read import dump_entries, read_image
-from erofsgen.errors import CorruptImageError
+from erofsgen.errors import CorruptImageError, ErofsgenError
 
 from .composefs_cases import CASES, SPECIAL_V1
 
@@ -146,3 +147,22 @@ def test_image_dump_image_round_trip(case: tuple[list[DumpEntry], int]) -> None:
     entries, version = case
     image = image_bytes(read_dump(format_dump(entries))[1], min_version=0, max_version=version)
     assert image_bytes(read_dump(dump_of(image))[1], min_version=0, max_version=version) == image
+
+
+def test_damaged_images_raise_only_erofsgen_errors() -> None:
+    """Random byte changes in the metadata: a dump or a CorruptImageError, never another error."""
+    images = [
+        image_bytes(read_dump(t.encode())[1], min_version=lo, max_version=hi) for t, lo, hi in CASES.values()
+    ]
+    rng = random.Random(7)
+    outcomes = set()
+    for _ in range(1500):
+        image = bytearray(rng.choice(images))
+        for _ in range(rng.choice([1, 3, 20])):
+            image[rng.randrange(1024, min(len(image), 16384))] = rng.randrange(256)
+        try:
+            format_dump(dump_entries(read_image(bytes(image))))
+            outcomes.add("read")
+        except ErofsgenError:
+            outcomes.add("refused")
+    assert outcomes == {"read", "refused"}
