@@ -6,7 +6,7 @@ _erofsgen() {
     done
     case $cmd in
         "")
-            COMPREPLY=($(compgen -W "--help --version -h pack inspect ls cat extract dump check blobs mount umount store" -- "$cur"))
+            COMPREPLY=($(compgen -W "--help --version -h pack inspect ls cat extract dump check blobs mount umount store mkcomposefs composefs-info" -- "$cur"))
             return
             ;;
         pack)
@@ -37,13 +37,19 @@ _erofsgen() {
             opts="--blob-store --device --help --verify -h"
             ;;
         mount)
-            opts="--blob-store --device --help --loop --verify -h"
+            opts="--blob-store --device --digest --help --loop --objects --require-verity --verify -h"
             ;;
         umount)
             opts="--help -h"
             ;;
         store)
             opts="--delete --help --keep --quiet --repair --stale-minutes -h"
+            ;;
+        mkcomposefs)
+            opts="--digest-store --from-file --help --max-version --min-version --print-digest --print-digest-only --skip-devices --skip-xattrs --threads --use-epoch --user-xattrs -h"
+            ;;
+        composefs-info)
+            opts="--basedir --help -h"
             ;;
         *) return ;;
     esac

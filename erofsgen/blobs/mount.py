@@ -192,7 +192,7 @@ def _worth_a_loop(exc: MountError) -> bool:
 
 
 def umount_image(mountpoint: PathLike) -> None:
-    """Unmount the EROFS file system at `mountpoint` (its loop devices, if any, detach).
+    """Unmount the EROFS file system (or composefs overlay) at `mountpoint`; loop devices detach.
 
     Raises InvalidInputError when nothing, or something other than EROFS, is mounted there,
     MountError when the kernel refuses (e.g. EBUSY: files still open in it).
@@ -203,7 +203,8 @@ def umount_image(mountpoint: PathLike) -> None:
     info = mount_at(mountpoint)
     if info is None:
         raise InvalidInputError("not a mount point", shown)
-    if info.fstype != "erofs":
+    composefs = info.fstype == "overlay" and info.source == "composefs"  # erofsgen mount --objects
+    if info.fstype != "erofs" and not composefs:
         raise InvalidInputError(f"not an EROFS mount ({info.fstype} is mounted there)", shown)
     if _libc.umount2(os.fsencode(info.mountpoint), 0) != 0:
         code = ctypes.get_errno()

@@ -22,7 +22,21 @@ from .. import __version__
 from ..errors import ErofsgenError
 
 # Sub-command modules, in the order `--help` lists them.
-COMMANDS = ("pack", "inspect", "ls", "cat", "extract", "dump", "check", "blobs", "mount", "umount", "store")
+COMMANDS = (
+    "pack",
+    "inspect",
+    "ls",
+    "cat",
+    "extract",
+    "dump",
+    "check",
+    "blobs",
+    "mount",
+    "umount",
+    "store",
+    "mkcomposefs",
+    "composefs-info",
+)
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1  # `check` found problems
@@ -78,9 +92,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     for name in COMMANDS if only is None else (only,):
         try:
-            module = importlib.import_module(f".{name}", __name__)
+            module = importlib.import_module(f".{name.replace('-', '_')}", __name__)
         except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
+            if exc.name != f"{__name__}.{name.replace('-', '_')}":
                 raise
             continue  # command not built yet
         module.register(sub)

@@ -43,11 +43,35 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--loop", action="store_true", help="mount through loop devices even where files work"
     )
+    parser.add_argument(
+        "--objects",
+        action="append",
+        metavar="DIR",
+        help="IMAGE is a composefs image: mount it under overlayfs with DIR (repeatable) as its "
+        "data-only object layers (Linux 6.7+)",
+    )
+    parser.add_argument(
+        "--require-verity",
+        action="store_true",
+        help="with --objects: every object's fs-verity digest must match the image (verity=require)",
+    )
+    parser.add_argument(
+        "--digest", metavar="HEX", help="with --objects: the image's own fs-verity digest, checked first"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Resolve and check the devices, then mount."""
+    if args.objects:
+        from ..composefs.mount import mount_composefs
+
+        mount_composefs(
+            args.image, args.mountpoint, args.objects, verity=args.require_verity, expected_digest=args.digest
+        )
+        return EXIT_OK
+    if args.require_verity or args.digest:
+        raise InvalidInputError("--require-verity and --digest go with --objects (a composefs image)")
     devices: list[Path] = []
     if args.blob_store or args.device:
         found = find_devices(args.image, args.blob_store, args.device, verify=args.verify)

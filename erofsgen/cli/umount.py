@@ -14,8 +14,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "umount",
         help="unmount an image mounted with `erofsgen mount`",
-        description="Unmount the EROFS file system at MOUNTPOINT (needs root); loop devices under "
-        "it detach themselves. An error if nothing, or something other than EROFS, is mounted there.",
+        description="Unmount the EROFS file system (or the composefs overlay of `mount --objects`) at "
+        "MOUNTPOINT (needs root); loop devices under it detach themselves. An error if nothing, or "
+        "something other than those, is mounted there.",
     )
     parser.add_argument("mountpoint", metavar="MOUNTPOINT", help="where the image is mounted")
     parser.set_defaults(func=run)
