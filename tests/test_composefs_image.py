@@ -11,21 +11,18 @@ import hashlib
 import io
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
 
-from erofsgen.composefs.dump import DumpEntry, format_dump, read_dump
+from erofsgen.composefs.dump import read_dump
 from erofsgen.composefs.image import image_bytes, write_image
 from erofsgen.errors import InvalidInputError
 from erofsgen.reader import open_image
 from erofsgen.verity import fsverity_digest
 
 from .composefs_cases import CASES, ROOT, SIMPLE
-from .support.kernel import can_mount_erofs, mounted_image
-from .test_composefs_read import trees
+from .support.kernel import MountImage
 
 DIGESTS = {
     "empty-v0": "8f589e8f57ecb88823736b0d857ddca1e1068a23e264fad164b28f7038eb3682",
@@ -138,11 +135,10 @@ def test_rejects_what_mkcomposefs_cannot_write() -> None:
         image_bytes(read_dump(ROOT.encode())[1], min_version=2, max_version=2)
 
 
-@pytest.mark.skipif(not can_mount_erofs(), reason="needs EROFS kernel mounts (root)")
-def test_kernel_mounts_the_image(tmp_path: Path) -> None:
+def test_kernel_mounts_the_image(tmp_path: Path, kernel_mount: MountImage) -> None:
     path = tmp_path / "img"
     path.write_bytes(build("shapes"))
-    with mounted_image(path) as mnt:
+    with kernel_mount(path) as mnt:
         names = set(os.listdir(mnt))
         assert {"big", "half", "-sorts-before-dot", "long-link", "huge"} <= names
         assert len(os.listdir(mnt / "big")) == 190
@@ -152,23 +148,3 @@ def test_kernel_mounts_the_image(tmp_path: Path) -> None:
         assert os.readlink(mnt / "longest-link") == "v" * 4095
         assert os.stat(mnt / "huge").st_size == 2**44 + 1
         assert os.getxattr(mnt / "huge", "trusted.overlay.redirect").startswith(b"/")
-
-
-MKCOMPOSEFS = os.environ.get("EROFSGEN_MKCOMPOSEFS")  # path to composefs's mkcomposefs 1.0.8
-
-
-@pytest.mark.skipif(MKCOMPOSEFS is None, reason="set EROFSGEN_MKCOMPOSEFS to a mkcomposefs 1.0.8 binary")
-@settings(max_examples=100, deadline=None)
-@given(trees())
-def test_same_bytes_as_mkcomposefs(case: tuple[list[DumpEntry], int]) -> None:
-    """Random trees against the real tool (optional: the suite pins digests instead)."""
-    assert MKCOMPOSEFS is not None
-    entries, version = case
-    text = format_dump(entries)
-    made = subprocess.run(
-        [MKCOMPOSEFS, "--min-version=0", f"--max-version={version}", "--from-file", "-", "-"],
-        input=text,
-        capture_output=True,
-        check=True,
-    )
-    assert image_bytes(read_dump(text)[1], min_version=0, max_version=version) == made.stdout
