@@ -1,4 +1,8 @@
-"""`erofsgen pack SOURCE IMAGE`: build an image from a directory, with mkfs.erofs's options.
+"""`erofsgen pack SOURCE... IMAGE`: an image from a directory or tar archives, with mkfs.erofs's options.
+
+SOURCE is a directory, a tar archive (plain, gzip, zstd, xz or bzip2, recognised by content)
+or `-` for a tar archive on standard input. Several archives are OCI layers, lowest first,
+merged into one tree with their whiteouts applied; `--aufs` keeps whiteouts as overlayfs ones.
 
 Options keep mkfs.erofs 1.8's spellings and meanings. Times: `-T EPOCH` sets every file's mtime
 and the build time to EPOCH (with `--mkfs-time`, only the build time); without `-T`,
@@ -36,7 +40,6 @@ EXTENDED_OPTIONS = (
 # instead of an unknown-option error. Implementing one means deleting its line here.
 NOT_YET_SUPPORTED = (
     "-d",
-    "--aufs",
     "--block-list-file",
     "--clean",
     "--compress-hints",
@@ -74,8 +77,11 @@ def register(subparsers: Any) -> None:
     """Add the `pack` sub-command."""
     parser = subparsers.add_parser(
         "pack",
-        help="build an image from a directory",
-        description="Build an EROFS image from the directory SOURCE (mkfs.erofs-compatible options). "
+        help="build an image from a directory or tar archives",
+        description="Build an EROFS image from the directory SOURCE, or from tar archives (plain, gzip, "
+        "zstd, xz or bzip2, recognised by content; - reads one from standard input), "
+        "with mkfs.erofs-compatible options. Several archives are layers, lowest first, merged "
+        "with their OCI whiteouts (.wh.NAME, .wh..wh..opq) applied. "
         "Note the order: SOURCE first, then IMAGE (mkfs.erofs takes IMAGE first).",
         epilog="mkfs.erofs options not supported yet: "
         + ", ".join(NOT_YET_SUPPORTED)
@@ -83,8 +89,19 @@ def register(subparsers: Any) -> None:
         + ", ".join(EXTENDED_NOT_YET_SUPPORTED)
         + ".",
     )
-    parser.add_argument("source", metavar="SOURCE", help="directory to pack (a symlink to one is followed)")
+    parser.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="directory to pack (a symlink to one is followed), or tar archives, or - for a tar on stdin",
+    )
     parser.add_argument("image", metavar="IMAGE", help="image file to write")
+    parser.add_argument(
+        "--aufs",
+        action="store_true",
+        help="tar sources: keep whiteouts as overlayfs whiteouts (character device 0/0; "
+        "trusted.overlay.opaque=y on opaque directories)",
+    )
     _add_layout_options(parser)
     _add_chunk_options(parser)
     _add_compression_options(parser)
@@ -316,15 +333,25 @@ def run(args: argparse.Namespace) -> int:
 
     # An image written to standard output must not get the summary mixed into it.
     summary_stream = sys.stderr if _is_stdout(args.image) else sys.stdout
-    source = source_directory(args.source, args.image)
+    archives = tar_sources(args.sources, args.image)
+    source = "" if archives else source_directory(args.sources[0], args.image)
     with Progress(quiet=args.quiet) as progress:
-        root = tree_from_directory(
-            source,
-            exclude_paths=args.exclude_path,
-            exclude_regexes=args.exclude_regex,
-            read_xattrs=options.xattrs,
-            on_progress=progress.scanned,
-        )
+        if archives:
+            if args.exclude_path or args.exclude_regex:
+                raise InvalidInputError("--exclude-path and --exclude-regex apply to directory sources only")
+            from ..sources.tar_tree import tree_from_layers  # tarfile and decompressors: only when needed
+
+            root = tree_from_layers(archives, whiteouts=len(archives) > 1, overlay=args.aufs)
+        else:
+            if args.aufs:
+                raise InvalidInputError("--aufs applies to tar sources only", path=source)
+            root = tree_from_directory(
+                source,
+                exclude_paths=args.exclude_path,
+                exclude_regexes=args.exclude_regex,
+                read_xattrs=options.xattrs,
+                on_progress=progress.scanned,
+            )
         apply_overrides(root, overrides)
         summary = write_image(root, args.image, options, progress=progress.written, sync=args.sync)
     if not args.quiet:
@@ -334,6 +361,24 @@ def run(args: argparse.Namespace) -> int:
             file=summary_stream,
         )
     return EXIT_OK
+
+
+def tar_sources(sources: list[str], image: str) -> list[str]:
+    """The SOURCE arguments as tar archives, or [] for one directory (checked by the scan).
+
+    `-` and anything that is not a directory (a regular file, a pipe) is read as an archive;
+    whether it is one is up to its content. Several SOURCEs must all be archives.
+    """
+    if len(sources) == 1 and sources[0] != "-":
+        only = sources[0]
+        if os.path.isdir(only) or not os.path.exists(only) or os.path.isdir(image):
+            return []  # a directory, or a mistake the directory check explains
+    if sources.count("-") > 1:
+        raise InvalidInputError("standard input (-) can be read only once")
+    for source in sources:
+        if source != "-" and os.path.isdir(source):
+            raise InvalidInputError("a directory cannot be merged with tar layers", path=source)
+    return sources
 
 
 def source_directory(source: str, image: str) -> str:
