@@ -416,3 +416,63 @@ def test_not_an_archive(tmp_path: Path) -> None:
     assert done.returncode == 2 and b"not a tar archive" in done.stderr
     done = pack("-", str(tmp_path / "out.img"), stdin=b"")
     assert done.returncode == 2 and b"empty input" in done.stderr
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _stream_archive(sink: io.RawIOBase | object, member_size: int) -> None:
+    """A tar of one `member_size`-byte file and a few small ones, written to `sink`."""
+    piece = bytes(range(256)) * 4096  # 1 MiB, not all zeros
+
+    class Data(io.RawIOBase):
+        def __init__(self) -> None:
+            self.left = member_size
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+            n = min(len(buffer), self.left, len(piece))
+            buffer[:n] = piece[:n]
+            self.left -= n
+            return n
+
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+        info = tarfile.TarInfo("big")
+        info.size = member_size
+        tar.addfile(info, Data())
+        for i in range(100):
+            add(tar, f"small/{i}", b"%d\n" % i)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_large_member_on_a_pipe_is_never_held_in_memory(tmp_path: Path, compressed: bool) -> None:
+    """Peak RSS of `pack -` stays far below the size of one member it reads from a pipe, also
+    when zstd expands a few KiB of input into hundreds of MiB (the data repeats every 256 bytes)."""
+    size = 512 << 20
+    image = tmp_path / "big.img"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "erofsgen", "pack", "--quiet", "--no-sync", "-", str(image)],
+        stdin=subprocess.PIPE,
+        env=env,
+    )
+    assert child.stdin is not None
+    try:
+        if compressed:
+            with zstandard.ZstdCompressor().stream_writer(child.stdin, closefd=False) as sink:
+                _stream_archive(sink, size)
+        else:
+            _stream_archive(child.stdin, size)
+    finally:
+        child.stdin.close()
+    _pid, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 0
+    assert usage.ru_maxrss * 1024 < 200 << 20  # ru_maxrss is in KiB on Linux
+    with open_image(image) as img:
+        assert img.stat("/big").size == size
+        with img.open("/big") as f:
+            f.seek(size - 4)
+            assert f.read() == bytes(range(252, 256))

@@ -341,7 +341,9 @@ def run(args: argparse.Namespace) -> int:
                 raise InvalidInputError("--exclude-path and --exclude-regex apply to directory sources only")
             from ..sources.tar_tree import tree_from_layers  # tarfile and decompressors: only when needed
 
-            root = tree_from_layers(archives, whiteouts=len(archives) > 1, overlay=args.aufs)
+            root = tree_from_layers(
+                archives, whiteouts=len(archives) > 1, overlay=args.aufs, on_progress=progress.scanned
+            )
         else:
             if args.aufs:
                 raise InvalidInputError("--aufs applies to tar sources only", path=source)

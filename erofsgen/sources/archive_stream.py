@@ -23,9 +23,6 @@ import zstandard
 from ..errors import InvalidInputError
 
 READ_SIZE = 1 << 20
-# Output wanted from one zstd call; its input is sized from the last call's ratio, since
-# zstd has no output limit and one RLE block of a few bytes expands to 128 KiB.
-_ZSTD_OUTPUT = 1 << 20
 
 _MAGICS = (
     (b"\x1f\x8b", "gzip"),
@@ -75,47 +72,127 @@ class _Prefixed(io.RawIOBase):
         return n
 
 
-class _ZstdReader(io.RawIOBase):
-    """Streaming zstd decompression (several frames allowed) that notices a truncated frame."""
+_ZSTD_MAGIC = 0xFD2FB528
+_SKIPPABLE_MASK, _SKIPPABLE_MAGIC = 0xFFFFFFF0, 0x184D2A50
+_DICT_ID_BYTES = (0, 1, 2, 4)
+_CONTENT_SIZE_BYTES = (0, 2, 4, 8)
+
+
+class _ZstdFrames:
+    """Follows zstd's frame structure (RFC 8878) through the compressed bytes, decoding nothing.
+
+    `zstandard`'s stream reader bounds its output but reports a stream cut inside a frame as a
+    normal end; this tells whether the input stopped exactly between frames. It reads only
+    frame and block headers and skips block contents, so it costs next to nothing.
+    """
+
+    def __init__(self) -> None:
+        self.state = "magic"
+        self.header = b""
+        self.skip = 0
+        self.checksum = False
+        self.rest = 0  # header bytes after the descriptor
+
+    def between_frames(self) -> bool:
+        return self.state == "magic" and not self.header and not self.skip
+
+    def feed(self, data: bytes) -> None:
+        pos = 0
+        while pos < len(data) or (not self.skip and self._want() == len(self.header)):
+            if self.skip:
+                n = min(self.skip, len(data) - pos)
+                self.skip -= n
+                pos += n
+                continue
+            want = self._want()
+            take = min(want - len(self.header), len(data) - pos)
+            self.header += data[pos : pos + take]
+            pos += take
+            if len(self.header) < want:
+                return
+            header, self.header = self.header, b""
+            self._advance(header)
+
+    def _want(self) -> int:
+        return {"magic": 4, "descriptor": 1, "rest": self.rest, "block": 3, "checksum": 4, "size": 4}[
+            self.state
+        ]
+
+    def _advance(self, header: bytes) -> None:
+        state = self.state
+        if state == "magic":
+            magic = int.from_bytes(header, "little")
+            if magic == _ZSTD_MAGIC:
+                self.state = "descriptor"
+            elif magic & _SKIPPABLE_MASK == _SKIPPABLE_MAGIC:
+                self.state = "size"
+            else:
+                raise EOFError(f"no zstd frame where one should start (magic {magic:#010x})")
+        elif state == "size":
+            self.skip = int.from_bytes(header, "little")
+            self.state = "magic"
+        elif state == "descriptor":
+            flags = header[0]
+            single = bool(flags & 0x20)
+            self.checksum = bool(flags & 0x04)
+            content_size = _CONTENT_SIZE_BYTES[flags >> 6] or (1 if single else 0)
+            self.rest = (0 if single else 1) + _DICT_ID_BYTES[flags & 3] + content_size
+            self.state = "rest"
+        elif state == "rest":
+            self.state = "block"
+        elif state == "block":
+            value = int.from_bytes(header, "little")
+            kind, size = value >> 1 & 3, value >> 3
+            if kind == 3:
+                raise EOFError("a zstd block of the reserved type")
+            self.skip = 1 if kind == 1 else size
+            if value & 1:  # the frame's last block
+                self.state = "checksum" if self.checksum else "magic"
+        else:  # checksum
+            self.state = "magic"
+
+
+class _ZstdInput(io.RawIOBase):
+    """The compressed input, watched by `_ZstdFrames` on its way to the decompressor."""
 
     def __init__(self, inner: io.RawIOBase) -> None:
         super().__init__()
-        self._inner = inner
-        self._dctx = zstandard.ZstdDecompressor()
-        self._obj = self._dctx.decompressobj()
-        self._pending = b""  # compressed input not yet fed
-        self._out = b""
-        self._feed = 1 << 16
-        self._ended = False
+        self.inner = inner
+        self.frames = _ZstdFrames()
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._out and not self._ended:
-            self._step()
-        n = min(len(buffer), len(self._out))
-        buffer[:n] = self._out[:n]
-        self._out = self._out[n:]
-        return n
+        data = self.inner.read(len(buffer)) or b""
+        self.frames.feed(data)
+        buffer[: len(data)] = data
+        return len(data)
 
-    def _step(self) -> None:
-        if not self._pending:
-            self._pending = self._inner.read(READ_SIZE) or b""
-            if not self._pending:
-                if not self._obj.eof:
-                    raise EOFError("the zstd stream ends inside a frame")
-                self._ended = True
-                return
-        if self._obj.eof:  # the next frame
-            self._obj = self._dctx.decompressobj()
-        piece, self._pending = self._pending[: self._feed], self._pending[self._feed :]
-        out = self._obj.decompress(piece)
-        if self._obj.eof and self._obj.unused_data:
-            self._pending = self._obj.unused_data + self._pending
-        ratio = max(1, len(out) // max(1, len(piece)))
-        self._feed = max(64, min(READ_SIZE, _ZSTD_OUTPUT // ratio))
-        self._out = out
+
+class _ZstdReader(io.RawIOBase):
+    """Streaming zstd decompression (several frames allowed) that notices a truncated frame."""
+
+    def __init__(self, inner: io.RawIOBase) -> None:
+        super().__init__()
+        self._input = _ZstdInput(inner)
+        self._reader = zstandard.ZstdDecompressor().stream_reader(
+            cast(BinaryIO, self._input), read_size=READ_SIZE, read_across_frames=True
+        )
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._reader.read(len(buffer))
+        if not data:
+            while self._input.read(READ_SIZE):
+                pass  # whatever the decompressor left unread still goes through the check
+            if not self._input.frames.between_frames():
+                raise EOFError("the zstd stream ends inside a frame")
+            return 0
+        buffer[: len(data)] = data
+        return len(data)
 
 
 class _Checked(io.RawIOBase):

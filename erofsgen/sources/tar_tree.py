@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import InvalidInputError
 from ..model import Device, Directory, Fifo, File, Metadata, Node, Symlink, gc_paused
 from .archive_stream import ArchiveError
+from .directory import PROGRESS_EVERY, ScanProgress
 from .spool import Spool
 from .tar import Member, TarReader
 
@@ -43,6 +44,7 @@ def tree_from_tar(
     whiteouts: bool = False,
     overlay: bool = False,
     spool_dir: str | None = None,
+    on_progress: ScanProgress | None = None,
 ) -> Directory:
     """The tree one tar archive extracts to (plain, gzip, zstd, xz or bzip2, by content).
 
@@ -50,9 +52,12 @@ def tree_from_tar(
     seeking. File data is spooled to an unnamed temporary file (in `spool_dir`, default
     `tempfile`'s) that the tree's files keep open. `whiteouts` applies OCI whiteout entries;
     `overlay` keeps them as overlayfs whiteouts. A truncated or corrupt archive raises
-    `ArchiveError` (an `InvalidInputError`) naming the member or byte offset.
+    `ArchiveError` (an `InvalidInputError`) naming the member or byte offset. `on_progress`
+    is called as a directory scan calls it, with the number of members read.
     """
-    return tree_from_layers([source], whiteouts=whiteouts, overlay=overlay, spool_dir=spool_dir)
+    return tree_from_layers(
+        [source], whiteouts=whiteouts, overlay=overlay, spool_dir=spool_dir, on_progress=on_progress
+    )
 
 
 def tree_from_layers(
@@ -61,25 +66,30 @@ def tree_from_layers(
     whiteouts: bool = True,
     overlay: bool = False,
     spool_dir: str | None = None,
+    on_progress: ScanProgress | None = None,
 ) -> Directory:
     """Several archives applied in order onto one tree (OCI layers: lowest first)."""
     if not sources:
         raise InvalidInputError("no tar archive given")
     spool = Spool(spool_dir)
-    assembler = _Assembler(whiteouts=whiteouts or overlay, overlay=overlay)
+    assembler = _Assembler(whiteouts=whiteouts or overlay, overlay=overlay, on_progress=on_progress)
     with gc_paused():
         for source in sources:
             with TarReader(source, spool) as reader:
                 assembler.apply_layer(reader.members(), reader.label)
+    if on_progress is not None:
+        on_progress(assembler.count)
     return assembler.root
 
 
 class _Assembler:
     """The tree being built and what the current layer has touched."""
 
-    def __init__(self, *, whiteouts: bool, overlay: bool) -> None:
+    def __init__(self, *, whiteouts: bool, overlay: bool, on_progress: ScanProgress | None) -> None:
         self.whiteouts = whiteouts
         self.overlay = overlay
+        self.on_progress = on_progress
+        self.count = 0
         self.root = Directory(Metadata(0o755))
         self.layer_paths: set[bytes] = set()  # paths this layer created or replaced
         self.label = ""
@@ -89,6 +99,9 @@ class _Assembler:
         self.label = label
         for member in members:
             self._apply(member)
+            self.count += 1
+            if self.on_progress is not None and self.count % PROGRESS_EVERY == 0:
+                self.on_progress(self.count)
 
     def _error(self, member: Member, message: str) -> ArchiveError:
         return ArchiveError(f"member {member.name!r}: {message}", self.label)
