@@ -164,6 +164,34 @@ def test_compressed_archive_and_its_extraction_give_the_same_bytes(
     assert from_tar.read_bytes() == from_dir.read_bytes()
 
 
+@needs_gnu_tar
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        ("--format=gnu",),  # old GNU sparse headers ('S' with extension blocks)
+        ("--format=posix", "--sparse-version=0.0"),
+        ("--format=posix", "--sparse-version=0.1"),
+        ("--format=posix", "--sparse-version=1.0"),  # the map at the start of the data
+    ],
+)
+def test_sparse_members_of_every_gnu_format(tmp_path: Path, fmt: tuple[str, ...]) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    holes = tree / "holes"
+    with holes.open("wb") as f:  # 30 data runs, more than an old GNU header's 4 slots, and a
+        for i in range(30):  # hole at the end (the spool must still be as long as the file)
+            f.seek(i * 70_000)
+            f.write(b"run %d " % i * 900)
+        f.truncate(3_000_000)
+    archive = tmp_path / "sparse.tar"
+    subprocess.run([str(GNU_TAR), *fmt, "--sparse", "-cf", str(archive), "-C", str(tree), "."], check=True)
+    assert archive.stat().st_size < 1_000_000  # stored sparse, holes left out
+    image = tmp_path / "sparse.img"
+    write_image(tree_from_tar(archive), image)
+    with open_image(image) as img:
+        assert img.read_bytes("/holes") == holes.read_bytes()
+
+
 # --------------------------------------------------------------------------- archives built here
 
 
@@ -407,6 +435,25 @@ def test_dotdot_member_is_refused(tmp_path: Path) -> None:
     path = archive(tmp_path, "evil.tar", ("a/../../etc/passwd", b"x", {}))
     with pytest.raises(InvalidInputError, match=r"member 'a/\.\./\.\./etc/passwd'.*'\.\.'"):
         tree_from_tar(path)
+
+
+def test_hard_link_to_nothing_is_refused(tmp_path: Path) -> None:
+    path = archive(tmp_path, "link.tar", ("a", None, {"type": tarfile.LNKTYPE, "linkname": "missing"}))
+    with pytest.raises(
+        InvalidInputError, match="member 'a': hard link to 'missing', which is not in the archive"
+    ):
+        tree_from_tar(path)
+
+
+def test_sources_that_cannot_be_layers(tmp_path: Path) -> None:
+    path = archive(tmp_path, "one.tar", ("f", b"x", {}))
+    done = pack("-", "-", str(tmp_path / "out.img"), stdin=path.read_bytes())
+    assert done.returncode == 2 and b"standard input (-) can be read only once" in done.stderr
+    done = pack(str(path), str(tmp_path), str(tmp_path / "out.img"))
+    assert done.returncode == 2 and b"a directory cannot be merged with tar layers" in done.stderr
+    done = pack("--aufs", str(tmp_path), str(tmp_path / "out.img"))
+    assert done.returncode == 2 and b"--aufs applies to tar sources only" in done.stderr
+    assert not (tmp_path / "out.img").exists()
 
 
 def test_not_an_archive(tmp_path: Path) -> None:

@@ -36,6 +36,11 @@ class Spool:
             view = view[n:]
             offset += n
 
+    def finish(self) -> None:
+        """Extend the file to every byte reserved: a sparse member ending in a hole wrote none there."""
+        if os.fstat(self.fd).st_size < self.end:
+            os.ftruncate(self.fd, self.end)
+
     def close(self) -> None:
         self.file.close()
 

@@ -77,6 +77,7 @@ def tree_from_layers(
         for source in sources:
             with TarReader(source, spool) as reader:
                 assembler.apply_layer(reader.members(), reader.label)
+    spool.finish()
     if on_progress is not None:
         on_progress(assembler.count)
     return assembler.root
