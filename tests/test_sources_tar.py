@@ -220,7 +220,11 @@ def archive(tmp_path: Path, name: str, *members: tuple[str, bytes | None, dict[s
 DIR: dict[str, object] = {"type": tarfile.DIRTYPE}
 
 
-def layers(tmp_path: Path) -> list[Path]:
+Spec = tuple[str, bytes | None, dict[str, object]]
+
+
+def layers(tmp_path: Path, *, cross_link: bool = True) -> list[Path]:
+    link: list[Spec] = [("etc/link", None, {"type": tarfile.LNKTYPE, "linkname": "etc/keep"})]
     lower = archive(
         tmp_path,
         "l1.tar",
@@ -248,8 +252,8 @@ def layers(tmp_path: Path) -> list[Path]:
         "l3.tar",
         ("replaced", b"version 3\n", {}),
         ("etc/added", b"layer 3\n", {}),
-        ("etc/link", None, {"type": tarfile.LNKTYPE, "linkname": "etc/keep"}),  # to a lower layer
-    )
+        *(link if cross_link else []),
+    )  # the link's target is in a lower layer
     return [lower, middle, upper]
 
 
@@ -312,6 +316,30 @@ def test_aufs_keeps_whiteouts_for_overlayfs(tmp_path: Path) -> None:
             assert stat.S_ISCHR(st.mode) and st.rdev == 0, path
         assert img.xattrs("/opaque") == {"trusted.overlay.opaque": b"y"}
         assert sorted(img.listdir("/opaque")) == ["new", "sub"]
+
+
+def test_aufs_layers_under_overlayfs_show_the_merged_tree(kernel_mount: MountImage, tmp_path: Path) -> None:
+    """Each layer packed alone (--aufs above the lowest), stacked by overlayfs, equals the flat merge."""
+    archives = layers(tmp_path, cross_link=False)
+    images = [tmp_path / f"layer{i}.img" for i in range(3)]
+    for i, (source, image) in enumerate(zip(archives, images, strict=True)):
+        assert pack(*(["--aufs"] if i else []), str(source), str(image)).returncode == 0
+    flat = tmp_path / "flat.img"
+    assert pack(*map(str, archives), str(flat)).returncode == 0
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    with kernel_mount(images[0]) as low, kernel_mount(images[1]) as mid, kernel_mount(images[2]) as top:
+        lower = f"lowerdir={top}:{mid}:{low}"
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", lower, str(overlay)], check=True)
+        try:
+            stacked = snapshot(overlay)
+        finally:
+            subprocess.run(["umount", str(overlay)], check=True)
+    with kernel_mount(flat) as mnt:
+        merged = snapshot(mnt)
+    # Parents a layer only implies are new directories in its own image (mtime 0); the merge keeps
+    # the lower layer's. overlayfs counts 1 link on a merged directory. Everything else must match.
+    assert_same_tree(merged, stacked, ignore_mtime=True, ignore_fields=("nlink",))
 
 
 def test_one_archive_keeps_whiteout_names_as_entries(tmp_path: Path) -> None:
