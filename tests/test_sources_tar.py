@@ -105,14 +105,23 @@ def _walk(root: Path) -> Iterator[Path]:
             yield Path(dirpath) / name
 
 
-@needs_gnu_tar
-def test_gnu_tar_on_stdin_mounts_as_extracted(
-    kernel_mount: MountImage, scenario_tree: Path, tmp_path: Path
-) -> None:
-    archive = tmp_path / "scenario.tar"
+@pytest.fixture(scope="module")
+def gnu_scenario(tmp_path_factory: pytest.TempPathFactory, scenario_tree: Path) -> tuple[Path, Path]:
+    """A GNU tar archive of the scenario tree and that archive extracted by GNU tar. Read-only."""
+    if GNU_TAR is None:
+        pytest.skip("GNU tar is not installed")
+    work = tmp_path_factory.mktemp("gnu_scenario")
+    archive = work / "scenario.tar"
     gnu_tar_of(scenario_tree, archive)
-    extracted = tmp_path / "extracted"
+    extracted = work / "extracted"
     gnu_extract(archive, extracted)
+    return archive, extracted
+
+
+def test_gnu_tar_on_stdin_mounts_as_extracted(
+    kernel_mount: MountImage, scenario_tree: Path, gnu_scenario: tuple[Path, Path], tmp_path: Path
+) -> None:
+    archive, extracted = gnu_scenario
     image = tmp_path / "image.erofs"
     done = pack("-", str(image), stdin=archive.read_bytes())
     assert done.returncode == 0, done.stderr
@@ -126,6 +135,21 @@ def test_gnu_tar_on_stdin_mounts_as_extracted(
     assert mounted.hardlinks == {group for group in source.hardlinks if not group & specials}
     # The sparse file is a sparse member of the archive and reads back with its hole.
     assert b"GNU.sparse" in archive.read_bytes()
+
+
+@pytest.mark.parametrize("options", [("-zlz4hc",), ("-zlz4", "-C", "65536"), ("--chunksize=8192",)])
+def test_archive_with_compression_or_chunks_mounts_as_extracted(
+    kernel_mount: MountImage, gnu_scenario: tuple[Path, Path], tmp_path: Path, options: tuple[str, ...]
+) -> None:
+    """Compression and chunking read the spool as they read any file."""
+    archive, extracted = gnu_scenario
+    packed = tmp_path / "scenario.tar.xz"
+    subprocess.run(["xz", "-T1", "-0", "-c", str(archive)], stdout=packed.open("wb"), check=True)
+    image = tmp_path / "image.erofs"
+    done = pack(*options, str(packed), str(image))
+    assert done.returncode == 0, done.stderr
+    with kernel_mount(image) as mnt:
+        assert_same_tree(snapshot(extracted), snapshot(mnt))
 
 
 def test_python_tarfile_on_stdin_mounts_as_the_tree(
@@ -143,15 +167,11 @@ def test_python_tarfile_on_stdin_mounts_as_the_tree(
     assert_same_tree(without_sockets(snapshot(scenario_tree)), mounted)
 
 
-@needs_gnu_tar
 @pytest.mark.parametrize("compress", ["gzip", "zstd"])
 def test_compressed_archive_and_its_extraction_give_the_same_bytes(
-    scenario_tree: Path, tmp_path: Path, compress: str
+    gnu_scenario: tuple[Path, Path], tmp_path: Path, compress: str
 ) -> None:
-    archive = tmp_path / "scenario.tar"
-    gnu_tar_of(scenario_tree, archive)
-    extracted = tmp_path / "extracted"
-    gnu_extract(archive, extracted)
+    archive, extracted = gnu_scenario
     packed = tmp_path / "scenario.tar.packed"
     if compress == "gzip":
         packed.write_bytes(gzip.compress(archive.read_bytes(), 6))

@@ -157,22 +157,22 @@ class _Assembler:
     def _parent(self, member: Member, parts: list[bytes]) -> Directory:
         """The directory holding `parts[-1]`, made (and marked as this layer's) where missing."""
         directory = self.root
-        path = b""
-        for part in parts[:-1]:
-            path = path + b"/" + part if path else part
+        for depth, part in enumerate(parts[:-1], 1):
             child = directory.children.get(part)
             if child is None:
                 child = directory.children[part] = Directory(Metadata(0o755))
             elif not isinstance(child, Directory):
-                raise self._error(member, f"/{os.fsdecode(path)} is not a directory")
-            self.layer_paths.add(path)
+                raise self._error(member, f"/{os.fsdecode(b'/'.join(parts[:depth]))} is not a directory")
+            if self.whiteouts:  # only whiteouts need to know what this layer touched
+                self.layer_paths.add(b"/".join(parts[:depth]))
             directory = child
         return directory
 
     def _put(self, member: Member, parts: list[bytes], node: Node) -> None:
         parent = self._parent(member, parts)
         name = parts[-1]
-        self.layer_paths.add(b"/".join(parts))
+        if self.whiteouts:
+            self.layer_paths.add(b"/".join(parts))
         old = parent.children.get(name)
         if isinstance(old, Directory) and isinstance(node, Directory):
             old.meta = node.meta  # like extraction over an existing directory
