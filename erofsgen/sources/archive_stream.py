@@ -34,7 +34,7 @@ _PEEK = max(len(magic) for magic, _ in _MAGICS)
 
 
 class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes | None: ...
+    def readinto(self, buffer: bytearray | memoryview, /) -> int | None: ...
 
 
 class ArchiveError(InvalidInputError):
@@ -66,6 +66,9 @@ class _Prefixed(io.RawIOBase):
             buffer[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
+        readinto = getattr(self._inner, "readinto", None)
+        if readinto is not None:  # straight into the caller's buffer: no copy
+            return int(readinto(buffer) or 0)
         data = self._inner.read(len(buffer))
         n = len(data)
         buffer[:n] = data
@@ -209,16 +212,13 @@ class _Checked(io.RawIOBase):
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         try:
-            data = self._inner.read(len(buffer))
+            return self._inner.readinto(buffer) or 0
         except (EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError, gzip.BadGzipFile) as exc:
             raise ArchiveError(f"corrupt or truncated {self.compression} stream: {exc}", self.label) from None
         except OSError as exc:
             if self.compression != "plain" and exc.errno is None:  # bz2 reports corruption so
                 raise ArchiveError(f"corrupt {self.compression} stream: {exc}", self.label) from None
             raise ArchiveError(f"cannot read: {exc.strerror or exc}", self.label) from None
-        n = len(data or b"")
-        buffer[:n] = data or b""
-        return n
 
 
 def _describe(source: object) -> str:

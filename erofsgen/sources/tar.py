@@ -17,12 +17,13 @@ global headers, GNU sparse 0.0/0.1/1.0). Where it is not enough, this module goe
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import Any, cast
 
 from ..limits import MAX_ID
 from ..model import Metadata
@@ -63,6 +64,21 @@ def split_member_name(name: bytes) -> list[bytes]:
     if b".." in parts:
         raise MetaError("the path contains '..'")
     return parts
+
+
+def _read(stream: Any, size: int) -> bytes:
+    """`size` bytes of member data from tarfile's stream, taken from our buffered reader whole.
+
+    tarfile's stream reads `bufsize` bytes at a time and keeps what is over by slicing, which
+    costs a copy of the remainder per header when `bufsize` is large. It is left at one block
+    (headers and padding come exactly) and raised to the size wanted only for a data read.
+    """
+    stream.bufsize = max(size, tarfile.BLOCKSIZE)
+    try:
+        data: bytes = stream.read(size)
+    finally:
+        stream.bufsize = tarfile.BLOCKSIZE
+    return data
 
 
 class _Unlabelled(Exception):
@@ -122,10 +138,10 @@ class TarReader:
     def _members(self) -> Iterator[Member]:
         try:
             tar = tarfile.open(  # noqa: SIM115 (a stream read member by member; closed by close())
-                fileobj=cast(BinaryIO, self.archive.stream),
+                fileobj=io.BufferedReader(self.archive.stream, READ_SIZE),
                 mode="r|",
                 tarinfo=_StrictInfo,
-                bufsize=READ_SIZE,
+                bufsize=tarfile.BLOCKSIZE,
                 encoding="utf-8",
                 errors="surrogateescape",
             )
@@ -205,7 +221,7 @@ class TarReader:
                 )
             done = 0
             while done < length:
-                chunk = stream.read(min(READ_SIZE, length - done))
+                chunk = _read(stream, min(READ_SIZE, length - done))
                 if not chunk:
                     raise ArchiveError(
                         f"truncated: member {info.name!r} ends at byte {stream.tell()}, "
