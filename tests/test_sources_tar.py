@@ -362,6 +362,18 @@ def test_aufs_layers_under_overlayfs_show_the_merged_tree(kernel_mount: MountIma
     assert_same_tree(merged, stacked, ignore_mtime=True, ignore_fields=("nlink",))
 
 
+def test_aufs_opaque_marker_before_its_directory(tmp_path: Path) -> None:
+    path = archive(
+        tmp_path,
+        "late_dir.tar",
+        ("d/.wh..wh..opq", b"", {}),
+        ("d", None, {**DIR, "mode": 0o700}),  # the directory's own member after its marker
+    )
+    node = tree_from_tar(path, overlay=True).children[b"d"]
+    assert node.meta.mode == 0o700
+    assert node.meta.xattrs == {b"trusted.overlay.opaque": b"y"}
+
+
 def test_one_archive_keeps_whiteout_names_as_entries(tmp_path: Path) -> None:
     """Without --aufs a single archive is the tree it extracts to, as mkfs.erofs --tar keeps it."""
     image = tmp_path / "one.img"

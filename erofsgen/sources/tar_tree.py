@@ -93,16 +93,21 @@ class _Assembler:
         self.count = 0
         self.root = Directory(Metadata(0o755))
         self.layer_paths: set[bytes] = set()  # paths this layer created or replaced
+        self.opaque: list[Directory] = []  # directories this layer made opaque
         self.label = ""
 
     def apply_layer(self, members: Iterable[Member], label: str) -> None:
         self.layer_paths = {b""}
+        self.opaque = []
         self.label = label
         for member in members:
             self._apply(member)
             self.count += 1
             if self.on_progress is not None and self.count % PROGRESS_EVERY == 0:
                 self.on_progress(self.count)
+        # Marked once the layer is read: the directory's own member may follow the marker.
+        for directory in self.opaque:
+            directory.meta.xattrs[OVERLAY_OPAQUE[0]] = OVERLAY_OPAQUE[1]
 
     def _error(self, member: Member, message: str) -> ArchiveError:
         return ArchiveError(f"member {member.name!r}: {message}", self.label)
@@ -187,7 +192,7 @@ class _Assembler:
         if name == OPAQUE_MARKER:
             self._prune(parent, dir_path)
             if self.overlay:
-                parent.meta.xattrs[OVERLAY_OPAQUE[0]] = OVERLAY_OPAQUE[1]
+                self.opaque.append(parent)
             return
         hidden = name[len(WHITEOUT_PREFIX) :]
         if not hidden or hidden in (b".", b".."):
