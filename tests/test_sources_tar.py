@@ -5,7 +5,9 @@ standard input and mounted by the kernel, compressed input, layers with whiteout
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import json
 import os
 import shutil
 import stat
@@ -583,3 +585,62 @@ def test_a_large_member_on_a_pipe_is_never_held_in_memory(tmp_path: Path, compre
         with img.open("/big") as f:
             f.seek(size - 4)
             assert f.read() == bytes(range(252, 256))
+
+
+# --------------------------------------------------------------------------- OCI image layouts
+
+
+def _blob(layout: Path, data: bytes, media_type: str) -> dict[str, object]:
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    (layout / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+
+def oci_layout(tmp_path: Path) -> Path:
+    """An OCI image layout holding the three layers (gzip, zstd, plain) as the image 'v1'."""
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    lower, middle, upper = (p.read_bytes() for p in layers(tmp_path))
+    layer_type = "application/vnd.oci.image.layer.v1.tar"
+    descs = [
+        _blob(layout, gzip.compress(lower), layer_type + "+gzip"),
+        _blob(layout, zstandard.ZstdCompressor().compress(middle), layer_type + "+zstd"),
+        _blob(layout, upper, layer_type),
+    ]
+    config = _blob(
+        layout, b'{"architecture": "amd64", "os": "linux"}', "application/vnd.oci.image.config.v1+json"
+    )
+    manifest = {"schemaVersion": 2, "config": config, "layers": descs}
+    manifest_type = "application/vnd.oci.image.manifest.v1+json"
+    entry = _blob(layout, json.dumps(manifest).encode(), manifest_type)
+    entry["annotations"] = {"org.opencontainers.image.ref.name": "v1"}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    return layout
+
+
+@pytest.mark.parametrize("suffix", ["", ":v1"])
+def test_oci_layout_packs_its_layers_merged(tmp_path: Path, suffix: str) -> None:
+    layout = oci_layout(tmp_path)
+    image = tmp_path / "oci.img"
+    done = pack(f"oci:{layout}{suffix}", str(image))
+    assert done.returncode == 0, done.stderr
+    flat = tmp_path / "flat.img"
+    assert pack(*map(str, layers(tmp_path)), str(flat)).returncode == 0
+    assert image_files(image) == image_files(flat)
+
+
+def test_oci_layout_refuses_unknown_tags_and_damaged_blobs(tmp_path: Path) -> None:
+    layout = oci_layout(tmp_path)
+    image = tmp_path / "oci.img"
+    done = pack(f"oci:{layout}:v2", str(image))
+    assert done.returncode == 2 and b"no image tagged 'v2' (tags: v1)" in done.stderr
+    blobs = sorted((layout / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    upper = next(p for p in blobs if p.read_bytes().startswith(b"replaced"))  # the plain tar layer
+    data = bytearray(upper.read_bytes())
+    data[600] ^= 1  # inside the first member's data: still a readable tar
+    upper.write_bytes(bytes(data))
+    done = pack(f"oci:{layout}", str(image))
+    assert done.returncode == 2 and b"does not match its digest" in done.stderr, done.stderr
+    assert not image.exists()
