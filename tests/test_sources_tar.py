@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import shutil
 import stat
 import subprocess
@@ -644,3 +645,35 @@ def test_oci_layout_refuses_unknown_tags_and_damaged_blobs(tmp_path: Path) -> No
     done = pack(f"oci:{layout}", str(image))
     assert done.returncode == 2 and b"does not match its digest" in done.stderr, done.stderr
     assert not image.exists()
+
+
+# --------------------------------------------------------------------------- damaged archives
+
+
+def test_damaged_archives_fail_only_with_input_errors(tmp_path: Path) -> None:
+    """Random byte flips and cuts of a PAX archive (plain or gzip): a tree or an InvalidInputError."""
+    path = archive(
+        tmp_path,
+        "fuzz.tar",
+        ("d", None, DIR),
+        ("d/a", bytes(range(256)) * 3, {"pax_headers": {"SCHILY.xattr.user.x": "v", "mtime": "1.5"}}),
+        ("d/" + "long" * 40, bytes(range(256)) * 5, {}),
+        ("l", None, {"type": tarfile.LNKTYPE, "linkname": "d/a"}),
+        ("s", None, {"type": tarfile.SYMTYPE, "linkname": "d"}),
+    )
+    good = path.read_bytes()
+    rng = random.Random(7)
+    outcomes = {"tree": 0, "error": 0}
+    for _ in range(400):
+        data = bytearray(good)
+        for _flip in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            del data[rng.randrange(len(data)) :]
+        payload = bytes(data) if rng.random() < 0.7 else gzip.compress(bytes(data))
+        try:
+            tree_from_tar(io.BytesIO(payload))
+            outcomes["tree"] += 1
+        except InvalidInputError:
+            outcomes["error"] += 1
+    assert outcomes["tree"] and outcomes["error"]  # both kinds of damage were met
