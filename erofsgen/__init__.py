@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     )
     from .reader import DirEntry, ExtractResult, Image, ImageFile, Stat, SuperblockInfo, is_erofs, open_image
     from .sources import ImageBuilder, tree_from_directory
+    from .sources.tar_tree import tree_from_layers, tree_from_tar
     from .transform import TreeOverrides, apply_overrides
     from .writer import ImageSummary, write_image
     from .writer.options import InodeFormat, WriteOptions
@@ -71,6 +72,8 @@ _LAZY = {
     "is_erofs": ".reader",
     "ImageBuilder": ".sources",
     "tree_from_directory": ".sources",
+    "tree_from_layers": ".sources.tar_tree",
+    "tree_from_tar": ".sources.tar_tree",
     "TreeOverrides": ".transform",
     "apply_overrides": ".transform",
     "ImageSummary": ".writer",
@@ -118,6 +121,8 @@ __all__ = [
     "is_erofs",
     "open_image",
     "tree_from_directory",
+    "tree_from_layers",
+    "tree_from_tar",
     "write_image",
 ]
 

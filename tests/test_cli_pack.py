@@ -285,7 +285,7 @@ def test_bad_source(fake_writer: Capture, src: Path, name: str, capsys: pytest.C
     assert main(["pack", os.fspath(source), os.fspath(image)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"erofsgen: error: {source}: ")
-    assert ("No such file" if name == "missing" else "not a directory") in err
+    assert ("No such file" if name == "missing" else "not a tar archive") in err
     assert fake_writer.calls == [] and not image.exists()
 
 

@@ -1,4 +1,8 @@
-"""`erofsgen pack SOURCE IMAGE`: build an image from a directory, with mkfs.erofs's options.
+"""`erofsgen pack SOURCE... IMAGE`: an image from a directory or tar archives, with mkfs.erofs's options.
+
+SOURCE is a directory, a tar archive (plain, gzip, zstd, xz or bzip2, recognised by content)
+or `-` for a tar archive on standard input. Several archives are OCI layers, lowest first,
+merged into one tree with their whiteouts applied; `--aufs` keeps whiteouts as overlayfs ones.
 
 Options keep mkfs.erofs 1.8's spellings and meanings. Times: `-T EPOCH` sets every file's mtime
 and the build time to EPOCH (with `--mkfs-time`, only the build time); without `-T`,
@@ -17,7 +21,8 @@ from typing import Any, NoReturn
 
 from ..errors import InvalidInputError
 from ..limits import MAX_TIME_NS
-from ..sources.directory import tree_from_directory
+from ..model import Directory
+from ..sources.directory import ScanProgress, tree_from_directory
 from ..transform import TreeOverrides, apply_overrides
 from ..writer.options import COMPRESSION_ALGORITHMS, MAX_WORKERS, InodeFormat, WriteOptions
 from . import EXIT_ERROR, EXIT_OK
@@ -40,7 +45,6 @@ EXTENDED_OPTIONS = (
 # instead of an unknown-option error. Implementing one means deleting its line here.
 NOT_YET_SUPPORTED = (
     "-d",
-    "--aufs",
     "--block-list-file",
     "--clean",
     "--compress-hints",
@@ -73,8 +77,12 @@ def register(subparsers: Any) -> None:
     """Add the `pack` sub-command."""
     parser = subparsers.add_parser(
         "pack",
-        help="build an image from a directory",
-        description="Build an EROFS image from the directory SOURCE (mkfs.erofs-compatible options). "
+        help="build an image from a directory or tar archives",
+        description="Build an EROFS image from the directory SOURCE, or from tar archives (plain, gzip, "
+        "zstd, xz or bzip2, recognised by content; - reads one from standard input), "
+        "with mkfs.erofs-compatible options. Several archives are layers, lowest first, merged "
+        "with their OCI whiteouts (.wh.NAME, .wh..wh..opq) applied, as are the layers of "
+        "oci:DIR[:TAG], an image of an OCI image layout directory. "
         "Note the order: SOURCE first, then IMAGE (mkfs.erofs takes IMAGE first).",
         epilog="mkfs.erofs options not supported yet: "
         + ", ".join(NOT_YET_SUPPORTED)
@@ -84,8 +92,20 @@ def register(subparsers: Any) -> None:
         )
         + ".",
     )
-    parser.add_argument("source", metavar="SOURCE", help="directory to pack (a symlink to one is followed)")
+    parser.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="directory to pack (a symlink to one is followed), or tar archives, or - for a tar on "
+        "stdin, or oci:DIR[:TAG] for the layers of an image in an OCI image layout",
+    )
     parser.add_argument("image", metavar="IMAGE", help="image file to write")
+    parser.add_argument(
+        "--aufs",
+        action="store_true",
+        help="tar sources: keep whiteouts as overlayfs whiteouts (character device 0/0; "
+        "trusted.overlay.opaque=y on opaque directories)",
+    )
     _add_layout_options(parser)
     _add_chunk_options(parser)
     _add_compression_options(parser)
@@ -335,15 +355,21 @@ def run(args: argparse.Namespace) -> int:
 
     # An image written to standard output must not get the summary mixed into it.
     summary_stream = sys.stderr if _is_stdout(args.image) else sys.stdout
-    source = source_directory(args.source, args.image)
+    archives = tar_sources(args.sources, args.image)
+    source = "" if archives else source_directory(args.sources[0], args.image)
     with Progress(quiet=args.quiet) as progress:
-        root = tree_from_directory(
-            source,
-            exclude_paths=args.exclude_path,
-            exclude_regexes=args.exclude_regex,
-            read_xattrs=options.xattrs,
-            on_progress=progress.scanned,
-        )
+        if archives:
+            root = archive_tree(args, archives, progress.scanned)
+        else:
+            if args.aufs:
+                raise InvalidInputError("--aufs applies to tar sources only", path=source)
+            root = tree_from_directory(
+                source,
+                exclude_paths=args.exclude_path,
+                exclude_regexes=args.exclude_regex,
+                read_xattrs=options.xattrs,
+                on_progress=progress.scanned,
+            )
         apply_overrides(root, overrides)
         summary = write_image(root, args.image, options, progress=progress.written, sync=args.sync)
     if not args.quiet:
@@ -353,6 +379,41 @@ def run(args: argparse.Namespace) -> int:
             file=summary_stream,
         )
     return EXIT_OK
+
+
+def archive_tree(args: argparse.Namespace, archives: list[str], on_progress: ScanProgress) -> Directory:
+    """The tree of the tar SOURCEs: one archive as it extracts; several, or the layers of an
+    `oci:` image, merged with their whiteouts."""
+    if args.exclude_path or args.exclude_regex:
+        raise InvalidInputError("--exclude-path and --exclude-regex apply to directory sources only")
+    # tarfile, the decompressors and json: imported only for archives.
+    from ..sources.oci import is_oci_source, oci_layers
+    from ..sources.tar_tree import tree_from_layers
+
+    layers: list[object] = []
+    for archive in archives:
+        layers.extend(oci_layers(archive) if is_oci_source(archive) else [archive])
+    layered = len(layers) > 1 or any(map(is_oci_source, archives))
+    return tree_from_layers(layers, whiteouts=layered, overlay=args.aufs, on_progress=on_progress)
+
+
+def tar_sources(sources: list[str], image: str) -> list[str]:
+    """The SOURCE arguments as tar archives, or [] for one directory (checked by the scan).
+
+    `-` and anything that is not a directory (a regular file, a pipe) is read as an archive;
+    whether it is one is up to its content; `oci:DIR[:TAG]` stands for an image's layers.
+    Several SOURCEs must all be archives.
+    """
+    if len(sources) == 1 and sources[0] != "-" and not sources[0].startswith("oci:"):
+        only = sources[0]
+        if os.path.isdir(only) or not os.path.exists(only) or os.path.isdir(image):
+            return []  # a directory, or a mistake the directory check explains
+    if sources.count("-") > 1:
+        raise InvalidInputError("standard input (-) can be read only once")
+    for source in sources:
+        if source != "-" and not source.startswith("oci:") and os.path.isdir(source):
+            raise InvalidInputError("a directory cannot be merged with tar layers", path=source)
+    return sources
 
 
 def source_directory(source: str, image: str) -> str:

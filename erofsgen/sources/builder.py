@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from ..errors import InvalidInputError
 from ..format.constants import EROFS_PATH_MAX
-from ..model import DataSource, Device, Directory, Fifo, File, Metadata, Node, Socket, Symlink
+from ..model import DataSource, Device, Directory, Fifo, File, Metadata, Node, Socket, Symlink, iter_tree
 from ..writer.options import ProgressCallback, WriteOptions
 from .arguments import (
     EntryMeta,
@@ -379,7 +379,7 @@ class ImageBuilder:
 
     def add_tree(
         self,
-        source: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+        source: str | bytes | os.PathLike[str] | os.PathLike[bytes] | BinaryIO,
         name: Name = "",
         *,
         exclude_paths: Iterable[str | bytes] = (),
@@ -395,16 +395,28 @@ class ImageBuilder:
         """Graft the directory `source` on disk at `name`: a new path, or the root or a directory
         created implicitly, which then takes the source's metadata and gains its children.
         `exclude_paths` and `exclude_regexes` are lists, as `tree_from_directory` takes them;
-        the metadata keywords apply to the grafted directory itself."""
+        the metadata keywords apply to the grafted directory itself.
+
+        `source` may also be a tar archive (plain, gzip, zstd, xz or bzip2, by content): a path
+        to one, or a binary file object read once from where it stands (see `tree_from_tar`);
+        exclusions do not apply to archives."""
         entry = EntryMeta(mode, uid, gid, mtime, mtime_ns, xattrs)
         where, parts = split_name(name)
         self._check_open()
-        walked = tree_from_directory(
-            fs_path(source, "source", where),
-            exclude_paths=name_list(exclude_paths, "exclude_paths", where),
-            exclude_regexes=name_list(exclude_regexes, "exclude_regexes", where, patterns=True),
-            read_xattrs=check_bool(read_xattrs, "read_xattrs", where),
-        )
+        keep_xattrs = check_bool(read_xattrs, "read_xattrs", where)
+        if hasattr(source, "read"):
+            walked = _tar_tree(source, keep_xattrs, exclude_paths, exclude_regexes, where)
+        else:
+            path = fs_path(source, "source", where)
+            if os.path.isfile(path):
+                walked = _tar_tree(path, keep_xattrs, exclude_paths, exclude_regexes, where)
+            else:
+                walked = tree_from_directory(
+                    path,
+                    exclude_paths=name_list(exclude_paths, "exclude_paths", where),
+                    exclude_regexes=name_list(exclude_regexes, "exclude_regexes", where, patterns=True),
+                    read_xattrs=keep_xattrs,
+                )
         self._update(walked, where, entry)
         existing = self._lookup_implicit(parts) if parts else self._tree
         if existing is None:
@@ -489,6 +501,27 @@ class ImageBuilder:
             assert isinstance(child, Directory)  # _check_free made sure
             directory = child
         directory.children[parts[-1]] = node
+
+
+def _tar_tree(
+    source: object,
+    keep_xattrs: bool,
+    exclude_paths: Iterable[str | bytes],
+    exclude_regexes: Iterable[str | bytes],
+    where: str,
+) -> Directory:
+    """The tree of a tar archive, for `add_tree`."""
+    if list(exclude_paths) or list(exclude_regexes):
+        raise InvalidInputError(
+            "exclude_paths and exclude_regexes apply to directories, not tar archives", where
+        )
+    from .tar_tree import tree_from_tar  # tarfile and the decompressors: only when needed
+
+    tree = tree_from_tar(source)
+    if not keep_xattrs:
+        for _path, node in iter_tree(tree):
+            node.meta.xattrs.clear()
+    return tree
 
 
 def _show(parts: list[bytes]) -> str:

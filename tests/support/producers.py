@@ -11,7 +11,9 @@ scenario records (see tests/test_support.py), so its round trips compare exactly
 
 from __future__ import annotations
 
+import dataclasses
 import stat
+import subprocess
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -57,6 +59,32 @@ def _pack(args: tuple[str, ...]) -> Callable[[Path, Path], tuple[Path, ...]]:
     return make
 
 
+def _tar(args: tuple[str, ...]) -> Callable[[Path, Path], tuple[Path, ...]]:
+    """GNU tar (PAX, xattrs, ACLs, sparse) of the source, then `erofsgen pack ARGS ARCHIVE IMAGE`."""
+
+    def make(source: Path, image: Path) -> tuple[Path, ...]:
+        archive = image.with_name("source.tar")
+        tar = ["tar", "--format=posix", "--xattrs", "--xattrs-include=*", "--acls", "--sparse"]
+        subprocess.run([*tar, "--numeric-owner", "-cf", str(archive), "-C", str(source), "."], check=True)
+        status = cli_main(["pack", "--quiet", *args, str(archive), str(image)])
+        assert status == 0, f"erofsgen pack {' '.join(args)} ARCHIVE exited {status}"
+        archive.unlink()
+        return ()
+
+    return make
+
+
+def _as_gnu_tar_keeps_it(snap: TreeSnapshot) -> TreeSnapshot:
+    """No sockets (tar cannot hold them); FIFOs and devices hard-linked in the source come out
+    as separate inodes (GNU tar links only regular files and symlinks)."""
+    kept = {path: entry for path, entry in snap.entries.items() if entry.kind != "sock"}
+    separate = {path for path, entry in kept.items() if entry.kind in ("fifo", "chr", "blk")}
+    for path in separate:
+        kept[path] = dataclasses.replace(kept[path], nlink=1)
+    links = frozenset(group for group in snap.hardlinks if not group & separate)
+    return TreeSnapshot(kept, links)
+
+
 def _mkfs(args: tuple[str, ...]) -> Callable[[Path, Path], tuple[Path, ...]]:
     def make(source: Path, image: Path) -> tuple[Path, ...]:
         blob = image.with_name("blob")
@@ -83,6 +111,11 @@ def erofsgen(
         ignore=ignore,
         check=check,
     )
+
+
+def erofsgen_tar(name: str, *args: str, check: _Check | None = None) -> Producer:
+    """`erofsgen pack ARGS ARCHIVE IMAGE` from a GNU tar archive of the source."""
+    return Producer(f"erofsgen_tar_{name}", _tar(args), expect=_as_gnu_tar_keeps_it, check=check)
 
 
 def mkfs_erofs(name: str, *args: str, expect: _Expect | None = None) -> Producer:
@@ -314,6 +347,8 @@ PRODUCERS: tuple[Producer, ...] = (
         features={SMALL_BLOCKS},
         check=_ztailpacked(DataLayout.COMPRESSED_COMPACT),
     ),
+    erofsgen_tar("default"),
+    erofsgen_tar("lz4hc", "-zlz4hc", check=_compressed(DataLayout.COMPRESSED_COMPACT)),
     mkfs_erofs("default"),
     mkfs_erofs("lz4", "-zlz4"),
     erofsgen(
