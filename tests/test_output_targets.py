@@ -90,15 +90,17 @@ def test_fifo_gets_the_same_bytes_as_a_file(tmp_path: Path) -> None:
     assert received.read_bytes() == ref.read_bytes()
 
 
-def test_image_to_stdout_keeps_the_summary_out_of_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["/dev/stdout", "-"])
+def test_image_to_stdout_keeps_the_summary_out_of_it(tmp_path: Path, target: str) -> None:
     source = source_dir(tmp_path / "src", 100_000)
     ref = tmp_path / "ref.img"
     assert pack("--quiet", "-U", "clear", str(source), str(ref)).wait() == 0
-    proc = pack("-U", "clear", str(source), "/dev/stdout", stdout=subprocess.PIPE)
+    proc = pack("-U", "clear", str(source), target, stdout=subprocess.PIPE)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert out == ref.read_bytes()
     assert err.startswith(b"/dev/stdout: 2 inodes,") and err.count(b"\n") == 1
+    assert not (REPO / "-").exists()  # "-" is standard output, not a file of that name
 
 
 def test_reader_closing_the_pipe_early_is_one_line(tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ def register(subparsers: Any) -> None:
         help="directory to pack (a symlink to one is followed), or tar archives, or - for a tar on "
         "stdin, or oci:DIR[:TAG] for the layers of an image in an OCI image layout",
     )
-    parser.add_argument("image", metavar="IMAGE", help="image file to write")
+    parser.add_argument("image", metavar="IMAGE", help="image file to write (- for standard output)")
     parser.add_argument(
         "--aufs",
         action="store_true",
@@ -348,6 +348,8 @@ def _add_owner_options(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Scan SOURCE, apply the overrides and write IMAGE."""
+    if args.image == "-":  # as for SOURCE, "-" is the standard stream; "./-" names a file
+        args.image = "/dev/stdout"
     build_time_ns, mtime_ns, clamp_ns = _times(args, os.environ)
     options = write_options(args, build_time_ns)
     overrides = tree_overrides(args, mtime_ns, clamp_ns)
