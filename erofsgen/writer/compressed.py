@@ -1,4 +1,4 @@
-"""Compressed regular files (LZ4, LZ4HC): cut into extents by the data stage, placed like plain data.
+"""Compressed regular files (LZ4, LZ4HC, ZSTD, DEFLATE, LZMA): cut into extents by the data stage.
 
 The data stage reads the file once and cuts it into extents by output size: each extent is as
 much data as compresses into one pcluster (one block), the compressed stream right-aligned in
@@ -19,25 +19,31 @@ from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..format.constants import Z_EROFS_LI_D0_CBLKCNT, DataLayout, LclusterType, MapAdvise
+from ..format.constants import (
+    Z_EROFS_LI_D0_CBLKCNT,
+    CompressionAlgorithm,
+    DataLayout,
+    LclusterType,
+    MapAdvise,
+)
 from ..format.zmap import (
     LCLUSTER_INDEX,
     MAP_HEADER,
-    Lz4Config,
     MapHeaderRec,
     compact_index_size,
     compact_layout,
     encode_compacted_pack,
 )
+from .codecs import MAX_EXTENT_LCLUSTERS, config_record
 from .filecopy import copy_range
-from .lz4dest import LZ4_MAX_DISTANCE, DestSizeCompressor
+from .lz4dest import DestSizeCompressor
 from .stored import Stored
 
 if TYPE_CHECKING:
     from .plan import PlannedInode
 
 _INDEX_PACK = LCLUSTER_INDEX.struct.pack
-_HEADER = MAP_HEADER.pack(MapHeaderRec(0, 0, 0, 0, 0))  # LZ4 as HEAD1, one-block lclusters
+_HEADER = MAP_HEADER.pack(MapHeaderRec(0, 0, 0, 0, 0))  # only its length matters
 _FULL_INDEX_GAP = bytes(8)  # the reserved bytes between the map header and the entries
 FLUSH_BYTES = 1 << 20  # pclusters are written to the spool in pieces of about this size
 
@@ -50,6 +56,7 @@ class CompressedData(Stored):
 
     __slots__ = (
         "_size",
+        "algorithm",
         "blocks",
         "compact",
         "compressed",
@@ -64,8 +71,17 @@ class CompressedData(Stored):
     file_data = True
 
     def __init__(
-        self, plain: Stored, size: int, spool_fd: int, spool_offset: int, *, compact: bool, pcluster: int
+        self,
+        plain: Stored,
+        size: int,
+        spool_fd: int,
+        spool_offset: int,
+        *,
+        compact: bool,
+        pcluster: int,
+        algorithm: CompressionAlgorithm = CompressionAlgorithm.LZ4,
     ) -> None:
+        self.algorithm = algorithm  # of every HEAD1 extent (the map header's low nibble)
         self.compact = compact  # compacted indexes (layout 3), else full ones (layout 1)
         self.pcluster = pcluster  # largest pcluster in bytes: above a block, big pclusters
         self.plain = plain  # how the file is stored if compression does not pay
@@ -121,9 +137,9 @@ class CompressedData(Stored):
         entries = lcluster_entries(self.starts, self.heads, self.nblocks, self._size, block_size, big=big)
         advise = (MapAdvise.BIG_PCLUSTER_1 | MapAdvise.BIG_PCLUSTER_2) if big else 0
         if self.compact:
-            header = MAP_HEADER.pack(MapHeaderRec(0, 0, MapAdvise.COMPACTED_2B | advise, 0, 0))
+            header = MAP_HEADER.pack(MapHeaderRec(0, 0, MapAdvise.COMPACTED_2B | advise, self.algorithm, 0))
             return pad + header + compact_indexes(entries, inode_end, plan.startblk, big=big)
-        header = MAP_HEADER.pack(MapHeaderRec(0, 0, advise, 0, 0))
+        header = MAP_HEADER.pack(MapHeaderRec(0, 0, advise, self.algorithm, 0))
         return pad + header + _FULL_INDEX_GAP + full_indexes(entries, plan.startblk)
 
 
@@ -218,18 +234,12 @@ def _followed_by_mark(entries: list[Entry], lcn: int) -> bool:
     return lcn + 1 < len(entries) and entries[lcn + 1][0] == LclusterType.NONHEAD
 
 
-def compression_configs(pcluster_size: int, block_size: int) -> bytes:
-    """The COMPR_CFGS records after the superblock: needed only for big pclusters (LZ4 only)."""
-    if pcluster_size <= block_size:
+def compression_configs(algorithm: str | None, pcluster_size: int, block_size: int) -> bytes:
+    """The COMPR_CFGS records after the superblock: one for the algorithm, where it needs one
+    (every algorithm but LZ4 with one-block pclusters; see codecs.config_record)."""
+    if algorithm is None:
         return b""
-    record: bytes = Lz4Config.build(
-        {
-            "max_distance": LZ4_MAX_DISTANCE,
-            "max_pclusterblks": pcluster_size // block_size,
-            "reserved": bytes(10),
-        }
-    )
-    return len(record).to_bytes(2, "little") + record
+    return config_record(algorithm, pcluster_size, block_size)
 
 
 def compress_file(
@@ -242,13 +252,14 @@ def compress_file(
 ) -> None:
     """Cut the file into extents and write their pclusters to the spool (the data stage's job).
 
-    Reads at most a window ahead: an LZ4 block never holds more than about 255 times its size,
-    and extents stay within 1024 lclusters (NONHEAD deltas then never reach the CBLKCNT bit).
+    Reads at most a window ahead: no stream holds more than `compress.max_ratio` times its size
+    (about 255 for LZ4), and extents stay within 1024 lclusters (NONHEAD deltas then never reach
+    the CBLKCNT bit).
     A pcluster takes as many blocks as its stream needs, up to `form.pcluster` bytes.
     """
     size = form.size
     capacity = form.pcluster
-    window = min(255 * capacity, 1024 * block_size)  # deltas stay far below CBLKCNT (2048)
+    window = min(compress.max_ratio * capacity, MAX_EXTENT_LCLUSTERS * block_size)
     buffer = b""  # file bytes from `pos - off`; refilled a few windows at a time
     off = 0
     pos = 0

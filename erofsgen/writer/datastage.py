@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..errors import InvalidInputError
 from ..model import BytesData, DataSource, Device, Directory, File, Node, StreamData, Symlink
 from .chunks import ChunkedData, ChunkSession, hash_chunks
+from .codecs import dest_size_compressor
 from .compressed import CompressedData, compress_file, spool_reader
 from .dirs import shape_directory
 from .filecopy import FileReader
-from .lz4dest import DestSizeCompressor, dest_size_compressor
+from .lz4dest import DestSizeCompressor
 from .stored import (
     NO_DATA,
     DeviceNumber,
@@ -126,7 +127,13 @@ class DataStage:
         # Room for the pclusters: every extent but the last holds at least a block of data.
         fd, offset = self._reserve(-(-size // self.block_size) * self.block_size)
         form = CompressedData(
-            plain, size, fd, offset, compact=self.compact_indexes, pcluster=self.pcluster_size
+            plain,
+            size,
+            fd,
+            offset,
+            compact=self.compact_indexes,
+            pcluster=self.pcluster_size,
+            algorithm=compressor.algorithm,
         )
         self._submit(_compress, data, plan, form, raw, compressor, self.block_size)
         return form
@@ -240,7 +247,9 @@ def stage_compressor(options: WriteOptions) -> DestSizeCompressor | None:
     """The compressor the options ask for, if any."""
     if options.compression is None:
         return None
-    return dest_size_compressor(options.compression, options.compression_level)
+    return dest_size_compressor(
+        options.compression, options.compression_level, options.pcluster_bytes, options.block_size
+    )
 
 
 def _hash_batch(forms: list[ChunkedData], abort: threading.Event) -> None:
