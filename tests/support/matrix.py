@@ -31,6 +31,8 @@ LONG_PREFIXES = "long xattr name prefixes"
 # Chunk indexes with holes (all-zero chunks): erofs-utils 1.5 checks them, but its extraction
 # cuts a file that ends in a hole short at its last data chunk.
 CHUNK_HOLES = "chunk holes"
+# zstd, deflate and lzma: erofs-utils 1.5 as packaged here is built with none of them.
+NEW_ALGORITHMS = "zstd, deflate or lzma compression"
 
 # Fixtures (tests/conftest.py) that skip, or fail under EROFSGEN_REQUIRE_KERNEL=1, when the
 # machine lacks what they stand for.
