@@ -2,13 +2,13 @@
 
 libzstd cannot stop at an output size (mkfs.erofs searches too), and python-zstandard cannot
 copy a compression context mid-stream, so candidate prefixes are compressed whole: the first
-guess is four times the capacity, then each fitting try predicts the prefix that would fill the
-capacity from its own ratio, and a try that does not fit halves the interval. The search stops
-once the interval is narrower than 1/256 of the fitting prefix (at most that much input is left
-for the next pcluster), when the stream fills the capacity to the byte, or when no prefix left
-in the interval could save a block (the extent will be stored raw anyway). Typically 5 to 8
-tries; the streams are plain frames (content size, no checksum) whose window never exceeds the
-one the config record announces.
+guess is four times the capacity; while no try has failed, the next is what the ratio so far
+predicts, while none has fitted, half the last; between a fitting and a failing try, the secant
+through their sizes, aimed just below the capacity. The search stops when a stream fills the
+capacity to within 1/256, when the interval is narrower than 1/256 of the fitting prefix, or
+when no prefix left in the interval could save a block (the extent will be stored raw anyway).
+Typically 4 to 5 tries; the streams are plain frames (content size, no checksum) whose window
+never exceeds the one the config record announces.
 """
 
 from __future__ import annotations
@@ -27,23 +27,29 @@ def fit_prefix(
 ) -> tuple[bytes, int]:
     """(stream, prefix length): a long prefix of data[start:end] whose one-shot stream fits."""
     fits, best = 0, b""  # the longest prefix known to fit, and its stream
-    over = end - start + 1  # the shortest prefix known not to fit (one past the end: none)
+    over, over_size = end - start + 1, 0  # the shortest prefix known not to fit (none yet), its size
+    slack = capacity >> TOLERANCE_SHIFT
     guess = 4 * capacity
     while True:
         guess = min(max(guess, fits + 1), over - 1)
         stream = compress(data[start : start + guess])
         if len(stream) <= capacity:
             fits, best = guess, stream
-            guess = capacity * guess // len(stream)
         else:
-            over = guess
-            guess = (fits + over) // 2
-        if over - fits <= max(1, fits >> TOLERANCE_SHIFT) or len(best) == capacity:
+            over, over_size = guess, len(stream)
+        if over - fits <= max(1, fits >> TOLERANCE_SHIFT) or len(best) >= capacity - slack:
             break
         # A prefix shorter than `over` whose stream needs the blocks of `best` or more holds no
         # more data than those blocks: it would be stored raw.
         if fits and over - 1 <= -(-len(best) // block_size) * block_size:
             break
+        if fits and over_size:  # between two bounds: the secant, aimed just below the capacity
+            goal = capacity - slack // 2
+            guess = fits + (goal - len(best)) * (over - fits) // max(1, over_size - len(best))
+        elif fits:  # no upper bound yet: what the ratio so far predicts
+            guess = capacity * fits // max(1, len(best))
+        else:
+            guess = over // 2
     return best, fits
 
 
