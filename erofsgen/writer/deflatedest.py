@@ -5,10 +5,10 @@ input is fed in steps, and after each step a copy is finished to learn the size 
 that would end there (what zlib already emitted for earlier blocks is final). A step whose
 finished stream fits is kept and the next step is sized from the ratio so far; one that does
 not is undone (the object is restored from a copy taken before it) and halved. This stops when
-a step would be under 16 bytes, or when no longer prefix could save a block. Each step costs
-compressing its own input once plus finishing the pending block, so a pcluster costs about one
-compression of its extent plus a dozen block flushes, far less than compressing candidate
-prefixes whole.
+the stream is within 1/256 of the capacity, when a step would be under 16 bytes, or when no
+longer prefix could save a block. Each step costs compressing its own input once plus finishing
+the pending block, so a pcluster costs about one compression of its extent plus a dozen block
+flushes, far less than compressing candidate prefixes whole.
 
 A raw stream starting with a non-final stored block begins with a zero byte, which readers
 would take for 0PADDING: such an extent is stored raw instead.
@@ -21,6 +21,7 @@ import zlib
 from ..format.constants import CompressionAlgorithm
 
 MIN_STEP = 16  # input bytes: below this, another try gains too little to pay for itself
+FILLED_SHIFT = 8  # a stream within 1/256 of the capacity is full enough
 MEM_LEVEL = 8  # zlib's default; larger states make the copies dearer for no real gain
 
 
@@ -53,6 +54,8 @@ class DeflateDestSize:
                 emitted_len += len(out)
                 fed += step
                 tail = trial
+                if capacity - size <= capacity >> FILLED_SHIFT:
+                    break
                 step = max(MIN_STEP, (capacity - size) * fed // size * 7 // 8)
                 continue
             encoder = before
