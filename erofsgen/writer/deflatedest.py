@@ -42,7 +42,7 @@ class DeflateDestSize:
         fed = 0
         tail = b""  # how the stream of the kept steps ends
         limit = end - start
-        step = 2 * capacity
+        step = capacity // 2  # small: steps are incremental, and raw data then costs little
         while fed < limit and step >= MIN_STEP:
             before = encoder.copy()
             step = min(step, limit - fed)
