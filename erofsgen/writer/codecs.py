@@ -32,17 +32,17 @@ class Codec:
     algorithm: CompressionAlgorithm
     levels: tuple[int, int] | None  # the valid range; None: takes no level
     default_level: int | None
-    linux: str  # the first Linux release that mounts images using it
 
 
 CODECS: dict[str, Codec] = {
     c.name: c
     for c in (
-        Codec("lz4", CompressionAlgorithm.LZ4, None, None, "5.3"),
-        Codec("lz4hc", CompressionAlgorithm.LZ4, (0, 12), 9, "5.3"),  # LZ4HC_CLEVEL_DEFAULT
-        Codec("zstd", CompressionAlgorithm.ZSTD, (1, 22), 3, "6.10"),  # ZSTD_CLEVEL_DEFAULT
-        Codec("deflate", CompressionAlgorithm.DEFLATE, (0, 9), 6, "6.6"),  # zlib's default level
-        Codec("lzma", CompressionAlgorithm.LZMA, (0, 9), 6, "5.16"),  # LZMA_PRESET_DEFAULT
+        # Linux mounts lz4 from 5.3, lzma from 5.16, deflate from 6.6, zstd from 6.10.
+        Codec("lz4", CompressionAlgorithm.LZ4, None, None),
+        Codec("lz4hc", CompressionAlgorithm.LZ4, (0, 12), 9),  # LZ4HC_CLEVEL_DEFAULT
+        Codec("zstd", CompressionAlgorithm.ZSTD, (1, 22), 3),  # ZSTD_CLEVEL_DEFAULT
+        Codec("deflate", CompressionAlgorithm.DEFLATE, (0, 9), 6),  # zlib's default level
+        Codec("lzma", CompressionAlgorithm.LZMA, (0, 9), 6),  # LZMA_PRESET_DEFAULT
     )
 }
 

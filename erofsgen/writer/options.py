@@ -10,6 +10,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidInputError
+from .codecs import CODECS, check_level
 
 if TYPE_CHECKING:
     from .policy import LayoutPolicy
@@ -26,7 +27,7 @@ class InodeFormat(Enum):
 MAX_LONG_PREFIXES = 128  # e_name_index holds 0x80 | id in 8 bits
 MAX_CHUNK_SHIFT = 31  # i_u's five format bits: a chunk is at most block size << 31 bytes
 DEFAULT_BLOB_CHUNK_SIZE = 64 << 10
-COMPRESSION_ALGORITHMS = ("lz4", "lz4hc", "zstd", "deflate", "lzma")  # codecs.CODECS
+COMPRESSION_ALGORITHMS = tuple(CODECS)  # lz4, lz4hc, zstd, deflate, lzma
 MAX_WORKERS = 256
 MAX_PCLUSTER_SIZE = (
     1 << 20
@@ -95,8 +96,6 @@ class WriteOptions:
             raise InvalidInputError(f"workers {self.workers} is not from 1 to {MAX_WORKERS}")
 
     def _check_compression(self) -> None:
-        from .codecs import check_level
-
         algorithm, level, pcluster = self.compression, self.compression_level, self.pcluster_size
         if algorithm is None:
             if level is not None or pcluster is not None:
