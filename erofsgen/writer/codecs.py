@@ -109,6 +109,32 @@ def config_record(name: str, pcluster_size: int, block_size: int) -> bytes:
     return len(record).to_bytes(2, "little") + record
 
 
+class RawProbe:
+    """Big pclusters: first see whether a two-block stream holds more than two blocks of data.
+
+    Where it does not, the extent is stored raw and the next one starts a block later, so an
+    encoder that fills the whole pcluster would spend a pcluster's work on each block of
+    incompressible data (16 times over with 64 KiB pclusters). Raw data costs the same in a
+    stream or beside it, so answering with the probe loses next to nothing.
+    """
+
+    PROBE_BLOCKS = 2
+
+    def __init__(self, inner: DestSizeCompressor, block_size: int) -> None:
+        self.inner = inner
+        self.algorithm = inner.algorithm
+        self.max_ratio = inner.max_ratio
+        self.block_size = block_size
+
+    def __call__(self, data: bytes, start: int, end: int, capacity: int) -> tuple[bytes, int]:
+        probe = self.PROBE_BLOCKS * self.block_size
+        if capacity > probe:
+            stream, used = self.inner(data, start, end, probe)
+            if used <= -(-len(stream) // self.block_size) * self.block_size:
+                return stream, used
+        return self.inner(data, start, end, capacity)
+
+
 def dest_size_compressor(
     name: str, level: int | None, pcluster_size: int, block_size: int
 ) -> DestSizeCompressor:
@@ -128,7 +154,7 @@ def dest_size_compressor(
     if entry.algorithm == CompressionAlgorithm.DEFLATE:
         from .deflatedest import DeflateDestSize
 
-        return DeflateDestSize(chosen, block_size)
+        return RawProbe(DeflateDestSize(chosen, block_size), block_size)
     from .lzmadest import microlzma_compressor
 
-    return microlzma_compressor(chosen, lzma_dict_size(block_size))
+    return RawProbe(microlzma_compressor(chosen, lzma_dict_size(block_size)), block_size)
