@@ -247,3 +247,18 @@ def test_nothing_compressible_leaves_plain_files(tmp_path: Path, name: str) -> N
     with open_image(image) as img:
         assert not img.superblock.feature_incompat & FeatureIncompat.ZERO_PADDING
         assert img.read_bytes("noise") == noise
+
+
+@pytest.mark.parametrize("name", ["deflate", "lzma"])
+def test_big_pclusters_probe_incompressible_data_with_two_blocks(name: str) -> None:
+    compress = codecs.dest_size_compressor(name, None, 16 * BS, BS)
+    assert isinstance(compress, codecs.RawProbe)
+    noise = random.Random(25).randbytes(300_000)
+    stream, used = compress(noise, 0, len(noise), 16 * BS)
+    assert len(stream) <= 2 * BS  # the probe's answer: no need to fill 16 blocks
+    assert used <= -(-len(stream) // BS) * BS  # so this extent is stored raw
+    # Data that compresses still gets its whole pcluster.
+    text = random.Random(26).randbytes(3000) + _text(500_000, 8)
+    stream, used = compress(text, 0, len(text), 16 * BS)
+    assert len(stream) > 15 * BS and used > 32 * BS
+    assert _decode(ALGORITHMS[name], stream, used) == text[:used]
