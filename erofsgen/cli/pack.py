@@ -240,7 +240,9 @@ def _add_compression_options(parser: argparse.ArgumentParser) -> None:
         dest="compression",
         type=_compression,
         metavar="ALG[,LEVEL]",
-        help="compress regular files with lz4 or lz4hc (LEVEL 0..12, default 9), e.g. -zlz4hc,12",
+        help="compress regular files with lz4, lz4hc (LEVEL 0..12, default 9), zstd (1..22, default 3), "
+        "deflate (0..9, default 6) or lzma (MicroLZMA, 0..9, default 6), e.g. -zlz4hc,12 or -zzstd,level=19; "
+        "zstd, deflate and lzma need Linux 6.10, 6.6 and 5.16",
     )
     parser.add_argument(
         "-C",
@@ -266,16 +268,27 @@ def _add_compression_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _compression(text: str) -> tuple[str, int | None]:
+    """ALG, ALG,LEVEL or (mkfs.erofs 1.8+) ALG,level=LEVEL."""
+    from ..writer.codecs import check_level
+
     name, sep, level_text = text.partition(",")
     if name not in COMPRESSION_ALGORITHMS:
         known = ", ".join(COMPRESSION_ALGORITHMS)
         raise argparse.ArgumentTypeError(f"{name!r} is not a supported algorithm ({known})")
     if not sep:
         return name, None
+    key, eq, value = level_text.partition("=")
+    if eq and key != "level":
+        raise argparse.ArgumentTypeError(f"{key!r} is not a compression option (only level=LEVEL)")
     try:
-        return name, int(level_text)
+        level = int(value if eq else level_text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{level_text!r} is not a compression level") from None
+    try:
+        check_level(name, level)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name, level
 
 
 def _workers(text: str) -> int:

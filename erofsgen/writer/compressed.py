@@ -1,4 +1,4 @@
-"""Compressed regular files (LZ4, LZ4HC): cut into extents by the data stage, placed like plain data.
+"""Compressed regular files (LZ4, LZ4HC, ZSTD, DEFLATE, LZMA): cut into extents by the data stage.
 
 The data stage reads the file once and cuts it into extents by output size: each extent is as
 much data as compresses into one pcluster (one block), the compressed stream right-aligned in
@@ -20,25 +20,31 @@ from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..format.constants import Z_EROFS_LI_D0_CBLKCNT, DataLayout, LclusterType, MapAdvise
+from ..format.constants import (
+    Z_EROFS_LI_D0_CBLKCNT,
+    CompressionAlgorithm,
+    DataLayout,
+    LclusterType,
+    MapAdvise,
+)
 from ..format.zmap import (
     LCLUSTER_INDEX,
     MAP_HEADER,
-    Lz4Config,
     MapHeaderRec,
     compact_index_size,
     compact_layout,
     encode_compacted_pack,
 )
+from .codecs import MAX_EXTENT_LCLUSTERS, config_record
 from .filecopy import copy_range
-from .lz4dest import LZ4_MAX_DISTANCE, DestSizeCompressor
+from .lz4dest import DestSizeCompressor
 from .stored import Stored
 
 if TYPE_CHECKING:
     from .plan import PlannedInode
 
 _INDEX_PACK = LCLUSTER_INDEX.struct.pack
-_HEADER = MAP_HEADER.pack(MapHeaderRec(0, 0, 0, 0, 0))  # LZ4 as HEAD1, one-block lclusters
+_HEADER = MAP_HEADER.pack(MapHeaderRec(0, 0, 0, 0, 0))  # only its length matters
 _FULL_INDEX_GAP = bytes(8)  # the reserved bytes between the map header and the entries
 FLUSH_BYTES = 1 << 20  # pclusters are written to the spool in pieces of about this size
 
@@ -51,6 +57,7 @@ class CompressedData(Stored):
 
     __slots__ = (
         "_size",
+        "algorithm",
         "blocks",
         "compact",
         "compressed",
@@ -83,7 +90,9 @@ class CompressedData(Stored):
         pcluster: int,
         ztail: bool = False,
         max_extent: int | None = None,
+        algorithm: CompressionAlgorithm = CompressionAlgorithm.LZ4,
     ) -> None:
+        self.algorithm = algorithm  # of every HEAD1 extent (the map header's low nibble)
         self.compact = compact  # compacted indexes (layout 3), else full ones (layout 1)
         self.pcluster = pcluster  # largest pcluster in bytes: above a block, big pclusters
         self.ztail = ztail  # the last extent's pcluster may go inline after the index
@@ -183,9 +192,10 @@ class CompressedData(Stored):
             advise |= MapAdvise.INLINE_PCLUSTER
             idata = self.tail
         if self.compact:
-            header = MAP_HEADER.pack(MapHeaderRec(0, len(idata), MapAdvise.COMPACTED_2B | advise, 0, 0))
+            advise |= MapAdvise.COMPACTED_2B
+            header = MAP_HEADER.pack(MapHeaderRec(0, len(idata), advise, self.algorithm, 0))
             return pad + header + compact_indexes(entries, inode_end, startblk, big=big) + idata
-        header = MAP_HEADER.pack(MapHeaderRec(0, len(idata), advise, 0, 0))
+        header = MAP_HEADER.pack(MapHeaderRec(0, len(idata), advise, self.algorithm, 0))
         return pad + header + _FULL_INDEX_GAP + full_indexes(entries, startblk) + idata
 
 
@@ -293,18 +303,12 @@ def _followed_by_mark(entries: list[Entry], lcn: int) -> bool:
     return lcn + 1 < len(entries) and entries[lcn + 1][0] == LclusterType.NONHEAD
 
 
-def compression_configs(pcluster_size: int, block_size: int) -> bytes:
-    """The COMPR_CFGS records after the superblock: needed only for big pclusters (LZ4 only)."""
-    if pcluster_size <= block_size:
+def compression_configs(algorithm: str | None, pcluster_size: int, block_size: int) -> bytes:
+    """The COMPR_CFGS records after the superblock: one for the algorithm, where it needs one
+    (every algorithm but LZ4 with one-block pclusters; see codecs.config_record)."""
+    if algorithm is None:
         return b""
-    record: bytes = Lz4Config.build(
-        {
-            "max_distance": LZ4_MAX_DISTANCE,
-            "max_pclusterblks": pcluster_size // block_size,
-            "reserved": bytes(10),
-        }
-    )
-    return len(record).to_bytes(2, "little") + record
+    return config_record(algorithm, pcluster_size, block_size)
 
 
 def compress_file(
@@ -317,18 +321,18 @@ def compress_file(
 ) -> None:
     """Cut the file into extents and write their pclusters to the spool (the data stage's job).
 
-    Reads at most a window ahead: an LZ4 block never holds more than about 255 times its size,
-    and extents stay within 1024 lclusters (NONHEAD deltas then never reach the CBLKCNT bit),
-    and within `form.max_extent` bytes. A pcluster takes as many blocks as its stream needs, up
-    to `form.pcluster` bytes. Where a stream saves no block, every whole block of the data it
-    covered is stored raw at once, one PLAIN extent per block: that costs no more blocks than
-    the stream would have, and incompressible data is compressed once per pcluster, not once
-    per block. With ztailpacking, the extent reaching EOF is kept in `form.tail` when its
-    pcluster is under a block (compressed, or raw when compression does not shrink it).
+    Reads at most a window ahead: no stream holds more than `compress.max_ratio` times its size
+    (about 255 for LZ4), and extents stay within 1024 lclusters (NONHEAD deltas then never reach the
+    CBLKCNT bit), and within `form.max_extent` bytes. A pcluster takes as many blocks as its stream
+    needs, up to `form.pcluster` bytes. Where a stream saves no block, every whole block of the data
+    it covered is stored raw at once, one PLAIN extent per block: that costs no more blocks than the
+    stream would have, and incompressible data is compressed once per pcluster, not once per block.
+    With ztailpacking, the extent reaching EOF is kept in `form.tail` when its pcluster is under a
+    block (compressed, or raw when compression does not shrink it).
     """
     size = form.size
     capacity = form.pcluster
-    reach = min(255 * capacity, 1024 * block_size)  # deltas stay far below CBLKCNT (2048)
+    reach = min(compress.max_ratio * capacity, MAX_EXTENT_LCLUSTERS * block_size)
     window = reach if form.max_extent is None else min(reach, form.max_extent)
     buffer = b""  # file bytes from `pos - off`; refilled a few windows at a time
     off = 0

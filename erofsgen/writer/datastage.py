@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..errors import InvalidInputError
 from ..model import BytesData, DataSource, Device, Directory, File, Node, StreamData, Symlink
 from .chunks import ChunkedData, ChunkSession, hash_chunks
+from .codecs import dest_size_compressor
 from .compressed import CompressedData, compress_file, spool_reader
 from .dedupe import share_pclusters
 from .dirs import shape_directory
 from .filecopy import FileReader
 from .fragments import FragmentedData, FragmentTable, join_segments
-from .lz4dest import DestSizeCompressor, dest_size_compressor
+from .lz4dest import DestSizeCompressor
 from .stored import (
     NO_DATA,
     DeviceNumber,
@@ -150,6 +151,7 @@ class DataStage:
             form = FragmentedData(
                 plain, size, fd, offset, compact=self.compact_indexes, pcluster=self.pcluster_size,
                 fragments=self.fragments, max_extent=self.max_extent_bytes,
+                algorithm=compressor.algorithm,
             )  # fmt: skip
             self.extended.append((form, plan))
         else:
@@ -162,6 +164,7 @@ class DataStage:
                 pcluster=self.pcluster_size,
                 ztail=self.ztailpacking,
                 max_extent=self.max_extent_bytes,
+                algorithm=compressor.algorithm,
             )
         self._submit(_compress, data, plan, form, raw, compressor, self.block_size)
         return form
@@ -229,6 +232,7 @@ class DataStage:
         if not table.size or self.compressor is None:
             return None
         size, bs = table.size, self.block_size
+        algorithm = self.compressor.algorithm
         fd, raw = self._reserve(size)
         table.write(fd, raw)
         # Cut in segments of a fixed size, compressed in parallel and joined: a segment's last
@@ -237,13 +241,15 @@ class DataStage:
         for start in range(0, size, PACKED_SEGMENT):
             length = min(PACKED_SEGMENT, size - start)
             at = self._reserve(-(-length // bs) * bs)[1]
-            part = CompressedData(NO_DATA, length, fd, at, compact=True, pcluster=self.pcluster_size)
+            part = CompressedData(
+                NO_DATA, length, fd, at, compact=True, pcluster=self.pcluster_size, algorithm=algorithm
+            )
             self._submit(_compress_spooled, part, raw + start, self.compressor, bs)
             parts.append((start, part))
         self.settle()
         packed = CompressedData(
             SpooledData(fd, raw, size), size, fd, self._reserve(-(-size // bs) * bs)[1],
-            compact=self.compact_indexes, pcluster=self.pcluster_size,
+            compact=self.compact_indexes, pcluster=self.pcluster_size, algorithm=algorithm,
         )  # fmt: skip
         join_segments(packed, parts, bs)
         return packed
@@ -316,7 +322,9 @@ def stage_compressor(options: WriteOptions) -> DestSizeCompressor | None:
     """The compressor the options ask for, if any."""
     if options.compression is None:
         return None
-    return dest_size_compressor(options.compression, options.compression_level)
+    return dest_size_compressor(
+        options.compression, options.compression_level, options.pcluster_bytes, options.block_size
+    )
 
 
 def _hash_batch(forms: list[ChunkedData], abort: threading.Event) -> None:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from ..format.constants import (
     EROFS_SUPER_MAGIC_V1,
-    CompressionAlgorithm,
     DataLayout,
     FeatureCompat,
     FeatureIncompat,
@@ -23,6 +22,7 @@ from ..format.device import DEVICE_SLOT
 from ..format.inode import INODE_COMPACT, INODE_EXTENDED, xattr_icount
 from ..format.superblock import CHECKSUM_OFFSET, SUPERBLOCK, SuperBlockRec, checksum_length, sb_checksum
 from ..model import full_mode
+from .codecs import codec
 from .copier import Copier
 from .digest import ContentDigest
 from .header import Area, MetadataWriter, write_final
@@ -176,9 +176,11 @@ class Emitter:
         if any(p.tail_size and p.layout in _COMPRESSED for p in layout.inodes):
             incompat |= FeatureIncompat.ZTAILPACKING  # an inline pcluster after some index
         if layout.area("compression configs") is not None:
-            # Big pclusters: the LZ4 record after the superblock; u1 is the algorithm bitmap.
+            # Big pclusters or another algorithm than LZ4: its record after the superblock; u1 is
+            # the algorithm bitmap.
+            assert options.compression is not None
             incompat |= FeatureIncompat.COMPR_CFGS
-            u1 = 1 << CompressionAlgorithm.LZ4
+            u1 = 1 << codec(options.compression).algorithm
         if layout.packed is not None or layout.shared_pclusters:
             incompat |= FeatureIncompat.FRAGMENTS  # the same bit as DEDUPE
         prefixes = layout.area("long xattr prefixes")

@@ -21,7 +21,7 @@ import threading
 from array import array
 from typing import TYPE_CHECKING
 
-from ..format.constants import DataLayout, LclusterType, MapAdvise
+from ..format.constants import CompressionAlgorithm, DataLayout, LclusterType, MapAdvise
 from ..format.zmap import LCLUSTER_INDEX, MAP_HEADER, MapHeaderRec, compact_index_size, compact_layout
 from .compressed import CompressedData, compact_indexes, lcluster_entries
 from .filecopy import copy_range
@@ -57,9 +57,17 @@ class FragmentedData(CompressedData):
         pcluster: int,
         fragments: int,
         max_extent: int | None = None,
+        algorithm: CompressionAlgorithm = CompressionAlgorithm.LZ4,
     ) -> None:
         super().__init__(
-            plain, size, spool_fd, spool_offset, compact=compact, pcluster=pcluster, max_extent=max_extent
+            plain,
+            size,
+            spool_fd,
+            spool_offset,
+            compact=compact,
+            pcluster=pcluster,
+            max_extent=max_extent,
+            algorithm=algorithm,
         )
         self.fragments = fragments  # 0: none, 1: the last extent, 2: the whole file
         self.fragment_offset = -1  # in the packed inode, set by FragmentTable
@@ -134,7 +142,7 @@ class FragmentedData(CompressedData):
             offset = self.fragment_offset & 0xFFFFFFFF  # h_fragmentoff overlays the first 4 bytes
         if self.compact_now:
             advise |= MapAdvise.COMPACTED_2B
-        header = MAP_HEADER.pack(MapHeaderRec(offset & 0xFFFF, offset >> 16, advise, 0, 0))
+        header = MAP_HEADER.pack(MapHeaderRec(offset & 0xFFFF, offset >> 16, advise, self.algorithm, 0))
         if self.compact_now:
             return pad + header + compact_indexes(entries, inode_end, plan.startblk, big=big)
         return pad + header + bytes(8) + self._full_indexes(entries, plan)

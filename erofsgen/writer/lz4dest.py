@@ -16,15 +16,23 @@ from functools import cache
 from typing import Protocol
 
 from ..errors import InvalidInputError
+from ..format.constants import CompressionAlgorithm
 
 LZ4HC_DEFAULT_LEVEL = 9  # liblz4's LZ4HC_CLEVEL_DEFAULT, mkfs.erofs's default for lz4hc
 LZ4HC_MAX_LEVEL = 12
 LZ4_MAX_DISTANCE = 65535  # liblz4's LZ4_DISTANCE_MAX: how far back any match reaches
+LZ4_MAX_RATIO = 255  # an LZ4 block never holds more than about 255 times its size
 
 
 class DestSizeCompressor(Protocol):
+    """A fixed-output encoder of one algorithm (this module: LZ4; see codecs.py for the others)."""
+
+    algorithm: CompressionAlgorithm  # the map header's HEAD1 algorithm
+    max_ratio: int  # at most this many input bytes per output byte: bounds the read-ahead
+
     def __call__(self, data: bytes, start: int, end: int, capacity: int) -> tuple[bytes, int]:
-        """(raw LZ4 block, input bytes it holds): the longest prefix of data[start:end] that fits."""
+        """(stream, input bytes it holds): the longest prefix of data[start:end] (or nearly) whose
+        stream fits `capacity` bytes; the stream decodes to exactly that prefix."""
         ...
 
 
@@ -50,6 +58,9 @@ def _native() -> ctypes.CDLL | None:
 
 class NativeDestSize:
     """liblz4's own destSize functions; LZ4HC keeps one state buffer per thread."""
+
+    algorithm = CompressionAlgorithm.LZ4
+    max_ratio = LZ4_MAX_RATIO
 
     def __init__(self, lib: ctypes.CDLL, level: int | None) -> None:
         self.lib = lib
@@ -80,6 +91,9 @@ class NativeDestSize:
 
 class SearchDestSize:
     """Portable fallback: the longest prefix (found by bisection) whose LZ4 block fits."""
+
+    algorithm = CompressionAlgorithm.LZ4
+    max_ratio = LZ4_MAX_RATIO
 
     def __init__(self, level: int | None) -> None:
         self.level = level

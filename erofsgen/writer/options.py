@@ -10,6 +10,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidInputError
+from .codecs import CODECS, check_level
 
 if TYPE_CHECKING:
     from .policy import LayoutPolicy
@@ -26,7 +27,7 @@ class InodeFormat(Enum):
 MAX_LONG_PREFIXES = 128  # e_name_index holds 0x80 | id in 8 bits
 MAX_CHUNK_SHIFT = 31  # i_u's five format bits: a chunk is at most block size << 31 bytes
 DEFAULT_BLOB_CHUNK_SIZE = 64 << 10
-COMPRESSION_ALGORITHMS = ("lz4", "lz4hc")
+COMPRESSION_ALGORITHMS = tuple(CODECS)  # lz4, lz4hc, zstd, deflate, lzma
 MAX_WORKERS = 256
 MAX_PCLUSTER_SIZE = (
     1 << 20
@@ -62,9 +63,11 @@ class WriteOptions:
     # Content-addressed stores (specs/blob-store.md): chunks are reused from any of them and new
     # ones written to the first.
     blob_stores: tuple[str | os.PathLike[str], ...] = ()
-    # Regular files compressed with "lz4" or "lz4hc" (None: none are), at this level (lz4hc:
-    # 0..12, None: 9), into pclusters of at most this many bytes (None: one block; larger ones,
-    # "big pclusters", need Linux 5.13 and erofs-utils 1.3).
+    # Regular files compressed with one of COMPRESSION_ALGORITHMS (None: none are), at this
+    # level (None: the algorithm's default; lz4hc 0..12, 9; zstd 1..22, 3; deflate 0..9, 6;
+    # lzma 0..9, 6; lz4 takes none), into pclusters of at most this many bytes (None: one
+    # block; larger ones, "big pclusters", need Linux 5.13 and erofs-utils 1.3). zstd, deflate
+    # and lzma need Linux 6.10, 6.6 and 5.16.
     compression: str | None = None
     compression_level: int | None = None
     pcluster_size: int | None = None
@@ -105,8 +108,6 @@ class WriteOptions:
             raise InvalidInputError(f"workers {self.workers} is not from 1 to {MAX_WORKERS}")
 
     def _check_compression(self) -> None:
-        from .lz4dest import LZ4HC_MAX_LEVEL
-
         algorithm, level, pcluster = self.compression, self.compression_level, self.pcluster_size
         extent = self.max_extent_bytes
         if algorithm is None:
@@ -120,14 +121,7 @@ class WriteOptions:
         if extent is not None and extent < self.block_size:
             # Shorter extents would put two heads in one lcluster, which the index cannot hold.
             raise InvalidInputError(f"max extent bytes {extent} is below the block size {self.block_size}")
-        if algorithm not in COMPRESSION_ALGORITHMS:
-            known = ", ".join(COMPRESSION_ALGORITHMS)
-            raise InvalidInputError(f"compression algorithm {algorithm!r} is not supported (only {known})")
-        if level is not None and (algorithm == "lz4" or not 0 <= level <= LZ4HC_MAX_LEVEL):
-            raise InvalidInputError(
-                f"compression level {level} is not valid for {algorithm}"
-                + (" (lz4 takes no level)" if algorithm == "lz4" else f" (0 to {LZ4HC_MAX_LEVEL})")
-            )
+        check_level(algorithm, level)
         if pcluster is not None and (pcluster <= 0 or pcluster % self.block_size):
             raise InvalidInputError(
                 f"pcluster size {pcluster} is not a multiple of the block size {self.block_size}"

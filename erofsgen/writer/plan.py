@@ -249,7 +249,7 @@ def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draf
     encoder, shared = plan_xattrs(inodes, options, policy)
     policy.choose_cores(inodes, build_time_ns)
     root_offset = ROOT_OFFSET
-    configs = compression_configs(options.pcluster_bytes, bs)
+    configs = compression_configs(options.compression, options.pcluster_bytes, bs)
     root_offset += -(-len(configs) // EROFS_INODE_SLOT_SIZE) * EROFS_INODE_SLOT_SIZE
     if stage.chunks is not None:
         stage.settle()
@@ -356,7 +356,7 @@ def finish_plan(draft: Draft) -> Layout:
     front = (root_offset + root.record_size, min(draft.data_start, root_offset // bs + 1) * bs)
     first = meta_start * bs
     areas = [Area("superblock", EROFS_SUPER_OFFSET, SUPERBLOCK.size)]
-    configs = compression_configs(options.pcluster_bytes, bs)
+    configs = compression_configs(options.compression, options.pcluster_bytes, bs)
     if configs:  # chunks, hence a device table, and compression exclude each other
         areas.append(Area("compression configs", ROOT_OFFSET, len(configs), configs))
     elif root_offset > DEVICE_TABLE_OFFSET:

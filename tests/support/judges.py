@@ -22,6 +22,7 @@ from tests.support.matrix import (
     KERNEL,
     LONG_NAMES,
     LONG_PREFIXES,
+    NEW_ALGORITHMS,
     SMALL_BLOCKS,
     Built,
     Context,
@@ -30,9 +31,9 @@ from tests.support.matrix import (
 from tests.support.snapshot import image_snapshot, snapshot
 
 # erofs-utils 1.5 (Debian's, on the test machines) fails on 255-byte names, supports only the
-# page size as block size and predates long xattr name prefixes (1.7) and the FRAGMENTS/DEDUPE
-# feature bit (1.6), which it refuses at the superblock.
-EROFS_UTILS_1_5_CANNOT_READ = frozenset({LONG_NAMES, SMALL_BLOCKS, LONG_PREFIXES, FRAGMENTS})
+# page size as block size, predates long xattr name prefixes (1.7) and the FRAGMENTS/DEDUPE
+# feature bit (1.6), which it refuses at the superblock, and decodes only LZ4.
+EROFS_UTILS_1_5_CANNOT_READ = frozenset({LONG_NAMES, SMALL_BLOCKS, LONG_PREFIXES, FRAGMENTS, NEW_ALGORITHMS})
 
 
 def _device_args(built: Built, option: str = "--device") -> list[str]:

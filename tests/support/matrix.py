@@ -33,6 +33,8 @@ LONG_PREFIXES = "long xattr name prefixes"
 CHUNK_HOLES = "chunk holes"
 # The packed inode and shared pclusters (FRAGMENTS/DEDUPE, erofs-utils 1.6, Linux 6.1).
 FRAGMENTS = "fragments or dedupe"
+# zstd, deflate and lzma: erofs-utils 1.5 as packaged here is built with none of them.
+NEW_ALGORITHMS = "zstd, deflate or lzma compression"
 
 # Fixtures (tests/conftest.py) that skip, or fail under EROFSGEN_REQUIRE_KERNEL=1, when the
 # machine lacks what they stand for.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from erofsgen import open_image
 from erofsgen.cli import main as cli_main
-from erofsgen.format.constants import ChunkFormat, DataLayout, FeatureIncompat
+from erofsgen.format.constants import ChunkFormat, CompressionAlgorithm, DataLayout, FeatureIncompat
 from erofsgen.reader.zmap import Extent
 from tests.support import erofs_utils as eu
 from tests.support.matrix import (
@@ -28,6 +28,7 @@ from tests.support.matrix import (
     FRAGMENTS,
     LONG_NAMES,
     LONG_PREFIXES,
+    NEW_ALGORITHMS,
     SMALL_BLOCKS,
     Built,
     ImageCache,
@@ -227,16 +228,35 @@ def _compressed(layout: DataLayout) -> _Check:
     return check
 
 
-def _check_compressed(built: Built, expected: DataLayout) -> None:
+def _check_compressed(
+    built: Built, expected: DataLayout, algorithm: CompressionAlgorithm | None = None
+) -> None:
     with open_image(built.image) as img:
-        assert img.superblock.feature_incompat & FeatureIncompat.ZERO_PADDING
+        sb = img.superblock
+        assert sb.feature_incompat & FeatureIncompat.ZERO_PADDING
+        if algorithm is not None:  # anything but LZ4: COMPR_CFGS with its one record
+            assert sb.feature_incompat & FeatureIncompat.COMPR_CFGS
+            assert sb.u1 == 1 << algorithm
+            assert set(sb.compression_configs) == {algorithm}
         layouts = set()
+        used = set()
         for top, _dirs, files in img.walk("/"):
             for name in files:
-                inode = img.inode(img.lookup(f"{top.rstrip('/')}/{name}"))
+                nid = img.lookup(f"{top.rstrip('/')}/{name}")
+                inode = img.inode(nid)
                 if stat.S_ISREG(inode.mode):
                     layouts.add(inode.layout)
+                    if inode.layout == expected:
+                        used |= {getattr(e, "algorithm", None) for e in img.extents_nid(nid)}
         assert expected in layouts
+        assert (algorithm or CompressionAlgorithm.LZ4) in used
+
+
+def _compressed_with(algorithm: CompressionAlgorithm, layout: DataLayout) -> _Check:
+    def check(built: Built, images: ImageCache) -> None:
+        _check_compressed(built, layout, algorithm)
+
+    return check
 
 
 def _ztailpacked(layout: DataLayout) -> _Check:
@@ -349,6 +369,48 @@ PRODUCERS: tuple[Producer, ...] = (
     ),
     erofsgen_tar("default"),
     erofsgen_tar("lz4hc", "-zlz4hc", check=_compressed(DataLayout.COMPRESSED_COMPACT)),
+    erofsgen(
+        "zstd",
+        "-zzstd",
+        features={NEW_ALGORITHMS},
+        check=_compressed_with(CompressionAlgorithm.ZSTD, DataLayout.COMPRESSED_COMPACT),
+    ),
+    erofsgen(
+        "zstd19_pcluster64k",
+        *("-zzstd,level=19", "-C65536"),
+        features={NEW_ALGORITHMS},
+        check=_compressed_with(CompressionAlgorithm.ZSTD, DataLayout.COMPRESSED_COMPACT),
+    ),
+    erofsgen(
+        "deflate",
+        "-zdeflate",
+        features={NEW_ALGORITHMS},
+        check=_compressed_with(CompressionAlgorithm.DEFLATE, DataLayout.COMPRESSED_COMPACT),
+    ),
+    erofsgen(
+        "deflate9_pcluster16k_legacy",
+        *("-zdeflate,9", "-C16384", "-Elegacy-compress"),
+        features={NEW_ALGORITHMS},
+        check=_compressed_with(CompressionAlgorithm.DEFLATE, DataLayout.COMPRESSED_FULL),
+    ),
+    erofsgen(
+        "lzma",
+        "-zlzma",
+        features={NEW_ALGORITHMS},
+        check=_compressed_with(CompressionAlgorithm.LZMA, DataLayout.COMPRESSED_COMPACT),
+    ),
+    erofsgen(
+        "lzma9_pcluster64k",
+        *("-zlzma,9", "-C65536"),
+        features={NEW_ALGORITHMS},
+        check=_compressed_with(CompressionAlgorithm.LZMA, DataLayout.COMPRESSED_COMPACT),
+    ),
+    erofsgen(
+        "zstd_b1024",
+        *("-b", "1024", "-zzstd,1"),
+        features={NEW_ALGORITHMS, SMALL_BLOCKS},
+        check=_compressed_with(CompressionAlgorithm.ZSTD, DataLayout.COMPRESSED_COMPACT),
+    ),
     mkfs_erofs("default"),
     mkfs_erofs("lz4", "-zlz4"),
     erofsgen(
