@@ -96,9 +96,16 @@ def report(commands: Sequence[Command], results: list[list[Run]]) -> None:
         print(f"{name:14}{_median(walls):>15.3f}{min(walls):>9.3f}{max(walls):>9.3f}{rss:>22.1f}")
     first_name, first = commands[0][0], results[0]
     for (name, _), rs in zip(commands[1:], results[1:], strict=True):
-        wall = _median([x.wall / y.wall for x, y in zip(first, rs, strict=True)])
-        rss = _median([x.maxrss_kib / y.maxrss_kib for x, y in zip(first, rs, strict=True)])
+        wall, rss = round_ratios(first, rs)
         print(f"ratio {first_name}/{name} (median per round): wall {wall:.2f}x, peak RSS {rss:.2f}x")
+
+
+def round_ratios(measured: list[Run], reference: list[Run]) -> tuple[float, float]:
+    """Medians of the per-round ratios measured/reference: (wall time, peak RSS)."""
+    pairs = list(zip(measured, reference, strict=True))
+    wall = _median([x.wall / y.wall for x, y in pairs])
+    rss = _median([x.maxrss_kib / y.maxrss_kib for x, y in pairs])
+    return wall, rss
 
 
 def tool_version(argv: Sequence[str]) -> str:
