@@ -2,13 +2,15 @@
 """Benchmark `erofsgen pack` against `mkfs.erofs` on a real or generated tree.
 
 Usage: tools/bench_pack.py [SOURCE] [--runs N] [--keep DIR] [--options "-T 0 ..."]
-                           [--tiny N] [--mkfs PATH]... [--compression [ALG,...]]
+                           [--tiny N] [--mkfs PATH]... [--baseline DIR] [--compression [ALG,...]]
 SOURCE defaults to /usr/share. `--tiny N` packs a generated tree of N tiny files in nested
 directories instead (made once, kept under /var/tmp). Every tool writes an image with the same
 options; the page cache is warmed by a first run of each, then the tools run in turn, round
 after round. Prints median wall time and peak RSS of each, the median of the per-round ratios
 against every mkfs.erofs given (the first is the one on PATH unless --mkfs is used), per-inode
 figures, MB/s (bytes of regular files in SOURCE / median wall time) and the image sizes.
+The erofsgen measured is the one Python imports (run with PYTHONPATH=$PWD for a checkout);
+`--baseline DIR` adds the erofsgen of checkout DIR as one more reference (before/after a change).
 
 `--compression` runs that comparison once per algorithm, `-z ALG` added to `--options` (e.g.
 `--options "-C 65536"`): every algorithm in ALGORITHMS, or those listed (`lz4hc,lz4hc,12`). An
@@ -171,6 +173,7 @@ def main() -> int:
     parser.add_argument(
         "--mkfs", action="append", default=[], metavar="PATH", help="a mkfs.erofs to compare with (repeated)"
     )
+    parser.add_argument("--baseline", metavar="DIR", help="also measure the erofsgen of checkout DIR")
     parser.add_argument(
         "--compression",
         nargs="?",
@@ -196,6 +199,10 @@ def main() -> int:
         Tool(f"mkfs.erofs {tool_version([mkfs, '-V']).split()[-1]}", [mkfs, "--quiet"], image_first=True)
         for mkfs in mkfs_paths
     ]
+    if args.baseline:
+        env = ["env", f"PYTHONPATH={os.path.abspath(args.baseline)}", sys.executable]
+        baseline = Tool(f"erofsgen@{args.baseline}", [*env, "-m", "erofsgen", "pack", "--quiet"], False)
+        references.insert(0, baseline)
     if args.compression is None:
         measure([ours, *references], extra, "", source, out, args.runs, tree)
     else:
