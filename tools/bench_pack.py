@@ -16,7 +16,8 @@ The erofsgen measured is the one Python imports (run with PYTHONPATH=$PWD for a 
 `--options "-C 65536"`): every algorithm in ALGORITHMS, or those listed (`lz4hc,lz4hc,12`). An
 algorithm `erofsgen pack` rejects is skipped; one a mkfs.erofs rejects is measured without it.
 A summary follows: per algorithm, MB/s, peak RSS, image size, and the per-round ratios of wall
-time, peak RSS and image size to each mkfs.erofs that supports it.
+time, CPU time (user + system: steadier on a busy machine), peak RSS and image size to each
+mkfs.erofs that supports it.
 
 Examples: `tools/bench_pack.py --options "-zlz4hc"` (one algorithm);
 `tools/bench_pack.py --compression --runs 3` (every algorithm);
@@ -149,7 +150,7 @@ def summarize(measured: list[Measured], tree: Survey) -> None:
     """One line per algorithm: erofsgen's figures, then its ratios to every mkfs.erofs that ran."""
     print(f"\nsummary ({tree.data_bytes / MB:.1f} MB of file data; ratios are erofsgen/mkfs.erofs):")
     columns = f"{'options':18}{'MB/s':>8}{'RSS MiB':>9}{'image MiB':>11}"
-    print(f"{columns}  {'vs':19}{'wall':>7}{'RSS':>7}{'size':>7}")
+    print(f"{columns}  {'vs':19}{'wall':>7}{'CPU':>7}{'RSS':>7}{'size':>7}")
     for m in measured:
         ours = m.runs[0]
         wall = statistics.median(r.wall for r in ours)
@@ -158,8 +159,8 @@ def summarize(measured: list[Measured], tree: Survey) -> None:
         if len(m.names) == 1:
             print(f"{head}  (no mkfs.erofs here supports it)")
         for name, theirs, size in zip(m.names[1:], m.runs[1:], m.sizes[1:], strict=True):
-            wall_ratio, rss_ratio = round_ratios(ours, theirs)
-            print(f"{head}  {name:19}{wall_ratio:>7.2f}{rss_ratio:>7.2f}{m.sizes[0] / size:>7.3f}")
+            wall, rss, cpu = round_ratios(ours, theirs)
+            print(f"{head}  {name:19}{wall:>7.2f}{cpu:>7.2f}{rss:>7.2f}{m.sizes[0] / size:>7.3f}")
             head = " " * len(head)
 
 
