@@ -215,6 +215,31 @@ def test_copier_thread_does_not_change_the_image(tmp_path: Path, monkeypatch: py
             assert image.read_bytes(f"/f{i}") == content(i, size)[:size]
 
 
+def test_late_copier_does_not_change_a_compressed_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compressed, incompressible and small files written behind the records, far ahead of them
+    or in lockstep, by one data worker or three: the same image, with every file's content."""
+    src = tmp_path / "src"
+    src.mkdir()
+    root = path_tree(src)
+    noise = random.Random(5).randbytes(50000)  # incompressible: stays plain
+    (src / "noise").write_bytes(noise)
+    root.children[b"noise"] = File(Metadata(), PathData(str(src / "noise"), len(noise)))
+    images = []
+    for run, ((batch, hook), workers) in enumerate(zip(TIMINGS, [1, 3, 2, 1], strict=True)):
+        monkeypatch.setattr(copier, "BATCH", batch)
+        monkeypatch.setattr(copier, "file_hook", hook)
+        write_image(root, tmp_path / f"img{run}", WriteOptions(compression="lz4hc", workers=workers))
+        images.append((tmp_path / f"img{run}").read_bytes())
+    assert all(image == images[0] for image in images)
+    with open_image(tmp_path / "img0") as image:
+        for i, size in enumerate(PATH_SIZES):
+            assert image.read_bytes(f"/f{i}") == content(i, size)[:size]
+        assert image.read_bytes("/noise") == noise
+    assert len(images[0]) < sum(PATH_SIZES) // 2  # compression did happen
+
+
 @pytest.mark.parametrize("early_min_blocks", [10**9, 1, 4])
 def test_copier_reports_the_first_failure_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, early_min_blocks: int
