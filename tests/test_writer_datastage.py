@@ -259,6 +259,42 @@ def test_late_copier_does_not_change_a_compressed_image(
     assert len(images[0]) < sum(PATH_SIZES) // 2  # compression did happen
 
 
+@dataclass
+class FakeForm:
+    """Stored-form stand-in: its tail names its file."""
+
+    index: int
+
+    def write(self, fd: int, target: object, block_size: int, stop: object) -> bytes:
+        return b"tail %d" % self.index
+
+
+@dataclass
+class FakePlan:
+    data: FakeForm
+    startblk: int = 0
+    nblocks: int = 0
+
+
+@pytest.mark.parametrize("batch", [1, 3, 64])
+@pytest.mark.parametrize("ahead", [1, 2, 100])
+def test_late_copier_runs_at_most_ahead_files_in_front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int, ahead: int
+) -> None:
+    """Bounded lookahead: never more than `ahead` tails waiting, and no stall at any batch size."""
+    monkeypatch.setattr(copier, "BATCH", batch)
+    plans = [FakePlan(FakeForm(i)) for i in range(300)]
+    with (
+        open(tmp_path / "sink", "wb") as sink,
+        copier.Copier(plans, sink.fileno(), 4096, ahead=ahead) as late,  # type: ignore[arg-type]
+    ):
+        for i in range(len(plans)):
+            if i % 50 == 0:
+                time.sleep(0.01)  # the copier runs as far ahead as it may
+                assert len(late.tails) - i <= ahead
+            assert late.tail(i) == b"tail %d" % i
+
+
 @pytest.mark.parametrize("early_min_blocks", [10**9, 1, 4])
 def test_copier_reports_the_first_failure_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, early_min_blocks: int

@@ -41,6 +41,8 @@ EXTENDED_PACK = INODE_EXTENDED.struct.pack
 COMPACT_RESERVED = bytes(4)
 _COMPRESSED = (DataLayout.COMPRESSED_FULL, DataLayout.COMPRESSED_COMPACT)
 EXTENDED_RESERVED = bytes(16)
+# How many files the late copier may run ahead of the records: their tails wait in memory.
+LATE_AHEAD = 2048
 
 
 class Emitter:
@@ -104,7 +106,7 @@ class Emitter:
         # In metadata order, which is their data's address order (emit_areas takes their tails).
         late = [p for p in layout.inodes if p.early < 0 and p.data.background]
         if late:
-            self.late = Copier(late, self.fd, self.bs)
+            self.late = Copier(late, self.fd, self.bs, ahead=LATE_AHEAD)
         self.emit_areas()
         if self.copier is not None:
             self.copier.close()
