@@ -234,67 +234,6 @@ def test_copier_thread_does_not_change_the_image(tmp_path: Path, monkeypatch: py
             assert image.read_bytes(f"/f{i}") == content(i, size)[:size]
 
 
-def test_late_copier_does_not_change_a_compressed_image(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Compressed, incompressible and small files written behind the records, far ahead of them
-    or in lockstep, by one data worker or three: the same image, with every file's content."""
-    src = tmp_path / "src"
-    src.mkdir()
-    root = path_tree(src)
-    noise = random.Random(5).randbytes(50000)  # incompressible: stays plain
-    (src / "noise").write_bytes(noise)
-    root.children[b"noise"] = File(Metadata(), PathData(str(src / "noise"), len(noise)))
-    images = []
-    for run, ((batch, hook), workers) in enumerate(zip(TIMINGS, [1, 3, 2, 1], strict=True)):
-        monkeypatch.setattr(copier, "BATCH", batch)
-        monkeypatch.setattr(copier, "file_hook", hook)
-        write_image(root, tmp_path / f"img{run}", WriteOptions(compression="lz4hc", workers=workers))
-        images.append((tmp_path / f"img{run}").read_bytes())
-    assert all(image == images[0] for image in images)
-    with open_image(tmp_path / "img0") as image:
-        for i, size in enumerate(PATH_SIZES):
-            assert image.read_bytes(f"/f{i}") == content(i, size)[:size]
-        assert image.read_bytes("/noise") == noise
-    assert len(images[0]) < sum(PATH_SIZES) // 2  # compression did happen
-
-
-@dataclass
-class FakeForm:
-    """Stored-form stand-in: its tail names its file."""
-
-    index: int
-
-    def write(self, fd: int, target: object, block_size: int, stop: object) -> bytes:
-        return b"tail %d" % self.index
-
-
-@dataclass
-class FakePlan:
-    data: FakeForm
-    startblk: int = 0
-    nblocks: int = 0
-
-
-@pytest.mark.parametrize("batch", [1, 3, 64])
-@pytest.mark.parametrize("ahead", [1, 2, 100])
-def test_late_copier_runs_at_most_ahead_files_in_front(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int, ahead: int
-) -> None:
-    """Bounded lookahead: never more than `ahead` tails waiting, and no stall at any batch size."""
-    monkeypatch.setattr(copier, "BATCH", batch)
-    plans = [FakePlan(FakeForm(i)) for i in range(300)]
-    with (
-        open(tmp_path / "sink", "wb") as sink,
-        copier.Copier(plans, sink.fileno(), 4096, ahead=ahead) as late,  # type: ignore[arg-type]
-    ):
-        for i in range(len(plans)):
-            if i % 50 == 0:
-                time.sleep(0.01)  # the copier runs as far ahead as it may
-                assert len(late.tails) - i <= ahead
-            assert late.tail(i) == b"tail %d" % i
-
-
 @pytest.mark.parametrize("early_min_blocks", [10**9, 1, 4])
 def test_copier_reports_the_first_failure_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, early_min_blocks: int

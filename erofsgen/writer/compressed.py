@@ -62,7 +62,6 @@ class CompressedData(Stored):
         "starts",
     )
     file_data = True
-    background = True  # its write is a copy from the spool (or its plain form's)
 
     def __init__(
         self, plain: Stored, size: int, spool_fd: int, spool_offset: int, *, compact: bool, pcluster: int

@@ -7,8 +7,7 @@ emitter takes a file's tail (or its error) when it writes that file's record. A 
 the copier, and every later file in its order reports that failure, so the error raised does
 not depend on how far the copier had got. copy_file_range, open and pread release the GIL, so
 the copy runs beside the main thread's Python work. The tails are held until their records are
-written: at most one block per file, and with `ahead` set, for at most that many files (the
-copier waits for the emitter to take them).
+written: at most one block per early file.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ BATCH = 64  # files per progress report: keeps locking per file negligible
 # After a failure elsewhere, how long to wait for the file being copied (a stuck copy must not
 # keep an interrupted build from ending; the thread holds its own descriptor of the image).
 STOP_WAIT = 5.0
-_NEVER = 1 << 62
 # Tests set this to delay the copier; it is called with the index of the file about to be copied.
 file_hook: Callable[[int], None] | None = None
 
@@ -39,12 +37,8 @@ class Copier:
         fd: int,
         block_size: int,
         copied: Callable[[int], None] | None = None,
-        ahead: int | None = None,
     ) -> None:
         self.plans = plans
-        self.ahead = ahead  # files whose tails may wait to be taken; None: no limit
-        self.taken = 0  # tails taken so far (with `ahead`, they are taken in order)
-        self.resume_at = _NEVER  # while the copier waits: the `taken` it waits for
         self.fd = os.dup(fd)  # closed by the thread: valid even if it outlives an aborted build
         self.bs = block_size
         self.copied = copied  # told the end of the data written so far, in bytes
@@ -82,15 +76,7 @@ class Copier:
     def _copy_all(self) -> None:
         tails = self.tails
         bs = self.bs
-        ahead = self.ahead
         for index, plan in enumerate(self.plans):
-            if ahead is not None and index - self.taken >= ahead:
-                self._publish(None)  # every tail so far may be taken: the emitter must catch up
-                with self.cond:
-                    self.resume_at = index - ahead + 1
-                    while self.taken < self.resume_at and not self.stopped:
-                        self.cond.wait()
-                    self.resume_at = _NEVER
             if self.stopped:
                 return
             if file_hook is not None:
@@ -127,9 +113,4 @@ class Copier:
         tail = self.tails[index]
         self.tails[index] = None
         assert tail is not None
-        if self.ahead is not None:
-            self.taken = index + 1
-            if self.taken >= self.resume_at:  # the copier waits for this one
-                with self.cond:
-                    self.cond.notify_all()
         return tail

@@ -2,10 +2,8 @@
 
 The early files' data is copied by the copier thread from the moment their blocks are placed
 (before planning); inode records and header areas go through one `MetadataWriter` in offset
-order, each area checked against its plan. The data after the early files is written in address
-order: by a second copier for the stored forms whose writing is I/O (files, spooled and
-compressed data: it runs ahead while this thread encodes records), by the stored form as its
-record is written for the rest (directories, data in memory, chunk indexes).
+order, each area checked against its plan; every other inode's data is written by its stored
+form as its record is, so the data after the early files is written in address order.
 """
 
 from __future__ import annotations
@@ -41,8 +39,6 @@ EXTENDED_PACK = INODE_EXTENDED.struct.pack
 COMPACT_RESERVED = bytes(4)
 _COMPRESSED = (DataLayout.COMPRESSED_FULL, DataLayout.COMPRESSED_COMPACT)
 EXTENDED_RESERVED = bytes(16)
-# How many files the late copier may run ahead of the records: their tails wait in memory.
-LATE_AHEAD = 2048
 
 
 class Emitter:
@@ -63,9 +59,7 @@ class Emitter:
         self.done = 0
         self.total = 0
         self.digest: ContentDigest | None = None
-        self.copier: Copier | None = None  # the early files'
-        self.late: Copier | None = None  # the other inodes whose data is background work
-        self.late_taken = 0  # tails taken from it
+        self.copier: Copier | None = None
         self.chunks: ChunkSession | None = None
 
     def __enter__(self) -> Emitter:
@@ -75,8 +69,6 @@ class Emitter:
         try:
             if self.copier is not None:
                 self.copier.close(failed=exc_type is not None)
-            if self.late is not None:
-                self.late.close(failed=exc_type is not None)
             if self.chunks is not None:
                 self.chunks.stop_copy()
         finally:
@@ -103,15 +95,9 @@ class Emitter:
         self.meta.data_area = (layout.data_start * self.bs, layout.meta_start * self.bs)
         # Full size up front: the digest worker may read any final range; holes read as zeros.
         os.ftruncate(self.fd, layout.blocks * self.bs)
-        # In metadata order, which is their data's address order (emit_areas takes their tails).
-        late = [p for p in layout.inodes if p.early < 0 and p.data.background]
-        if late:
-            self.late = Copier(late, self.fd, self.bs, ahead=LATE_AHEAD)
         self.emit_areas()
         if self.copier is not None:
             self.copier.close()
-        if self.late is not None:
-            self.late.close()
         chunks = layout.chunks
         if chunks is not None:
             chunks.finish_copy()  # the new chunks are in place; a new blob is named and published
@@ -146,10 +132,6 @@ class Emitter:
         if plan.early >= 0:
             assert self.copier is not None
             tail = self.copier.tail(plan.early)
-        elif data.background:
-            assert self.late is not None
-            tail = self.late.tail(self.late_taken)
-            self.late_taken += 1
         else:
             tail = data.write(self.fd, plan, self.bs)
         if data.file_data:
