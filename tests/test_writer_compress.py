@@ -209,7 +209,11 @@ def test_a_file_that_shrinks_while_compressed_is_refused(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
 
 
-def test_bytes_do_not_depend_on_worker_timing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("batch_files", [1, 3, 32])
+def test_bytes_do_not_depend_on_worker_timing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_files: int
+) -> None:
+    monkeypatch.setattr(datastage, "BATCH_FILES", batch_files)  # small files are compressed in batches
     rng = random.Random(12)
     files = {
         f"f{i}": _text(rng.randrange(BS, 60_000), i) + rng.randbytes(rng.randrange(0, BS)) for i in range(12)

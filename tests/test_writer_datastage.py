@@ -140,6 +140,25 @@ def test_first_failure_in_order_is_reported(monkeypatch: pytest.MonkeyPatch, tmp
         write_image(root, tmp_path / "img")
 
 
+@pytest.mark.parametrize("batch_files", [1, 2, 32])
+def test_first_failure_among_compressed_files_is_reported_in_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, batch_files: int
+) -> None:
+    """Two files shrink: the earlier is blamed, in one batch or several, even when its job is
+    delayed so that the later one fails first."""
+    monkeypatch.setattr(datastage, "BATCH_FILES", batch_files)
+    first_bad_job = 1 // batch_files  # the files are jobs (or batches) in name order
+    monkeypatch.setattr(datastage, "job_hook", lambda index: time.sleep(0.2 if index == first_bad_job else 0))
+    root = Directory(Metadata(0o755))
+    for i in range(6):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(content(i, 20000)[:20000])
+        declared = 30000 if i in (1, 4) else 20000  # f1 and f4 are shorter than their size
+        root.children[b"f%d" % i] = File(Metadata(), PathData(str(path), declared))
+    with pytest.raises(InvalidInputError, match=r"^/f1: .*shrank"):
+        write_image(root, tmp_path / "img", WriteOptions(compression="lz4"))
+
+
 def test_header_areas_must_have_their_planned_size(tmp_path: Path) -> None:
     with open(tmp_path / "f", "wb+") as f:
         writer = MetadataWriter(f.fileno())

@@ -1,7 +1,7 @@
 """Shared helpers for the benchmarks: run commands, measure wall time and peak RSS, print ratios.
 
-Peak RSS comes from the kernel's rusage of each finished child (os.wait4), wall time from a
-monotonic clock around it. Commands run alternately (A B A B ..., or A B C A B C ... with more
+Peak RSS and CPU time come from the kernel's rusage of each finished child (os.wait4), wall
+time from a monotonic clock around it. Commands run alternately (A B A B ..., or A B C A B C ... with more
 references) so drift affects all of them; ratios are taken per round and their median printed.
 The load average before and after is printed too: a busy machine makes every figure noisy.
 """
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 class Run:
     wall: float  # seconds
     maxrss_kib: int  # peak resident set size of the process, KiB
+    cpu: float = 0.0  # user + system seconds: steadier than wall time on a busy machine
 
 
 # (name, argv) of one command taking part in a comparison.
@@ -40,7 +41,7 @@ def run_once(argv: Sequence[str], env: dict[str, str] | None = None) -> Run:
         proc.stderr.close()
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}): {shlex.join(argv)}\n{err}")
-    return Run(wall, usage.ru_maxrss)
+    return Run(wall, usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
 
 
 def load() -> str:
@@ -89,16 +90,28 @@ def _median(xs: list[float]) -> float:
 
 
 def report(commands: Sequence[Command], results: list[list[Run]]) -> None:
-    print(f"{'':14}{'median wall s':>15}{'min':>9}{'max':>9}{'median peak RSS MiB':>22}")
+    print(f"{'':14}{'median wall s':>15}{'min':>9}{'max':>9}{'median peak RSS MiB':>22}{'CPU s':>8}")
     for (name, _), rs in zip(commands, results, strict=True):
         walls = [r.wall for r in rs]
         rss = _median([r.maxrss_kib / 1024 for r in rs])
-        print(f"{name:14}{_median(walls):>15.3f}{min(walls):>9.3f}{max(walls):>9.3f}{rss:>22.1f}")
+        cpu = _median([r.cpu for r in rs])
+        print(f"{name:14}{_median(walls):>15.3f}{min(walls):>9.3f}{max(walls):>9.3f}{rss:>22.1f}{cpu:>8.2f}")
     first_name, first = commands[0][0], results[0]
     for (name, _), rs in zip(commands[1:], results[1:], strict=True):
-        wall = _median([x.wall / y.wall for x, y in zip(first, rs, strict=True)])
-        rss = _median([x.maxrss_kib / y.maxrss_kib for x, y in zip(first, rs, strict=True)])
-        print(f"ratio {first_name}/{name} (median per round): wall {wall:.2f}x, peak RSS {rss:.2f}x")
+        wall, rss, cpu = round_ratios(first, rs)
+        print(
+            f"ratio {first_name}/{name} (median per round): wall {wall:.2f}x, peak RSS {rss:.2f}x,"
+            f" CPU time {cpu:.2f}x"
+        )
+
+
+def round_ratios(measured: list[Run], reference: list[Run]) -> tuple[float, float, float]:
+    """Medians of the per-round ratios measured/reference: (wall time, peak RSS, CPU time)."""
+    pairs = list(zip(measured, reference, strict=True))
+    wall = _median([x.wall / y.wall for x, y in pairs])
+    rss = _median([x.maxrss_kib / y.maxrss_kib for x, y in pairs])
+    cpu = _median([x.cpu / max(y.cpu, 1e-6) for x, y in pairs])
+    return wall, rss, cpu
 
 
 def tool_version(argv: Sequence[str]) -> str:

@@ -47,10 +47,13 @@ if TYPE_CHECKING:
     from .plan import PlannedInode
 
 WORKERS = 2  # threads for examined kinds; their work releases the GIL (I/O, hashing, compression)
-# Chunked files are handed to the workers in batches: one job per file costs more in thread
-# hand-overs than hashing a small file takes.
+# Chunked and small compressed files are handed to the workers in batches: one job per file
+# costs more in thread hand-overs than hashing a small file takes. A batch ends at BATCH_FILES
+# files or at about BATCH_BYTES of hashing's worth of work (compressing a byte costs far more:
+# its batches stay small, so the workers share the last ones evenly).
 BATCH_FILES = 32
 BATCH_BYTES = 8 << 20
+COMPRESS_BATCH_BYTES = 1 << 20  # a compressed file this large is a job of its own
 SPOOL_CHUNK = 1 << 20
 PACKED_SEGMENT = 16 << 20  # the packed inode's data is compressed in parallel pieces this large
 # Tests set this to delay or reorder worker jobs; it is called with the job's index.
@@ -85,8 +88,8 @@ class DataStage:
         self.dedupe = dedupe  # identical pclusters are shared (dedupe.py)
         self.extended: list[tuple[FragmentedData, PlannedInode]] = []  # forms of the two above
         self.shared_pclusters = False  # set by finish_compression
-        self.batch: list[ChunkedData] = []  # chunked files not yet handed to a worker
-        self.batch_bytes = 0
+        self.batch: list[tuple[Callable[..., None], tuple[object, ...]]] = []  # jobs not yet handed over
+        self.batch_work = 0.0  # how full the batch is: it goes to a worker at 1
         self.jobs: list[Future[None]] = []
         self.executor: ThreadPoolExecutor | None = None
         self.spool: BinaryIO | None = None
@@ -166,7 +169,11 @@ class DataStage:
                 max_extent=self.max_extent_bytes,
                 algorithm=compressor.algorithm,
             )
-        self._submit(_compress, data, plan, form, raw, compressor, self.block_size)
+        args = (data, plan, form, raw, compressor, self.block_size)
+        if raw < 0 and size < COMPRESS_BATCH_BYTES:
+            self._defer(size / COMPRESS_BATCH_BYTES, _compress, args)
+        else:
+            self._submit(_compress, *args)
         return form
 
     def _chunked(self, data: DataSource, plan: PlannedInode, chunks: ChunkSession) -> ChunkedData:
@@ -175,18 +182,22 @@ class DataStage:
             form.spool = self._reserve(data.size)
             self._submit(_spool_and_hash, data, plan, *form.spool, form)
             return form
-        self.batch.append(form)
-        self.batch_bytes += data.size
-        if len(self.batch) >= BATCH_FILES or self.batch_bytes >= BATCH_BYTES:
-            self._flush_batch()
+        self._defer(data.size / BATCH_BYTES, hash_chunks, (form,))
         return form
+
+    def _defer(self, work: float, job: Callable[..., None], args: tuple[object, ...]) -> None:
+        """Add a small job to the batch; `work` is its share of a full batch."""
+        self.batch.append((job, args))
+        self.batch_work += work
+        if len(self.batch) >= BATCH_FILES or self.batch_work >= 1:
+            self._flush_batch()
 
     def _flush_batch(self) -> None:
         if self.batch:
             batch = self.batch
             self.batch = []
-            self.batch_bytes = 0
-            self._submit(_hash_batch, batch)
+            self.batch_work = 0.0
+            self._submit(_run_batch, batch)
 
     def _reserve(self, size: int) -> tuple[int, int]:
         """Room for `size` bytes in the spool: its descriptor and the offset."""
@@ -198,7 +209,7 @@ class DataStage:
         return self.spool.fileno(), offset
 
     def _submit(self, job: Callable[..., None], *args: object) -> None:
-        if self.batch and job is not _hash_batch:
+        if self.batch and job is not _run_batch:
             self._flush_batch()  # jobs stay in submission order
         if self.executor is None:
             self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="erofsgen-data")
@@ -327,11 +338,12 @@ def stage_compressor(options: WriteOptions) -> DestSizeCompressor | None:
     )
 
 
-def _hash_batch(forms: list[ChunkedData], abort: threading.Event) -> None:
-    for form in forms:
+def _run_batch(jobs: list[tuple[Callable[..., None], tuple[object, ...]]], abort: threading.Event) -> None:
+    """Small jobs in their order; the first failure ends the batch (and is the build's)."""
+    for job, args in jobs:
         if abort.is_set():
             return
-        hash_chunks(form, abort)
+        job(*args, abort)
 
 
 def _spool_and_hash(

@@ -56,8 +56,21 @@ def _native() -> ctypes.CDLL | None:
     return lib
 
 
+class _ThreadBuffers(threading.local):
+    """What one thread reuses from call to call (ctypes objects cost more to make than to use)."""
+
+    def __init__(self) -> None:
+        self.consumed = ctypes.c_int()
+        self.consumed_p = ctypes.pointer(self.consumed)
+        self.out = ctypes.create_string_buffer(0)  # grown to the largest capacity asked for
+        self.view = memoryview(self.out)  # copies the output out faster than ctypes would
+        self.hc_state: ctypes.Array[ctypes.c_char] | None = None
+        self.data: bytes | None = None  # the input last seen, kept alive while its address is
+        self.address = 0
+
+
 class NativeDestSize:
-    """liblz4's own destSize functions; LZ4HC keeps one state buffer per thread."""
+    """liblz4's own destSize functions; each thread keeps its buffers (and LZ4HC its state)."""
 
     algorithm = CompressionAlgorithm.LZ4
     max_ratio = LZ4_MAX_RATIO
@@ -65,28 +78,33 @@ class NativeDestSize:
     def __init__(self, lib: ctypes.CDLL, level: int | None) -> None:
         self.lib = lib
         self.level = level  # None: fast LZ4
-        self.states = threading.local()
+        self.buffers = _ThreadBuffers()
 
     def __call__(self, data: bytes, start: int, end: int, capacity: int) -> tuple[bytes, int]:
-        out = ctypes.create_string_buffer(capacity)
-        consumed = ctypes.c_int(end - start)
-        # A pointer into `data` itself (no copy of the window); `data` outlives the call.
-        src = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
-        assert src is not None
-        src += start
+        local = self.buffers
+        if local.data is not data:
+            # A pointer into `data` itself (no copy of the window), found once per input buffer.
+            local.address = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0
+            local.data = data
+        out = local.out
+        if len(out) < capacity:
+            out = local.out = ctypes.create_string_buffer(capacity)
+            local.view = memoryview(out)
+        local.consumed.value = end - start
         if self.level is None:
-            n = self.lib.LZ4_compress_destSize(src, out, ctypes.byref(consumed), capacity)
+            n = self.lib.LZ4_compress_destSize(local.address + start, out, local.consumed_p, capacity)
         else:
-            state = getattr(self.states, "buf", None)
+            state = local.hc_state
             if state is None:
                 # malloc'd by ctypes: aligned enough for liblz4's state (it asks for pointer alignment).
-                state = self.states.buf = ctypes.create_string_buffer(self.lib.LZ4_sizeofStateHC())
+                state = local.hc_state = ctypes.create_string_buffer(self.lib.LZ4_sizeofStateHC())
             n = self.lib.LZ4_compress_HC_destSize(
-                state, src, out, ctypes.byref(consumed), capacity, self.level
+                state, local.address + start, out, local.consumed_p, capacity, self.level
             )
-        if n <= 0 or consumed.value <= 0:
+        used = local.consumed.value
+        if n <= 0 or used <= 0:
             raise AssertionError(f"LZ4 destSize compression failed ({n})")
-        return out.raw[:n], consumed.value
+        return local.view[:n].tobytes(), used
 
 
 class SearchDestSize:
