@@ -28,6 +28,7 @@ from erofsgen.sources.tar_tree import tree_from_layers, tree_from_tar
 from erofsgen.writer import write_image
 from tests.support.compare import assert_same_tree
 from tests.support.kernel import MountImage
+from tests.support.peak_rss import measured, peak_rss_bytes
 from tests.support.snapshot import TreeSnapshot, snapshot
 
 EPOCH = "1700000000"
@@ -563,8 +564,9 @@ def test_a_large_member_on_a_pipe_is_never_held_in_memory(tmp_path: Path, compre
     size = 512 << 20
     image = tmp_path / "big.img"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    report = tmp_path / "peak-rss"
     child = subprocess.Popen(
-        [sys.executable, "-m", "erofsgen", "pack", "--quiet", "--no-sync", "-", str(image)],
+        measured([sys.executable, "-m", "erofsgen", "pack", "--quiet", "--no-sync", "-", str(image)], report),
         stdin=subprocess.PIPE,
         env=env,
     )
@@ -577,10 +579,8 @@ def test_a_large_member_on_a_pipe_is_never_held_in_memory(tmp_path: Path, compre
             _stream_archive(child.stdin, size)
     finally:
         child.stdin.close()
-    _pid, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    assert child.returncode == 0
-    assert usage.ru_maxrss * 1024 < 200 << 20  # ru_maxrss is in KiB on Linux
+    assert child.wait() == 0
+    assert peak_rss_bytes(report) < 200 << 20
     with open_image(image) as img:
         assert img.stat("/big").size == size
         with img.open("/big") as f:
