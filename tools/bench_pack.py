@@ -201,7 +201,8 @@ def main() -> int:
         for mkfs in mkfs_paths
     ]
     if args.baseline:
-        env = ["env", f"PYTHONPATH={os.path.abspath(args.baseline)}", sys.executable]
+        # -P: `-m` must not import the erofsgen of the current directory instead of the baseline's.
+        env = ["env", f"PYTHONPATH={os.path.abspath(args.baseline)}", sys.executable, "-P"]
         baseline = Tool(f"erofsgen@{args.baseline}", [*env, "-m", "erofsgen", "pack", "--quiet"], False)
         references.insert(0, baseline)
     if args.compression is None:
