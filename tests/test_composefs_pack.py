@@ -44,6 +44,11 @@ def test_pack_composefs_writes_what_mkcomposefs_writes(
     assert capsys.readouterr().out == f"{packed}: composefs image, 266 inodes, fs-verity digest {digest}\n"
     assert packed.read_bytes() == made.read_bytes()
     assert _store_listing(tmp_path / "s2") == _store_listing(tmp_path / "s1") != {}
+    link = tmp_path / "link"
+    link.symlink_to(src)  # followed, as pack follows a symlink SOURCE
+    assert cli_main(["pack", "--composefs", "--quiet", str(link), str(tmp_path / "via-link.img")]) == 0
+    assert capsys.readouterr().out == ""
+    assert (tmp_path / "via-link.img").read_bytes() == made.read_bytes()
 
     api = tmp_path / "api.img"
     options = erofsgen.MkcomposefsOptions(digest_store=str(tmp_path / "s3"))
@@ -83,3 +88,17 @@ def test_pack_composefs_takes_one_directory(tmp_path: Path, capsys: pytest.Captu
     )
     assert "--digest-store goes with --composefs" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "img") and not os.path.exists(tmp_path / "s")
+
+
+def test_source_and_store_errors_name_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing"
+    assert cli_main(["mkcomposefs", str(missing), str(tmp_path / "img")]) == 2
+    assert capsys.readouterr().err == f"erofsgen: error: {missing}: No such file or directory\n"
+    src = tmp_path / "src"
+    src.mkdir()
+    make_source(src)
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_bytes(b"")
+    assert cli_main(["mkcomposefs", "--digest-store", str(not_a_dir), str(src), str(tmp_path / "img")]) == 2
+    assert capsys.readouterr().err == f"erofsgen: error: {not_a_dir}: the digest store is not a directory\n"
+    assert not (tmp_path / "img").exists()

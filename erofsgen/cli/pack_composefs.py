@@ -59,7 +59,9 @@ def run(args: argparse.Namespace, parser_actions: list[argparse.Action], summary
         raise InvalidInputError("--composefs takes one directory SOURCE (no tar archives)")
     threads = args.workers if args.workers is not None else len(os.sched_getaffinity(0))
     options = MkcomposefsOptions(digest_store=args.digest_store, threads=threads)
-    root = load_source(args.sources[0], options)
+    source = args.sources[0]
+    # As pack does, a symlink to a directory is followed (the trailing slash makes lstat resolve it).
+    root = load_source(os.path.join(source, "") if os.path.islink(source) else source, options)
     layout = lay_out(root, min_version=options.min_version, max_version=options.max_version)
     if args.image == "/dev/stdout" and sys.stdout.isatty():
         raise InvalidInputError("standard output is a terminal; refusing to write an image to it")

@@ -32,6 +32,15 @@ class MkcomposefsOptions:
 
 def load_source(source: str, options: MkcomposefsOptions, data: bytes | None = None) -> CfsNode:
     """The tree of SOURCE: a dump file (`data`, if already read) or a directory to scan."""
+    try:
+        return _load_source(source, options, data)
+    except OSError as exc:
+        if isinstance(exc.filename, bytes):  # the scan works on bytes paths; errors show text
+            exc.filename = os.fsdecode(exc.filename)
+        raise
+
+
+def _load_source(source: str, options: MkcomposefsOptions, data: bytes | None) -> CfsNode:
     if options.from_file:
         if data is None:
             with open(source, "rb") as f:
