@@ -9,7 +9,9 @@ Usage: tools/bench_composefs.py [SOURCE] [--runs N] [--threads N] [--mkcomposefs
    composefs's own mkcomposefs run the same way, in turn, round after round. Prints median wall
    time, files/s (entries of SOURCE per second), MB/s (bytes of its regular files per second),
    peak RSS, the median per-round ratios, and whether both wrote the same image and objects.
-2. fs-verity digest against hashlib.sha256 on the same data, one thread, best of a few passes:
+2. The same builds with `--print-digest-only` (no store, no image): the scan, the digests and
+   the layout alone, which the store's synced writes hide in (1).
+3. fs-verity digest against hashlib.sha256 on the same data, one thread, best of a few passes:
    in memory (tools/bench_verity.py) and over SOURCE's regular files (from the page cache).
 
 The erofsgen measured is the one Python imports (run with PYTHONPATH=$PWD for a checkout).
@@ -105,6 +107,23 @@ def _file_pieces(paths: list[str]) -> Iterator[bytes]:
             continue
 
 
+def compare_digests(source: str, runs: int, threads: int, mkcomposefs: str | None) -> None:
+    """`--print-digest-only` builds: the scan, digests and layout without any writes."""
+    print(f"== --print-digest-only builds of {source} (no store, no image)")
+    commands: list[Command] = [
+        ("erofsgen", [*EROFSGEN, "mkcomposefs", f"--threads={threads}", "--print-digest-only", source])
+    ]
+    if mkcomposefs is not None:
+        commands.append(("mkcomposefs", [mkcomposefs, f"--threads={threads}", "--print-digest-only", source]))
+    results: list[list[Run]] = [[] for _ in commands]
+    for round_no in range(runs + 1):  # round 0 warms the page cache and is not counted
+        for (_, argv), runs_of in zip(commands, results, strict=True):
+            run = measured_run(argv)
+            if round_no:
+                runs_of.append(run)
+    report(commands, results)
+
+
 def compare_builds(source: str, runs: int, threads: int, mkcomposefs: str | None) -> None:
     entries, files, size = source_size(source)
     print(f"== digest-store builds of {source}: {entries} entries, {files} files, {size / 1e6:.0f} MB")
@@ -168,6 +187,7 @@ def main() -> None:
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     compare_builds(args.source, args.runs, args.threads, args.mkcomposefs)
+    compare_digests(args.source, args.runs, args.threads, args.mkcomposefs)
     compare_verity(args.source, args.verity_mib)
 
 
