@@ -61,8 +61,11 @@ def run(args: argparse.Namespace, parser_actions: list[argparse.Action], summary
     options = MkcomposefsOptions(digest_store=args.digest_store, threads=threads)
     source = args.sources[0]
     # As pack does, a symlink to a directory is followed (the trailing slash makes lstat resolve it).
-    root = load_source(os.path.join(source, "") if os.path.islink(source) else source, options)
-    layout = lay_out(root, min_version=options.min_version, max_version=options.max_version)
+    source = os.path.join(source, "") if os.path.islink(source) else source
+    # The tree has no name here, so lay_out can free it once rewritten.
+    layout = lay_out(
+        load_source(source, options), min_version=options.min_version, max_version=options.max_version
+    )
     if args.image == "/dev/stdout" and sys.stdout.isatty():
         raise InvalidInputError("standard output is a terminal; refusing to write an image to it")
     digest = write_layout(layout, args.image, sync=args.sync)

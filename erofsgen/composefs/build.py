@@ -74,8 +74,12 @@ def mkcomposefs(
     (`--print-digest-only`). The tree is scanned, the objects stored and the layout checked
     before any byte is written.
     """
-    root = load_source(os.fspath(source), options)
-    layout = lay_out(root, min_version=options.min_version, max_version=options.max_version)
+    # No name for the tree: lay_out can free it once rewritten.
+    layout = lay_out(
+        load_source(os.fspath(source), options),
+        min_version=options.min_version,
+        max_version=options.max_version,
+    )
     return write_layout(layout, output, sync=sync)
 
 
