@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,17 @@ def _without_overlay_xattrs(snap: TreeSnapshot) -> TreeSnapshot:
     return TreeSnapshot({p: keep(e) for p, e in snap.entries.items()}, snap.hardlinks)
 
 
+def _require_data_only_layers() -> None:
+    """overlayfs data-only layers (`datadir+`) arrived in Linux 6.7; skip before (fail if required)."""
+    found = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    if found is None or (int(found[1]), int(found[2])) >= (6, 7):
+        return
+    reason = f"overlayfs data-only layers need Linux 6.7+, not {os.uname().release}"
+    if os.environ.get("EROFSGEN_REQUIRE_KERNEL") == "1":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
 def _assert_mounts_as(image: Path, store: Path, source: Path, mnt: Path) -> None:
     mnt.mkdir()
     assert cli_main(["mount", str(image), str(mnt), "--objects", str(store)]) == 0
@@ -131,6 +143,7 @@ def test_generated_trees_mount_as_their_source_and_share_objects(
     tmp_path: Path, kernel_mount: MountImage, capsys: pytest.CaptureFixture[str]
 ) -> None:
     del kernel_mount  # for its skip (or failure under EROFSGEN_REQUIRE_KERNEL=1)
+    _require_data_only_layers()
     rng = random.Random(7)
     shared = [rng.randbytes(n) for n in (65, 5000, 300_000, 3 * MIB)]
     first, second = tmp_path / "first", tmp_path / "second"
