@@ -147,7 +147,9 @@ class WriteOptions:
                 f"tar index mode needs 512-byte blocks (the archive's own), not {self.block_size}"
             )
         if self.chunk_size is not None or self.blob_device is not None or self.blob_stores:
-            raise InvalidInputError("tar index mode cannot be combined with a chunk size, blob device or store")
+            raise InvalidInputError(
+                "tar index mode cannot be combined with a chunk size, blob device or store"
+            )
         if self.compression is not None:
             raise InvalidInputError("tar index mode leaves file data in the archive: it cannot be compressed")
 

@@ -38,7 +38,9 @@ class InArchive(Protocol):
     def describe(self) -> str: ...
 
 
-def chunk_map(segments: tuple[tuple[int, int, int], ...], size: int, block_size: int) -> tuple[int, list[int]] | None:
+def chunk_map(
+    segments: tuple[tuple[int, int, int], ...], size: int, block_size: int
+) -> tuple[int, list[int]] | None:
     """(log2 of the chunk size, one location per chunk: device << 32 | block, or -1 for a hole),
     or None when the segments cannot be mapped onto whole chunks of at least a block."""
     blkbits = block_size.bit_length() - 1
@@ -46,7 +48,8 @@ def chunk_map(segments: tuple[tuple[int, int, int], ...], size: int, block_size:
     for offset, at, length in segments:
         if at % block_size:
             return None
-        while bits >= blkbits and (offset % (1 << bits) or (length % (1 << bits) and offset + length != size)):
+        ends_on_chunk = offset + length == size
+        while bits >= blkbits and (offset % (1 << bits) or not (ends_on_chunk or length % (1 << bits) == 0)):
             bits -= 1
         if bits < blkbits:
             return None
