@@ -3,6 +3,8 @@
 SOURCE is a directory, a tar archive (plain, gzip, zstd, xz or bzip2, recognised by content)
 or `-` for a tar archive on standard input. Several archives are OCI layers, lowest first,
 merged into one tree with their whiteouts applied; `--aufs` keeps whiteouts as overlayfs ones.
+`--tar=i` (tar index mode) leaves the data of one uncompressed archive file where it is: the
+image's chunk indexes point into it, its extra device 1 (specs/tar-input.md).
 
 Options keep mkfs.erofs 1.8's spellings and meanings. Times: `-T EPOCH` sets every file's mtime
 and the build time to EPOCH (with `--mkfs-time`, only the build time); without `-T`,
