@@ -246,6 +246,27 @@ def test_stdin_directories_and_other_options_are_refused(tmp_path: Path) -> None
         write_image(tree_from_tar(archive), image, WriteOptions(block_size=512, tar_index=archive))
 
 
+@pytest.mark.parametrize(
+    ("keep", "message"),
+    [
+        (700, b"truncated: member 'x' ends at byte 700"),  # inside the data
+        (1024, b"truncated: the archive ends at byte 1024 without its end-of-archive block"),
+    ],
+)
+def test_truncated_archive_is_refused(tmp_path: Path, keep: int, message: bytes) -> None:
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("x")
+        info.size = 300
+        tar.addfile(info, io.BytesIO(bytes(range(100)) * 3))
+    archive.write_bytes(archive.read_bytes()[:keep])
+    image = tmp_path / "a.erofs"
+    done = erofsgen("pack", "--tar=i", str(archive), str(image))
+    assert done.returncode == 2
+    assert message in done.stderr, done.stderr
+    assert not image.exists()
+
+
 def test_tar_f_is_the_default_mode(tmp_path: Path) -> None:
     archive = small_archive(tmp_path / "a.tar")
     for name, mode in (("f.erofs", ["--tar=f"]), ("plain.erofs", [])):
