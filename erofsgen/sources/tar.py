@@ -201,7 +201,7 @@ class TarReader:
         if kind in _FILE_TYPES:
             member.kind = stat.S_IFREG
             if self.spool is None:
-                member.data = self._extent(info, parts)
+                member.data = self._extent(info)
             else:
                 member.data = self._spool(tar, info, parts, self.spool)
         elif kind == tarfile.DIRTYPE or kind == _GNU_DUMPDIR:
@@ -234,7 +234,7 @@ class TarReader:
                 raise MetaError(f"{what} {value} is outside 0..{MAX_ID}")
         return Metadata(info.mode & 0o7777, info.uid, info.gid, mtime_ns(info), xattrs(info.pax_headers))
 
-    def _extent(self, info: tarfile.TarInfo, parts: list[bytes]) -> ArchiveExtent:
+    def _extent(self, info: tarfile.TarInfo) -> ArchiveExtent:
         """Where the member's data lies in the archive (segments of a sparse member, in order)."""
         size = info.size
         sparse: list[tuple[int, int]] | None = getattr(info, "sparse", None)
@@ -258,8 +258,7 @@ class TarReader:
                 f"{at - self._archive_size} bytes short of its data",
                 self.label,
             )
-        label = f"{self.label}:{os.fsdecode(b'/'.join(parts))}"
-        return ArchiveExtent(self._path, self._identity, tuple(segments), size, label)
+        return ArchiveExtent(self._path, self._identity, tuple(segments), size, info.name)
 
     def _spool(
         self, tar: tarfile.TarFile, info: tarfile.TarInfo, parts: list[bytes], spool: Spool

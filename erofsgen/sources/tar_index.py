@@ -29,16 +29,20 @@ class ArchiveExtent:
     the archive the image refers to. Bytes of the file outside every segment are zeros (holes).
     """
 
-    __slots__ = ("archive", "identity", "label", "segments", "size")
+    __slots__ = ("archive", "identity", "name", "segments", "size")
 
     def __init__(
-        self, archive: str, identity: tuple[int, int], segments: tuple[Segment, ...], size: int, label: str
+        self, archive: str, identity: tuple[int, int], segments: tuple[Segment, ...], size: int, name: str
     ) -> None:
         self.archive = archive
         self.identity = identity
         self.segments = segments
         self.size = size
-        self.label = label
+        self.name = name  # the member's name, for messages (the label is made only when needed)
+
+    @property
+    def label(self) -> str:
+        return f"{self.archive}:{self.name}"
 
     def describe(self) -> str:
         return self.label

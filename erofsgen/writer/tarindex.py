@@ -12,7 +12,7 @@ blocks. Nothing is hashed, copied or deduplicated.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast
 
 from ..errors import InvalidInputError
 from ..format.chunk import CHUNK_INDEX, chunk_format
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 ARCHIVE_DEVICE = 1
 
 
-@runtime_checkable
 class InArchive(Protocol):
     """A data source whose bytes lie in an archive (sources/tar_index.py's ArchiveExtent)."""
 
@@ -110,11 +109,13 @@ class TarIndexSession(ChunkSession):
         self.devices.append(_Device("", blocks))
 
     def form(self, source: DataSource, plan: PlannedInode) -> ChunkedData:
-        if not isinstance(source, InArchive) or source.identity != self.identity:
+        # Duck-typed: isinstance() with a runtime protocol costs ~25 µs a file.
+        if getattr(source, "identity", None) != self.identity:
             raise InvalidInputError(
                 f"tar index mode: the data of {source.describe()} is not in the archive {self.archive}"
             )
-        mapped = chunk_map(source.segments, source.size, self.block_size)
+        extent = cast(InArchive, source)
+        mapped = chunk_map(extent.segments, extent.size, self.block_size)
         if mapped is None:
             raise InvalidInputError(
                 f"tar index mode: sparse member {source.describe()} has data segments not aligned to "
