@@ -75,7 +75,7 @@ def test_unsupported_mkfs_option_is_named(option: str, src: Path, capsys: pytest
     [
         (["--zfeature-bits=4096"], "--zfeature-bits"),
         (["--sort", "none"], "--sort"),
-        (["--tar=f"], "--tar"),
+        (["--clean=1"], "--clean"),
         (["--offset", "4096"], "--offset"),
         (["-E", "xattr-name-filter"], "-E xattr-name-filter"),
         (["-Enosbcrc,fragments=4096"], "-E fragments=4096"),
