@@ -129,8 +129,10 @@ def test_erofs_utils_read_it_where_they_can(
     archive, image, extracted = indexed
     dest = tmp_path / "fsck"
     done = erofs_utils.fsck(image, f"--device={archive}", f"--extract={dest}")
-    if "blksize 512 isn't supported" in done.stderr + done.stdout:
-        pytest.skip(f"{erofs_utils.version_text} cannot read 512-byte blocks (tar index images need them)")
+    if erofs_utils.version < (1, 6):
+        # 1.5 reads page-sized blocks only: its refusal must be that, not a complaint about the image.
+        assert done.returncode != 0 and "blksize 512 isn't supported" in done.stderr + done.stdout
+        return
     assert done.returncode == 0, done.stderr
     assert_same_tree(snapshot(extracted), snapshot(dest), ignore_fields=("xattrs",))
 
