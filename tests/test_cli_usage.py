@@ -75,7 +75,7 @@ def test_unsupported_mkfs_option_is_named(option: str, src: Path, capsys: pytest
     [
         (["--zfeature-bits=4096"], "--zfeature-bits"),
         (["--sort", "none"], "--sort"),
-        (["--tar=f"], "--tar"),
+        (["--clean=1"], "--clean"),
         (["--offset", "4096"], "--offset"),
         (["-E", "xattr-name-filter"], "-E xattr-name-filter"),
         (["-Enosbcrc,fragments=4096"], "-E fragments=4096"),
@@ -247,3 +247,12 @@ def test_pack_errors_escape_raw_paths(tmp_path: Path, capsys: pytest.CaptureFixt
         f"erofsgen: error: {tmp_path}/no\\tdir\\376/out.img: cannot create the image: "
         "No such file or directory\n"
     )
+
+
+def test_a_missing_file_is_named_as_a_path_not_as_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-dir"
+    assert main(["mkcomposefs", str(missing), str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"erofsgen: error: {missing}: No such file or directory\n"
+    assert not (tmp_path / "out").exists()

@@ -23,22 +23,11 @@ from erofsgen.writer.compressed import full_indexes, lcluster_entries
 from tests.support.erofs_utils import ErofsUtils
 from tests.support.kernel import MountImage
 from tests.support.scenario import build_scenario_tree
+from tests.support.textdata import compressible_text as _text
 
 BS = 4096
 MiB = 1 << 20
 COMPRESSED = (DataLayout.COMPRESSED_FULL, DataLayout.COMPRESSED_COMPACT)
-
-
-def _text(size: int, seed: int = 0) -> bytes:
-    """Compressible data: numbered lines with a few random words."""
-    rng = random.Random(seed)
-    words = [rng.randbytes(rng.randrange(2, 8)).hex().encode() for _ in range(64)]
-    out = bytearray()
-    i = 0
-    while len(out) < size:
-        out += b"%d %s %s\n" % (i, rng.choice(words), rng.choice(words))
-        i += 1
-    return bytes(out[:size])
 
 
 def _files() -> dict[str, bytes]:

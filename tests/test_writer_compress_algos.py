@@ -21,7 +21,8 @@ from erofsgen.reader.zmap import Extent
 from erofsgen.writer import WriteOptions, codecs, lzmadest, write_image
 from erofsgen.writer.deflatedest import DeflateDestSize
 from tests.support.kernel import MountImage
-from tests.test_writer_compress import COMPRESSED, _files, _layouts, _text, _tree
+from tests.support.textdata import compressible_text as _text
+from tests.test_writer_compress import COMPRESSED, _files, _layouts, _tree
 
 BS = 4096
 MiB = 1 << 20

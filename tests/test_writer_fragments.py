@@ -36,20 +36,14 @@ from erofsgen.writer.lz4dest import dest_size_compressor
 from erofsgen.writer.plan import PlannedInode
 from erofsgen.writer.stored import NO_DATA
 from tests.support.kernel import MountImage
+from tests.support.textdata import compressible_text
 
 BS = 4096
 VECTORS = Path(__file__).resolve().parent.parent / "specs" / "vectors" / "images" / "mkfs-1.9"
 
 
 def _text(size: int, seed: int) -> bytes:
-    rng = random.Random(seed)
-    words = [rng.randbytes(rng.randrange(2, 8)).hex().encode() for _ in range(48)]
-    out = bytearray()
-    i = 0
-    while len(out) < size:
-        out += b"%d %s %s\n" % (i, rng.choice(words), rng.choice(words))
-        i += 1
-    return bytes(out[:size])
+    return compressible_text(size, seed, vocabulary=48)
 
 
 def _files() -> dict[str, bytes]:

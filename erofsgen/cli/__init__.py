@@ -230,7 +230,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _os_error(exc: OSError) -> str:
     if exc.filename is not None:
-        return f"{exc.filename}: {exc.strerror or exc}"
+        name = exc.filename
+        if isinstance(name, bytes):  # an os call given a bytes path: shown escaped, not as b'...'
+            from ..reader.names import escape_name
+
+            name = escape_name(name)
+        return f"{name}: {exc.strerror or exc}"
     reason = exc.strerror or str(exc)
     # Files (images, extract's destinations) are named where they fail; reading never runs out
     # of room, so an unnamed "no space" is the one output left: standard output (`> /dev/full`).

@@ -3,6 +3,8 @@
 SOURCE is a directory, a tar archive (plain, gzip, zstd, xz or bzip2, recognised by content)
 or `-` for a tar archive on standard input. Several archives are OCI layers, lowest first,
 merged into one tree with their whiteouts applied; `--aufs` keeps whiteouts as overlayfs ones.
+`--tar=i` (tar index mode) leaves the data of one uncompressed archive file where it is: the
+image's chunk indexes point into it, its extra device 1 (specs/tar-input.md).
 
 Options keep mkfs.erofs 1.8's spellings and meanings. Times: `-T EPOCH` sets every file's mtime
 and the build time to EPOCH (with `--mkfs-time`, only the build time); without `-T`,
@@ -63,7 +65,6 @@ NOT_YET_SUPPORTED = (
     "--random-pclusterblks",
     "--root-xattr-isize",
     "--sort",
-    "--tar",
     "--ungzip",
     "--zfeature-bits",
 )
@@ -107,6 +108,14 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="tar sources: keep whiteouts as overlayfs whiteouts (character device 0/0; "
         "trusted.overlay.opaque=y on opaque directories)",
+    )
+    parser.add_argument(
+        "--tar",
+        choices=("f", "i"),
+        metavar="MODE",
+        help="SOURCE is a tar archive: f copies its data into the image (the default for any "
+        "archive); i (index mode) leaves the data in the archive, an uncompressed regular file, "
+        "and the image (512-byte blocks) points into it: mount with the archive as extra device 1",
     )
     _add_layout_options(parser)
     _add_chunk_options(parser)
@@ -175,10 +184,9 @@ def _add_layout_options(parser: argparse.ArgumentParser) -> None:
         "-b",
         dest="block_size",
         type=int,
-        default=4096,
         choices=(512, 1024, 2048, 4096),
         metavar="SIZE",
-        help="block size: 512, 1024, 2048 or 4096 (default 4096)",
+        help="block size: 512, 1024, 2048 or 4096 (default 4096; 512, the only one, with --tar=i)",
     )
     parser.add_argument(
         "-U", dest="uuid", type=_uuid, metavar="UUID", help="volume UUID, or 'clear' (all zeros) or 'random'"
@@ -380,6 +388,9 @@ def run(args: argparse.Namespace) -> int:
     # An image written to standard output must not get the summary mixed into it.
     summary_stream = sys.stderr if _is_stdout(args.image) else sys.stdout
     archives = tar_sources(args.sources, args.image)
+    if args.tar and not archives:  # one SOURCE that is a directory or missing
+        what = "a directory" if os.path.isdir(args.sources[0]) else "missing"
+        raise InvalidInputError(f"--tar={args.tar} needs a tar archive; this is {what}", path=args.sources[0])
     source = "" if archives else source_directory(args.sources[0], args.image)
     with Progress(quiet=args.quiet) as progress:
         if archives:
@@ -414,11 +425,22 @@ def archive_tree(args: argparse.Namespace, archives: list[str], on_progress: Sca
     from ..sources.oci import is_oci_source, oci_layers
     from ..sources.tar_tree import tree_from_layers
 
+    if args.tar == "i":
+        return index_tree(args, archives, on_progress)
     layers: list[object] = []
     for archive in archives:
         layers.extend(oci_layers(archive) if is_oci_source(archive) else [archive])
     layered = len(layers) > 1 or any(map(is_oci_source, archives))
     return tree_from_layers(layers, whiteouts=layered, overlay=args.aufs, on_progress=on_progress)
+
+
+def index_tree(args: argparse.Namespace, archives: list[str], on_progress: ScanProgress) -> Directory:
+    """--tar=i: the tree of one uncompressed archive file, its data left there."""
+    from ..sources.tar_tree import tree_from_tar
+
+    if len(archives) != 1 or archives[0].startswith("oci:"):
+        raise InvalidInputError("--tar=i indexes exactly one tar archive file")
+    return tree_from_tar(archives[0], overlay=args.aufs, on_progress=on_progress, index=True)
 
 
 def tar_sources(sources: list[str], image: str) -> list[str]:
@@ -473,7 +495,7 @@ def write_options(args: argparse.Namespace, build_time_ns: int | None) -> WriteO
     """The WriteOptions the parsed arguments ask for."""
     extended = {opt for group in args.extended for opt in group}
     return WriteOptions(
-        block_size=args.block_size,
+        block_size=args.block_size or (512 if args.tar == "i" else 4096),
         build_time_ns=build_time_ns,
         uuid=args.uuid,
         label=args.label,
@@ -487,6 +509,7 @@ def write_options(args: argparse.Namespace, build_time_ns: int | None) -> WriteO
         chunk_size=args.chunk_size,
         blob_device=args.blob_device,
         blob_stores=tuple(args.blob_stores),
+        tar_index=args.sources[0] if args.tar == "i" else None,
         compression=args.compression[0] if args.compression else None,
         compression_level=args.compression[1] if args.compression else None,
         pcluster_size=args.pcluster_size,

@@ -221,7 +221,7 @@ class _Checked(io.RawIOBase):
             raise ArchiveError(f"cannot read: {exc.strerror or exc}", self.label) from None
 
 
-def _describe(source: object) -> str:
+def describe_source(source: object) -> str:
     if source == "-":
         return "<stdin>"
     if isinstance(source, str | bytes | os.PathLike):
@@ -236,7 +236,7 @@ class ArchiveStream:
     """
 
     def __init__(self, source: str | bytes | os.PathLike[str] | os.PathLike[bytes] | BinaryIO) -> None:
-        self.label = _describe(source)
+        self.label = describe_source(source)
         self._owned: BinaryIO | None = None
         if source == "-":
             raw: BinaryIO = sys.stdin.buffer

@@ -23,12 +23,13 @@ import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 from ..limits import MAX_ID
 from ..model import Metadata
-from .archive_stream import READ_SIZE, ArchiveError, ArchiveStream
+from .archive_stream import READ_SIZE, ArchiveError, ArchiveStream, describe_source
 from .spool import Spool, SpoolData
+from .tar_index import ArchiveExtent, Segment, open_indexable
 from .tar_meta import MetaError, mtime_ns, raw, xattrs
 
 _FILE_TYPES = frozenset((tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.GNUTYPE_SPARSE))
@@ -51,7 +52,7 @@ class Member:
     parts: list[bytes]  # normalised path components; [] is the root
     kind: int
     meta: Metadata
-    data: SpoolData | None = None
+    data: SpoolData | ArchiveExtent | None = None
     link: bytes = b""
     link_parts: list[bytes] | None = None
     rdev: tuple[int, int] = (0, 0)
@@ -108,13 +109,24 @@ class _StrictInfo(tarfile.TarInfo):
 
 
 class TarReader:
-    """Iterates over the members of one archive; a context manager owning the stream."""
+    """Iterates over the members of one archive; a context manager owning the stream.
 
-    def __init__(self, source: Any, spool: Spool) -> None:
-        self.archive = ArchiveStream(source)
-        self.label = self.archive.label
+    With a spool, the archive is streamed and member data copied to the spool. Without one
+    (tar index mode), the archive must be an uncompressed regular file: tarfile seeks from
+    header to header and member data stays where it is, as `ArchiveExtent`s.
+    """
+
+    def __init__(self, source: Any, spool: Spool | None) -> None:
         self.spool = spool
         self._tar: tarfile.TarFile | None = None
+        self._indexed: BinaryIO | None = None
+        if spool is None:
+            self.label = describe_source(source)
+            self._indexed, self._identity, self._archive_size = open_indexable(source, self.label)
+            self._path = os.fsdecode(source)
+        else:
+            self.archive = ArchiveStream(source)
+            self.label = self.archive.label
 
     def __enter__(self) -> TarReader:
         return self
@@ -126,7 +138,11 @@ class TarReader:
         if self._tar is not None:
             self._tar.fileobj = None  # type: ignore[assignment]  # ours to close, not tarfile's
             self._tar = None
-        self.archive.close()
+        if self._indexed is not None:
+            self._indexed.close()
+            self._indexed = None
+        else:
+            self.archive.close()
 
     def members(self) -> Iterator[Member]:
         """Every member in archive order; the archive must end properly."""
@@ -137,14 +153,23 @@ class TarReader:
 
     def _members(self) -> Iterator[Member]:
         try:
-            tar = tarfile.open(  # noqa: SIM115 (a stream read member by member; closed by close())
-                fileobj=io.BufferedReader(self.archive.stream, READ_SIZE),
-                mode="r|",
-                tarinfo=_StrictInfo,
-                bufsize=tarfile.BLOCKSIZE,
-                encoding="utf-8",
-                errors="surrogateescape",
-            )
+            if self._indexed is not None:  # seeking past the data: it is never read
+                tar = tarfile.open(  # noqa: SIM115 (closed by close())
+                    fileobj=self._indexed,
+                    mode="r:",
+                    tarinfo=_StrictInfo,
+                    encoding="utf-8",
+                    errors="surrogateescape",
+                )
+            else:
+                tar = tarfile.open(  # noqa: SIM115 (a stream read member by member; closed by close())
+                    fileobj=io.BufferedReader(self.archive.stream, READ_SIZE),
+                    mode="r|",
+                    tarinfo=_StrictInfo,
+                    bufsize=tarfile.BLOCKSIZE,
+                    encoding="utf-8",
+                    errors="surrogateescape",
+                )
         except tarfile.ReadError as exc:
             raise ArchiveError(f"not a tar archive ({exc})", self.label) from None
         self._tar = tar
@@ -161,7 +186,8 @@ class TarReader:
             member = self._member(tar, info)
             if member is not None:
                 yield member
-        self.archive.drain()
+        if self._indexed is None:
+            self.archive.drain()
 
     def _member(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> Member | None:
         name = info.name
@@ -174,7 +200,10 @@ class TarReader:
         member = Member(name, parts, 0, meta)
         if kind in _FILE_TYPES:
             member.kind = stat.S_IFREG
-            member.data = self._spool(tar, info, parts)
+            if self.spool is None:
+                member.data = self._extent(info)
+            else:
+                member.data = self._spool(tar, info, parts, self.spool)
         elif kind == tarfile.DIRTYPE or kind == _GNU_DUMPDIR:
             member.kind = stat.S_IFDIR
         elif kind == tarfile.SYMTYPE:
@@ -205,14 +234,42 @@ class TarReader:
                 raise MetaError(f"{what} {value} is outside 0..{MAX_ID}")
         return Metadata(info.mode & 0o7777, info.uid, info.gid, mtime_ns(info), xattrs(info.pax_headers))
 
-    def _spool(self, tar: tarfile.TarFile, info: tarfile.TarInfo, parts: list[bytes]) -> SpoolData:
+    def _extent(self, info: tarfile.TarInfo) -> ArchiveExtent:
+        """Where the member's data lies in the archive (segments of a sparse member, in order)."""
+        size = info.size
+        sparse: list[tuple[int, int]] | None = getattr(info, "sparse", None)
+        runs = [(0, size)] if sparse is None else [(off, n) for off, n in sparse if n]
+        segments: list[Segment] = []
+        at = info.offset_data
+        end = 0
+        for offset, length in runs:
+            if offset < end or offset + length > size:
+                raise ArchiveError(
+                    f"member {info.name!r}: sparse segment {offset}+{length} is out of order or outside "
+                    f"its size {size}",
+                    self.label,
+                )
+            segments.append((offset, at, length))
+            at += length
+            end = offset + length
+        if at > self._archive_size:
+            raise ArchiveError(
+                f"truncated: member {info.name!r} ends at byte {self._archive_size}, "
+                f"{at - self._archive_size} bytes short of its data",
+                self.label,
+            )
+        return ArchiveExtent(self._path, self._identity, tuple(segments), size, info.name)
+
+    def _spool(
+        self, tar: tarfile.TarFile, info: tarfile.TarInfo, parts: list[bytes], spool: Spool
+    ) -> SpoolData:
         """Copy the member's data to the spool, holes of a sparse member left unwritten."""
         stream: Any = tar.fileobj
         stream.seek(info.offset_data)
         size = info.size
         sparse: list[tuple[int, int]] | None = getattr(info, "sparse", None)
         segments = [(0, size)] if sparse is None else [(off, n) for off, n in sparse if n]
-        base = self.spool.reserve(size)
+        base = spool.reserve(size)
         for offset, length in segments:
             if offset < 0 or offset + length > size:
                 raise ArchiveError(
@@ -228,7 +285,7 @@ class TarReader:
                         f"{length - done} bytes short of its data",
                         self.label,
                     )
-                self.spool.write_at(chunk, base + offset + done)
+                spool.write_at(chunk, base + offset + done)
                 done += len(chunk)
         label = f"{self.label}:{os.fsdecode(b'/'.join(parts))}"
-        return SpoolData(self.spool, base, size, label)
+        return SpoolData(spool, base, size, label)

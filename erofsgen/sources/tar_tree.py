@@ -45,6 +45,7 @@ def tree_from_tar(
     overlay: bool = False,
     spool_dir: str | None = None,
     on_progress: ScanProgress | None = None,
+    index: bool = False,
 ) -> Directory:
     """The tree one tar archive extracts to (plain, gzip, zstd, xz or bzip2, by content).
 
@@ -54,7 +55,13 @@ def tree_from_tar(
     `overlay` keeps them as overlayfs whiteouts. A truncated or corrupt archive raises
     `ArchiveError` (an `InvalidInputError`) naming the member or byte offset. `on_progress`
     is called as a directory scan calls it, with the number of members read.
+
+    `index=True` (tar index mode): `source` must be the path of an uncompressed archive; its
+    headers are read by seeking and every regular file's data is an `ArchiveExtent` of it,
+    for `write_image` with ``WriteOptions(block_size=512, tar_index=source)``.
     """
+    if index:
+        return _build([source], whiteouts, overlay, None, on_progress)
     return tree_from_layers(
         [source], whiteouts=whiteouts, overlay=overlay, spool_dir=spool_dir, on_progress=on_progress
     )
@@ -71,13 +78,24 @@ def tree_from_layers(
     """Several archives applied in order onto one tree (OCI layers: lowest first)."""
     if not sources:
         raise InvalidInputError("no tar archive given")
-    spool = Spool(spool_dir)
+    return _build(sources, whiteouts, overlay, Spool(spool_dir), on_progress)
+
+
+def _build(
+    sources: Sequence[TarSource],
+    whiteouts: bool,
+    overlay: bool,
+    spool: Spool | None,
+    on_progress: ScanProgress | None,
+) -> Directory:
+    """The archives applied in order; without a spool, their data is left in place (index mode)."""
     assembler = _Assembler(whiteouts=whiteouts or overlay, overlay=overlay, on_progress=on_progress)
     with gc_paused():
         for source in sources:
             with TarReader(source, spool) as reader:
                 assembler.apply_layer(reader.members(), reader.label)
-    spool.finish()
+    if spool is not None:
+        spool.finish()
     if on_progress is not None:
         on_progress(assembler.count)
     return assembler.root

@@ -71,6 +71,8 @@ def write_image(
         raise InvalidInputError(f"options must be WriteOptions, not {type(options).__name__}")
     if options.blob_device is not None and _same_file(options.blob_device, output):
         raise InvalidInputError("the blob device cannot be the image itself", os.fspath(output))
+    if options.tar_index is not None and _same_file(options.tar_index, output):
+        raise InvalidInputError("the image cannot be written over the archive it indexes", os.fspath(output))
     # The stage's workers and spool live until the data is in the image; a chunk session holds
     # its stores' locks until then too.
     compressor = stage_compressor(options)

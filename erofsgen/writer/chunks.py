@@ -271,10 +271,14 @@ class ChunkSession:
     the image is in place, and throws away an unpublished blob on failure.
     """
 
+    # Regular files of at least this many bytes are chunked; the data stage hashes their chunks.
+    min_file_size: int
+    hashing = True
+
     def __init__(self, options: WriteOptions) -> None:
-        assert options.chunk_size is not None
         self.block_size = bs = options.block_size
-        self.chunk_size = options.chunk_size
+        self.min_file_size = bs
+        self.chunk_size = options.chunk_size or bs  # tar index mode chooses one per file
         self.blob_device = options.blob_device
         self.indexes = options.blob_device is not None or bool(options.blob_stores)
         self.entry_size = CHUNK_INDEX.size if self.indexes else CHUNK_BLOCK_MAP_ENTRY.size
@@ -454,6 +458,10 @@ class ChunkSession:
 
 def chunk_session(options: WriteOptions) -> contextlib.AbstractContextManager[ChunkSession | None]:
     """The build's chunk session, or None when these options chunk nothing."""
+    if options.tar_index is not None:
+        from .tarindex import TarIndexSession
+
+        return TarIndexSession(options)
     return ChunkSession(options) if options.chunk_size is not None else contextlib.nullcontext()
 
 

@@ -106,7 +106,7 @@ class DataStage:
         """The stored form of `node`'s data (the one place that dispatches on model types)."""
         if isinstance(node, File):
             data = node.data
-            if self.chunks is not None and data.size >= self.block_size:
+            if self.chunks is not None and data.size >= self.chunks.min_file_size:
                 return self._chunked(data, plan, self.chunks)
             small = data.size <= self.block_size
             if self.compressor is not None and (
@@ -178,6 +178,8 @@ class DataStage:
 
     def _chunked(self, data: DataSource, plan: PlannedInode, chunks: ChunkSession) -> ChunkedData:
         form = chunks.form(data, plan)
+        if not chunks.hashing:  # tar index mode: the chunks' places are known already
+            return form
         if isinstance(data, StreamData):
             form.spool = self._reserve(data.size)
             self._submit(_spool_and_hash, data, plan, *form.spool, form)

@@ -125,7 +125,8 @@ class MicroLzmaDestSize:
         assert src is not None
         stream.next_in = src + start
         stream.avail_in = end - start
-        stream.next_out = ctypes.cast(out, ctypes.c_void_p).value
+        # addressof, not cast: a cast makes a reference cycle that keeps `out` until the cyclic GC.
+        stream.next_out = ctypes.addressof(out)
         stream.avail_out = capacity
         ret = self.lib.lzma_code(ctypes.byref(stream), LZMA_FINISH)
         if ret != LZMA_STREAM_END:

@@ -63,6 +63,10 @@ class WriteOptions:
     # Content-addressed stores (specs/blob-store.md): chunks are reused from any of them and new
     # ones written to the first.
     blob_stores: tuple[str | os.PathLike[str], ...] = ()
+    # Tar index mode (mkfs.erofs --tar=i): this uncompressed tar archive is extra device 1 and
+    # every regular file's data is a chunk index into it (the tree from
+    # tree_from_tar(..., index=True)); needs 512-byte blocks and no chunking or compression.
+    tar_index: str | os.PathLike[str] | None = None
     # Regular files compressed with one of COMPRESSION_ALGORITHMS (None: none are), at this
     # level (None: the algorithm's default; lz4hc 0..12, 9; zstd 1..22, 3; deflate 0..9, 6;
     # lzma 0..9, 6; lz4 takes none), into pclusters of at most this many bytes (None: one
@@ -102,6 +106,7 @@ class WriteOptions:
             raise InvalidInputError("a long xattr prefix is given twice")
         if len(self.xattr_prefixes) > MAX_LONG_PREFIXES:
             raise InvalidInputError(f"at most {MAX_LONG_PREFIXES} long xattr prefixes fit a 7-bit id")
+        self._check_tar_index()
         self._check_chunks()
         self._check_compression()
         if self.workers is not None and not 1 <= self.workers <= MAX_WORKERS:
@@ -133,6 +138,20 @@ class WriteOptions:
         if (self.fragments or self.all_fragments) and (self.xattr_prefixes or self.auto_xattr_prefixes):
             # Linux 6.4 to 6.16 read the prefix table from the packed inode when there is one.
             raise InvalidInputError("long xattr prefixes cannot be combined with fragments yet")
+
+    def _check_tar_index(self) -> None:
+        if self.tar_index is None:
+            return
+        if self.block_size != 512:
+            raise InvalidInputError(
+                f"tar index mode needs 512-byte blocks (the archive's own), not {self.block_size}"
+            )
+        if self.chunk_size is not None or self.blob_device is not None or self.blob_stores:
+            raise InvalidInputError(
+                "tar index mode cannot be combined with a chunk size, blob device or store"
+            )
+        if self.compression is not None:
+            raise InvalidInputError("tar index mode leaves file data in the archive: it cannot be compressed")
 
     def _check_chunks(self) -> None:
         if self.blob_device is not None and self.blob_stores:
@@ -168,6 +187,7 @@ class WriteOptions:
             "chunk_size": (int, type(None)),
             "blob_device": (str, os.PathLike, type(None)),
             "blob_stores": (tuple,),
+            "tar_index": (str, os.PathLike, type(None)),
             "compression": (str, type(None)),
             "compression_level": (int, type(None)),
             "pcluster_size": (int, type(None)),
