@@ -64,7 +64,7 @@ def test_pack_composefs_writes_what_mkcomposefs_writes(
 @pytest.mark.parametrize(
     "extra",
     [["-z", "lz4"], ["-T", "0"], ["-b", "1024"], ["--all-root"], ["--exclude-path", "x"], ["-E", "dedupe"],
-     ["--chunksize", "65536"], ["-U", "clear"], ["-x", "-1"]],
+     ["--chunksize", "65536"], ["-U", "clear"], ["-x", "-1"], ["--tar", "f"], ["--aufs"]],
 )  # fmt: skip
 def test_pack_composefs_refuses_what_does_not_apply(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str]
