@@ -10,7 +10,7 @@ _erofsgen() {
             return
             ;;
         pack)
-            opts="--all-root --all-time --aufs --blob-store --blobdev --chunksize --exclude-path --exclude-regex --force-gid --force-uid --gid-offset --help --max-extent-bytes --mkfs-time --no-sync --quiet --tar --uid-offset --workers --xattr-prefix -C -E -L -T -U -b -h -x -z"
+            opts="--all-root --all-time --aufs --blob-store --blobdev --chunksize --composefs --digest-store --exclude-path --exclude-regex --force-gid --force-uid --gid-offset --help --max-extent-bytes --mkfs-time --no-sync --quiet --tar --uid-offset --workers --xattr-prefix -C -E -L -T -U -b -h -x -z"
             case $prev in
                 --tar) COMPREPLY=($(compgen -W "f i" -- "$cur")); return ;;
                 -b) COMPREPLY=($(compgen -W "512 1024 2048 4096" -- "$cur")); return ;;

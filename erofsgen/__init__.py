@@ -20,6 +20,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .blobs import BlobStore, ChunkLocation, StoreError
+    from .composefs.build import MkcomposefsOptions, mkcomposefs
     from .format.constants import FileType
     from .model import (
         BytesData,
@@ -49,6 +50,8 @@ _LAZY = {
     "BlobStore": ".blobs",
     "ChunkLocation": ".blobs",
     "StoreError": ".blobs",
+    "MkcomposefsOptions": ".composefs.build",
+    "mkcomposefs": ".composefs.build",
     "FileType": ".format.constants",
     "BytesData": ".model",
     "DataSource": ".model",
@@ -105,6 +108,7 @@ __all__ = [
     "InodeFormat",
     "InvalidInputError",
     "Metadata",
+    "MkcomposefsOptions",
     "Node",
     "NotFoundError",
     "PathData",
@@ -119,6 +123,7 @@ __all__ = [
     "__version__",
     "apply_overrides",
     "is_erofs",
+    "mkcomposefs",
     "open_image",
     "tree_from_directory",
     "tree_from_layers",

@@ -91,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
     data = sys.stdin.buffer.read() if args.from_file and args.source == "-" else None
     if args.image == "-" and sys.stdout.isatty():
         raise InvalidInputError("standard output is a terminal; refusing to write an image to it")
-    root = load_source(args.source, options, data)
-    layout = lay_out(root, min_version=low, max_version=high)  # every refusal comes before output
+    # Every refusal comes before output; the tree has no name, so lay_out can free it early.
+    layout = lay_out(load_source(args.source, options, data), min_version=low, max_version=high)
     if args.print_digest_only:
         digest = emit(layout)[1]
     elif args.image == "-":

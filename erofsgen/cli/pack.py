@@ -27,7 +27,7 @@ from ..model import Directory
 from ..sources.directory import ScanProgress, tree_from_directory
 from ..transform import TreeOverrides, apply_overrides
 from ..writer.options import COMPRESSION_ALGORITHMS, MAX_WORKERS, InodeFormat, WriteOptions
-from . import EXIT_ERROR, EXIT_OK
+from . import EXIT_ERROR, EXIT_OK, pack_composefs
 from .progress import Progress
 
 NS = 10**9
@@ -72,6 +72,8 @@ NOT_YET_SUPPORTED = (
 EXTENDED_VALUE_NOT_YET_SUPPORTED = ("fragments",)
 # mkfs.erofs -E options likewise (the name before any "=").
 EXTENDED_NOT_YET_SUPPORTED = ("xattr-name-filter",)
+# The parser's arguments, for --composefs to refuse those it cannot take.
+_ACTIONS: list[argparse.Action] = []
 
 
 def register(subparsers: Any) -> None:
@@ -141,9 +143,11 @@ def register(subparsers: Any) -> None:
         help="do not flush the image to disk before renaming it into place (faster, not crash-safe)",
     )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    pack_composefs.add_options(parser)
     for option in NOT_YET_SUPPORTED:
         parser.add_argument(option, action=_NotYetSupported)
     parser.set_defaults(func=run)
+    _ACTIONS[:] = parser._actions
 
 
 class _NotYetSupported(argparse.Action):
@@ -371,6 +375,11 @@ def run(args: argparse.Namespace) -> int:
     """Scan SOURCE, apply the overrides and write IMAGE."""
     if args.image == "-":  # as for SOURCE, "-" is the standard stream; "./-" names a file
         args.image = "/dev/stdout"
+    if args.composefs:
+        pack_composefs.run(args, _ACTIONS, sys.stderr if _is_stdout(args.image) else sys.stdout)
+        return EXIT_OK
+    if args.digest_store is not None:
+        raise InvalidInputError("--digest-store goes with --composefs")
     build_time_ns, mtime_ns, clamp_ns = _times(args, os.environ)
     options = write_options(args, build_time_ns)
     overrides = tree_overrides(args, mtime_ns, clamp_ns)

@@ -8,7 +8,8 @@ from typing import BinaryIO
 
 from ..errors import InvalidInputError
 from .dump import read_dump
-from .image import write_image
+from .image import emit, lay_out
+from .layout import Layout
 from .scan import ScanOptions, external_files, scan_directory
 from .store import fill_store
 from .tree import CfsNode
@@ -31,6 +32,15 @@ class MkcomposefsOptions:
 
 def load_source(source: str, options: MkcomposefsOptions, data: bytes | None = None) -> CfsNode:
     """The tree of SOURCE: a dump file (`data`, if already read) or a directory to scan."""
+    try:
+        return _load_source(source, options, data)
+    except OSError as exc:
+        if isinstance(exc.filename, bytes):  # the scan works on bytes paths; errors show text
+            exc.filename = os.fsdecode(exc.filename)
+        raise
+
+
+def _load_source(source: str, options: MkcomposefsOptions, data: bytes | None) -> CfsNode:
     if options.from_file:
         if data is None:
             with open(source, "rb") as f:
@@ -50,8 +60,39 @@ def load_source(source: str, options: MkcomposefsOptions, data: bytes | None = N
 
 
 def mkcomposefs(
-    source: str, output: BinaryIO | None, options: MkcomposefsOptions = MkcomposefsOptions()
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str] | BinaryIO | None,
+    options: MkcomposefsOptions = MkcomposefsOptions(),
+    *,
+    sync: bool = True,
 ) -> bytes:
-    """Write the composefs image of SOURCE to `output` (None: only measure); returns its digest."""
-    root = load_source(source, options)
-    return write_image(root, output, min_version=options.min_version, max_version=options.max_version)
+    """Write the composefs image of SOURCE, as `mkcomposefs [options] SOURCE IMAGE` does; returns
+    the image's fs-verity digest.
+
+    `output` is a path (written as `pack` writes images: whole or not at all, synced unless
+    `sync` is false), an open binary file, or None to only compute the digest
+    (`--print-digest-only`). The tree is scanned, the objects stored and the layout checked
+    before any byte is written.
+    """
+    # No name for the tree: lay_out can free it once rewritten.
+    layout = lay_out(
+        load_source(os.fspath(source), options),
+        min_version=options.min_version,
+        max_version=options.max_version,
+    )
+    return write_layout(layout, output, sync=sync)
+
+
+def write_layout(
+    layout: Layout, output: str | os.PathLike[str] | BinaryIO | None, *, sync: bool = True
+) -> bytes:
+    """The bytes of a laid-out image to `output` (as in `mkcomposefs`); returns its digest."""
+    if output is None:
+        return emit(layout)[1]
+    if not isinstance(output, (str, os.PathLike)):
+        return emit(layout, output.write)[1]
+    from ..writer.output import atomic_output  # only for a path
+
+    with atomic_output(output, sync=sync) as fd, open(fd, "wb", closefd=False) as out:
+        digest = emit(layout, out.write)[1]
+    return digest

@@ -279,8 +279,14 @@ def write_image(
 
 
 def lay_out(root: CfsNode, *, min_version: int = 0, max_version: int = 1) -> Layout:
-    """Everything about the image but its bytes; raises InvalidInputError for what cannot be written."""
-    return plan(prepare(root, min_version, max_version))
+    """Everything about the image but its bytes; raises InvalidInputError for what cannot be written.
+
+    A caller that passes the only reference to `root` (`lay_out(load_source(...))`) lets the
+    source tree go once its rewritten copy exists, before the layout is planned: a lower peak.
+    """
+    prepared = prepare(root, min_version, max_version)
+    del root
+    return plan(prepared)
 
 
 def image_bytes(root: CfsNode, *, min_version: int = 0, max_version: int = 1) -> bytes:

@@ -118,13 +118,33 @@ def _digest_one(item: tuple[bytes, CfsNode]) -> None:
 
 
 def _digest_files(files: list[tuple[bytes, CfsNode]], threads: int) -> None:
+    """Digest every file; with threads, each takes a share of the bytes as one task.
+
+    Small files are mostly Python work under the GIL, so one task per file would have the
+    threads contend for it (slower than one thread); a few large tasks let hashlib's
+    GIL-free hashing of the big files overlap instead.
+    """
     if threads <= 1 or len(files) < 2:
         for item in files:
             _digest_one(item)
         return
+    shares: list[list[tuple[bytes, CfsNode]]] = [[] for _ in range(threads)]
+    loads = [0] * threads
+    for item in sorted(files, key=lambda item: -item[1].size):  # largest first: even shares
+        least = loads.index(min(loads))
+        shares[least].append(item)
+        loads[least] += item[1].size + _PER_FILE_COST
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for _ in pool.map(_digest_one, files):
+        for _ in pool.map(_digest_share, shares):
             pass
+
+
+_PER_FILE_COST = 16384  # bytes of hashing a file's open, read and bookkeeping are worth
+
+
+def _digest_share(share: list[tuple[bytes, CfsNode]]) -> None:
+    for item in share:
+        _digest_one(item)
 
 
 def external_files(root: CfsNode, top: bytes) -> Iterator[tuple[bytes, CfsNode]]:

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from ..errors import InvalidInputError
 from .scan import digest_path
 
 FICLONE = 0x40049409
@@ -100,6 +101,8 @@ def store_object(store: str | bytes, digest: bytes, source: str | bytes) -> bool
 
 def fill_store(store: str | bytes, files: Iterable[tuple[bytes, bytes]], threads: int = 1) -> int:
     """Store (digest, source path) pairs, each digest once; returns how many objects were new."""
+    if os.path.lexists(store) and not os.path.isdir(store):
+        raise InvalidInputError("the digest store is not a directory", os.fsdecode(store))
     os.makedirs(store, exist_ok=True)
     unique: dict[bytes, bytes] = {}
     for digest, path in files:
