@@ -205,3 +205,36 @@ def test_mount_over_the_object_store(
     finally:
         assert cli_main(["umount", str(mnt)]) == 0
     assert not os.listdir(mnt)
+
+
+def test_image_targets_are_handled_as_pack_handles_them(tmp_path: Path) -> None:
+    """A failed build keeps the old image; a FIFO is written in place, never unlinked; a reader
+    that closes the pipe early is one line naming standard output."""
+    src = tmp_path / "src"
+    src.mkdir()
+    make_source(src)
+    image = tmp_path / "img"
+    image.write_bytes(b"old image")
+    bad = tmp_path / "bad.dump"
+    bad.write_text("/ 0 40755 2 0 0 0 0.0 - - -\n/x 0 100644 1 0 0 0 0.0 - - - bad-xattr\n")
+    assert erofsgen("mkcomposefs", "--from-file", str(bad), str(image)).returncode == 2
+    assert image.read_bytes() == b"old image"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    assert erofsgen("mkcomposefs", str(src), str(fifo)).returncode == 0
+    received, _ = reader.communicate(timeout=60)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert erofsgen("mkcomposefs", str(src), str(image)).returncode == 0
+    assert received == image.read_bytes()
+    piped = subprocess.Popen(
+        [sys.executable, "-m", "erofsgen", "mkcomposefs", "/usr/share", "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert piped.stdout is not None and len(piped.stdout.read(1000)) == 1000
+    piped.stdout.close()
+    err = piped.communicate(timeout=120)[1].decode()
+    assert piped.returncode == 2
+    assert err == "erofsgen: error: standard output: cannot write the image: the reader closed the pipe\n"

@@ -7,10 +7,11 @@ import os
 import sys
 from typing import Any
 
-from ..composefs.build import MkcomposefsOptions, load_source
+from ..composefs.build import MkcomposefsOptions, load_source, write_layout
 from ..composefs.image import emit, lay_out
-from ..errors import InvalidInputError
+from ..errors import ImageWriteError, InvalidInputError
 from . import EXIT_OK
+from .common import stdout_gone
 
 
 def register(subparsers: Any) -> None:
@@ -96,15 +97,18 @@ def run(args: argparse.Namespace) -> int:
     if args.print_digest_only:
         digest = emit(layout)[1]
     elif args.image == "-":
-        digest = emit(layout, sys.stdout.buffer.write)[1]
-        sys.stdout.buffer.flush()
+        try:
+            digest = emit(layout, sys.stdout.buffer.write)[1]
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            stdout_gone()
+            raise ImageWriteError(
+                "cannot write the image: the reader closed the pipe", "standard output"
+            ) from None
     else:
-        with open(args.image, "wb") as out:
-            try:
-                digest = emit(layout, out.write)[1]
-            except BaseException:
-                os.unlink(args.image)  # no partial image
-                raise
+        # As `pack` writes images: a regular file replaced whole or not at all (not even SIGKILL
+        # leaves a part), a device or FIFO written in place and never unlinked.
+        digest = write_layout(layout, args.image)
     if args.print_digest or args.print_digest_only:
         print(digest.hex())
     return EXIT_OK
