@@ -215,12 +215,42 @@ def umount_image(mountpoint: PathLike) -> None:
 # -- file-backed, through the new mount API ---------------------------------------------------
 
 
-def _syscall(number: int, *args: object) -> int:
+def syscall(number: int, *args: object) -> int:
+    """A raw system call (the new mount API has no libc wrappers here); OSError on failure."""
     result = int(_libc.syscall(ctypes.c_long(number), *args))
     if result < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
     return result
+
+
+def fs_open(fstype: bytes) -> int:
+    """A new file system context (fsopen) of `fstype`."""
+    return syscall(SYS_FSOPEN, fstype, ctypes.c_uint(FSOPEN_CLOEXEC))
+
+
+def fs_config(fs_fd: int, key: bytes | None, value: bytes | None, cmd: int = FSCONFIG_SET_STRING) -> None:
+    """One fsconfig call on the context `fs_fd`."""
+    syscall(SYS_FSCONFIG, ctypes.c_int(fs_fd), ctypes.c_uint(cmd), key, value, ctypes.c_int(0))
+
+
+def fs_mount_readonly(fs_fd: int) -> int:
+    """The created context as a detached read-only mount (fsmount); close it to drop it."""
+    return syscall(
+        SYS_FSMOUNT, ctypes.c_int(fs_fd), ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(MOUNT_ATTR_RDONLY)
+    )
+
+
+def attach_mount(mount_fd: int, mountpoint: PathLike) -> None:
+    """Attach the detached mount `mount_fd` at `mountpoint` (move_mount)."""
+    syscall(
+        SYS_MOVE_MOUNT,
+        ctypes.c_int(mount_fd),
+        b"",
+        ctypes.c_int(AT_FDCWD),
+        os.fsencode(mountpoint),
+        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
+    )
 
 
 def _fs_messages(fs_fd: int) -> list[str]:
@@ -249,44 +279,29 @@ def _mount_file_backed(
         if len(source) > FSCONFIG_VALUE_MAX:
             source = os.fsencode(_fd_path(fds[0]))
         try:
-            fs_fd = _syscall(SYS_FSOPEN, b"erofs", ctypes.c_uint(FSOPEN_CLOEXEC))
+            fs_fd = fs_open(b"erofs")
         except OSError as exc:
             raise MountError(f"cannot mount EROFS: fsopen: {exc.strerror}", exc.errno) from exc
         held.callback(os.close, fs_fd)
         try:
             _configure(fs_fd, source, [os.fsencode(_fd_path(fd)) for fd in fds[1:]])
-            mount_fd = _syscall(
-                SYS_FSMOUNT,
-                ctypes.c_int(fs_fd),
-                ctypes.c_uint(FSMOUNT_CLOEXEC),
-                ctypes.c_uint(MOUNT_ATTR_RDONLY),
-            )
+            mount_fd = fs_mount_readonly(fs_fd)
         except OSError as exc:
             messages = _fs_messages(fs_fd) + log.erofs_lines()
             raise _mount_error(image, mountpoint, exc, messages) from exc
         held.callback(os.close, mount_fd)  # closing a mount never attached drops it
         try:
-            _syscall(
-                SYS_MOVE_MOUNT,
-                ctypes.c_int(mount_fd),
-                b"",
-                ctypes.c_int(AT_FDCWD),
-                os.fsencode(mountpoint),
-                ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
-            )
+            attach_mount(mount_fd, mountpoint)
         except OSError as exc:
             raise _mount_error(image, mountpoint, exc, log.erofs_lines()) from exc
 
 
 def _configure(fs_fd: int, source: bytes, devices: list[bytes]) -> None:
-    def fsconfig(cmd: int, key: bytes | None, value: bytes | None) -> None:
-        _syscall(SYS_FSCONFIG, ctypes.c_int(fs_fd), ctypes.c_uint(cmd), key, value, ctypes.c_int(0))
-
-    fsconfig(FSCONFIG_SET_FLAG, b"ro", None)
-    fsconfig(FSCONFIG_SET_STRING, b"source", source)
+    fs_config(fs_fd, b"ro", None, FSCONFIG_SET_FLAG)
+    fs_config(fs_fd, b"source", source)
     for device in devices:
-        fsconfig(FSCONFIG_SET_STRING, b"device", device)
-    fsconfig(FSCONFIG_CMD_CREATE, None, None)
+        fs_config(fs_fd, b"device", device)
+    fs_config(fs_fd, None, None, FSCONFIG_CMD_CREATE)
 
 
 def _open_readonly(path: PathLike) -> int:

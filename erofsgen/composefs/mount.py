@@ -18,17 +18,12 @@ import tempfile
 from collections.abc import Sequence
 
 from ..blobs.mount import (
-    AT_FDCWD,
-    FSCONFIG_SET_STRING,
-    FSMOUNT_CLOEXEC,
-    FSOPEN_CLOEXEC,
-    MOUNT_ATTR_RDONLY,
-    MOVE_MOUNT_F_EMPTY_PATH,
-    SYS_FSCONFIG,
-    SYS_FSMOUNT,
-    SYS_FSOPEN,
-    SYS_MOVE_MOUNT,
+    FSCONFIG_CMD_CREATE,
     MountError,
+    attach_mount,
+    fs_config,
+    fs_mount_readonly,
+    fs_open,
     mount_image,
 )
 from ..errors import InvalidInputError
@@ -36,17 +31,8 @@ from ..reader.names import escape_name
 from ..verity import fsverity_digest_path
 from .image import MAGIC
 
-FSCONFIG_CMD_CREATE = 6
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _syscall(number: int, *args: object) -> int:
-    result = int(_libc.syscall(ctypes.c_long(number), *args))
-    if result < 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-    return result
 
 
 def _check_image(image: str, expected_digest: str | None) -> None:
@@ -65,44 +51,28 @@ def _check_image(image: str, expected_digest: str | None) -> None:
 def _overlay(lower: str, objects: Sequence[str], mountpoint: str, verity: bool) -> None:
     with contextlib.ExitStack() as held:
         try:
-            fs_fd = _syscall(SYS_FSOPEN, b"overlay", ctypes.c_uint(FSOPEN_CLOEXEC))
+            fs_fd = fs_open(b"overlay")
         except OSError as exc:
             raise MountError(f"cannot mount overlayfs: fsopen: {exc.strerror}", exc.errno) from exc
         held.callback(os.close, fs_fd)
-
-        def config(key: bytes | None, value: bytes | None, cmd: int = FSCONFIG_SET_STRING) -> None:
-            _syscall(SYS_FSCONFIG, ctypes.c_int(fs_fd), ctypes.c_uint(cmd), key, value, ctypes.c_int(0))
-
         try:
-            config(b"source", b"composefs")
-            config(b"metacopy", b"on")
-            config(b"redirect_dir", b"on")
+            fs_config(fs_fd, b"source", b"composefs")
+            fs_config(fs_fd, b"metacopy", b"on")
+            fs_config(fs_fd, b"redirect_dir", b"on")
             if verity:
-                config(b"verity", b"require")
-            config(b"lowerdir+", os.fsencode(lower))
+                fs_config(fs_fd, b"verity", b"require")
+            fs_config(fs_fd, b"lowerdir+", os.fsencode(lower))
             for path in objects:
-                config(b"datadir+", os.fsencode(os.path.abspath(path)))
-            config(None, None, FSCONFIG_CMD_CREATE)
-            mount_fd = _syscall(
-                SYS_FSMOUNT,
-                ctypes.c_int(fs_fd),
-                ctypes.c_uint(FSMOUNT_CLOEXEC),
-                ctypes.c_uint(MOUNT_ATTR_RDONLY),
-            )
+                fs_config(fs_fd, b"datadir+", os.fsencode(os.path.abspath(path)))
+            fs_config(fs_fd, None, None, FSCONFIG_CMD_CREATE)
+            mount_fd = fs_mount_readonly(fs_fd)
         except OSError as exc:
             raise MountError(
                 f"cannot mount the composefs overlay (needs Linux 6.7+): {exc.strerror}", exc.errno
             ) from exc
         held.callback(os.close, mount_fd)
         try:
-            _syscall(
-                SYS_MOVE_MOUNT,
-                ctypes.c_int(mount_fd),
-                b"",
-                ctypes.c_int(AT_FDCWD),
-                os.fsencode(mountpoint),
-                ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
-            )
+            attach_mount(mount_fd, mountpoint)
         except OSError as exc:
             raise MountError(f"{escape_name(mountpoint)}: cannot mount: {exc.strerror}", exc.errno) from exc
 
