@@ -11,6 +11,7 @@ import pytest
 
 import erofsgen
 from erofsgen.cli import main as cli_main
+from erofsgen.errors import InvalidInputError
 
 from .test_composefs_cli import make_source
 
@@ -102,3 +103,19 @@ def test_source_and_store_errors_name_the_path(tmp_path: Path, capsys: pytest.Ca
     assert cli_main(["mkcomposefs", "--digest-store", str(not_a_dir), str(src), str(tmp_path / "img")]) == 2
     assert capsys.readouterr().err == f"erofsgen: error: {not_a_dir}: the digest store is not a directory\n"
     assert not (tmp_path / "img").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((123, "out"), "SOURCE must be a path, not int"),
+        (("src", 5), "output must be a path, a binary file or None, not int"),
+        (("src", "out", "opts"), "options must be MkcomposefsOptions, not str"),
+    ],
+)
+def test_api_refuses_wrong_types(tmp_path: Path, args: tuple[object, ...], message: str) -> None:
+    (tmp_path / "src").mkdir()
+    where = [tmp_path / a if isinstance(a, str) and a in ("src", "out") else a for a in args]
+    with pytest.raises(InvalidInputError, match=message):
+        erofsgen.mkcomposefs(*where)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()

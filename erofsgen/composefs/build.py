@@ -74,6 +74,15 @@ def mkcomposefs(
     (`--print-digest-only`). The tree is scanned, the objects stored and the layout checked
     before any byte is written.
     """
+    if not isinstance(source, (str, os.PathLike)):
+        raise InvalidInputError(f"SOURCE must be a path, not {type(source).__name__}")
+    writable = callable(getattr(output, "write", None))
+    if not (output is None or isinstance(output, (str, os.PathLike)) or writable):
+        raise InvalidInputError(f"output must be a path, a binary file or None, not {type(output).__name__}")
+    if not isinstance(options, MkcomposefsOptions):
+        raise InvalidInputError(f"options must be MkcomposefsOptions, not {type(options).__name__}")
+    if not isinstance(sync, bool):
+        raise InvalidInputError(f"sync must be bool, not {type(sync).__name__}")
     # No name for the tree: lay_out can free it once rewritten.
     layout = lay_out(
         load_source(os.fspath(source), options),
