@@ -28,6 +28,7 @@ from erofsgen.cli import main as cli_main
 from erofsgen.errors import InvalidInputError
 from erofsgen.sources.directory import tree_from_directory
 from erofsgen.writer import WriteOptions, chunks, write_image
+from erofsgen.writer.emit import Emitter
 from tests.support.compare import assert_same_tree
 from tests.support.kernel import MountImage
 from tests.support.snapshot import snapshot
@@ -428,3 +429,33 @@ def test_extract_of_a_path_hashes_only_the_blobs_it_reads(
     assert cli_main([*args, str(tmp_path / "a"), "--path=a"]) == 2
     assert old_blob.name in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
+
+
+def test_a_pack_with_no_new_chunks_leaves_its_image_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every chunk already in the store: nothing may touch the image's descriptor but the
+    emitter. A chunk copier started anyway truncated the image to nothing, which only showed
+    when it ran after the emitter's writes; here it is made to run then."""
+    src, store = tmp_path / "src", tmp_path / "store"
+    _make_tree(src, 16, files=4)
+    _pack(src, tmp_path / "first.img", store)
+    emitted = threading.Event()
+    real_emit_areas, real_run = Emitter.emit_areas, chunks.ChunkCopier.run
+
+    def emit_areas(self: Emitter) -> None:
+        real_emit_areas(self)
+        emitted.set()
+
+    def late_run(self: chunks.ChunkCopier) -> None:
+        emitted.wait(30)
+        real_run(self)
+
+    monkeypatch.setattr(Emitter, "emit_areas", emit_areas)
+    monkeypatch.setattr(chunks.ChunkCopier, "run", late_run)
+    second = tmp_path / "second.img"
+    _pack(src, second, store)
+    assert second.read_bytes() == (tmp_path / "first.img").read_bytes()
+    with open_image(second, devices=_devices(second, store)) as img:
+        for path in src.rglob("f*"):
+            assert img.read_bytes(str(path.relative_to(src))) == path.read_bytes()

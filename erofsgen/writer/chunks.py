@@ -401,7 +401,11 @@ class ChunkSession:
         """
         offset = self.base * self.block_size if self.in_image else 0
         what = "the image" if self.in_image else "the blob device"
-        if self.stores and self.new_chunks:
+        if self.stores:
+            if not self.new_chunks:
+                # Every chunk is in a store already: nothing to write. (A copier here would be
+                # handed the image's own descriptor, and truncate it while the emitter writes.)
+                return
             self.pending = self.stores[0].new_blob()
             fd, path, what = self.pending.fd, self.stores[0].path, "a new blob"
         hashing = not self.in_image
