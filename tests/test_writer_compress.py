@@ -24,6 +24,7 @@ from tests.support.erofs_utils import ErofsUtils
 from tests.support.kernel import MountImage
 from tests.support.scenario import build_scenario_tree
 from tests.support.textdata import compressible_text as _text
+from tests.support.textdata import pieced_data
 
 BS = 4096
 MiB = 1 << 20
@@ -256,14 +257,7 @@ def test_any_file_round_trips_through_our_reader(
     pcluster_blocks: int,
     xattr_size: int,
 ) -> None:
-    data = b"".join(
-        _text(n, seed)
-        if kind == "text"
-        else random.Random(seed).randbytes(n)
-        if kind == "noise"
-        else bytes([seed]) * n
-        for kind, n, seed in pieces
-    )
+    data = pieced_data(pieces)
     image = tmp_path / "img"
     xattrs = {b"user.x": b"v" * xattr_size} if xattr_size else {}
     tree = Directory(Metadata(mode=0o755), {b"f": File(Metadata(mode=0o644, xattrs=xattrs), BytesData(data))})

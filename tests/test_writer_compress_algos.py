@@ -22,6 +22,7 @@ from erofsgen.writer import WriteOptions, codecs, lzmadest, write_image
 from erofsgen.writer.deflatedest import DeflateDestSize
 from tests.support.kernel import MountImage
 from tests.support.textdata import compressible_text as _text
+from tests.support.textdata import pieced_data
 from tests.test_writer_compress import COMPRESSED, _files, _layouts, _tree
 
 BS = 4096
@@ -171,14 +172,7 @@ def test_any_file_round_trips_through_the_kernel(
     compact: bool,
     pcluster_blocks: int,
 ) -> None:
-    data = b"".join(
-        _text(n, seed)
-        if kind == "text"
-        else random.Random(seed).randbytes(n)
-        if kind == "noise"
-        else bytes([seed]) * n
-        for kind, n, seed in pieces
-    )
+    data = pieced_data(pieces)
     image = tmp_path_factory.mktemp("any") / "img"
     options = WriteOptions(
         compression=name,

@@ -15,3 +15,15 @@ def compressible_text(size: int, seed: int = 0, *, vocabulary: int = 64) -> byte
         out += b"%d %s %s\n" % (i, rng.choice(words), rng.choice(words))
         i += 1
     return bytes(out[:size])
+
+
+def pieced_data(pieces: list[tuple[str, int, int]]) -> bytes:
+    """Pieces (kind, length, seed) joined: "text" compresses, "noise" does not, else one byte repeated."""
+    return b"".join(
+        compressible_text(n, seed)
+        if kind == "text"
+        else random.Random(seed).randbytes(n)
+        if kind == "noise"
+        else bytes([seed]) * n
+        for kind, n, seed in pieces
+    )
