@@ -153,6 +153,24 @@ def test_dest_size_fills_the_pcluster_exactly(algorithm: str, native: bool) -> N
         assert lz4.block.decompress(stream, uncompressed_size=used) == data[:used]
 
 
+@pytest.mark.parametrize("level", [1, 9, 12])
+def test_a_reused_lz4hc_state_gives_the_same_streams(level: int) -> None:
+    lib = lz4dest._native()
+    assert lib is not None and lib.hc_reset is not None, "the lz4 wheel exports the streaming LZ4HC API"
+    reused = lz4dest.NativeDestSize(lib, level)
+    fresh = lz4dest.NativeDestSize(lib, level, reuse_state=False)
+    assert reused.reuse_state and not fresh.reuse_state
+    rng = random.Random(level)
+    data = _text(300_000, level) + rng.randbytes(30_000) + bytes(70_000) + _text(100_000, 1)
+    for capacity in (BS, 4 * BS):
+        pos = 0
+        while pos < len(data):
+            end = min(len(data), pos + 255 * capacity)
+            stream, used = reused(data, pos, end, capacity)
+            assert fresh(data, pos, end, capacity) == (stream, used)
+            pos += used
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_native_and_fallback_compressors_give_valid_images(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool, erofs_utils: ErofsUtils

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from dataclasses import dataclass
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import InvalidInputError
 from ..format.constants import CompressionAlgorithm
@@ -36,13 +37,30 @@ class DestSizeCompressor(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class _Liblz4:
+    """The liblz4 functions called through ctypes."""
+
+    fast: Any  # LZ4_compress_destSize
+    hc: Any  # LZ4_compress_HC_destSize
+    state_size: int  # LZ4_sizeofStateHC()
+    # LZ4HC with one state per thread reused from call to call (None where not exported):
+    # LZ4_initStreamHC once, then LZ4_resetStreamHC_fast and LZ4_compress_HC_continue_destSize.
+    # The two cheap calls keep the GIL (PyDLL): releasing and taking it back costs more than
+    # they do, and the compressing threads wait on each other for it.
+    hc_init: Any = None
+    hc_reset: Any = None
+    hc_next: Any = None
+
+
 @cache
-def _native() -> ctypes.CDLL | None:
+def _native() -> _Liblz4 | None:
     """liblz4 inside the lz4 wheel's extension, if it exports the destSize functions."""
     import lz4.block._block as lz4_extension
 
     try:
         lib = ctypes.CDLL(lz4_extension.__file__)
+        held = ctypes.PyDLL(lz4_extension.__file__)
         fast, hc, sizeof_hc = lib.LZ4_compress_destSize, lib.LZ4_compress_HC_destSize, lib.LZ4_sizeofStateHC
     except (OSError, AttributeError):
         return None
@@ -53,7 +71,18 @@ def _native() -> ctypes.CDLL | None:
     hc.restype = ctypes.c_int
     sizeof_hc.argtypes = []
     sizeof_hc.restype = ctypes.c_int
-    return lib
+    try:
+        init, reset = held.LZ4_initStreamHC, held.LZ4_resetStreamHC_fast
+        hc_next = lib.LZ4_compress_HC_continue_destSize
+    except AttributeError:
+        return _Liblz4(fast, hc, sizeof_hc())
+    init.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    init.restype = ctypes.c_void_p
+    reset.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    reset.restype = None
+    hc_next.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, int_p, ctypes.c_int]
+    hc_next.restype = ctypes.c_int
+    return _Liblz4(fast, hc, sizeof_hc(), init, reset, hc_next)
 
 
 class _ThreadBuffers(threading.local):
@@ -79,10 +108,13 @@ class NativeDestSize:
     algorithm = CompressionAlgorithm.LZ4
     max_ratio = LZ4_MAX_RATIO
 
-    def __init__(self, lib: ctypes.CDLL, level: int | None) -> None:
+    def __init__(self, lib: _Liblz4, level: int | None, *, reuse_state: bool = True) -> None:
         self.lib = lib
         self.level = level  # None: fast LZ4
         self.buffers = _ThreadBuffers()
+        # liblz4's fast reset leaves the last call's tables in place, marked out of reach, so a
+        # state is not cleared (256 KiB) for every pcluster; the streams are the same.
+        self.reuse_state = reuse_state and lib.hc_reset is not None
 
     def __call__(self, data: bytes, start: int, end: int, capacity: int) -> tuple[bytes, int]:
         local = self.buffers
@@ -96,8 +128,9 @@ class NativeDestSize:
             out = local.out = ctypes.create_string_buffer(capacity)
             local.view = memoryview(out)
         local.consumed.value = end - start
+        lib = self.lib
         if self.level is None:
-            n = self.lib.LZ4_compress_destSize(local.address + start, out, local.consumed_p, capacity)
+            n = lib.fast(local.address + start, out, local.consumed_p, capacity)
         else:
             n = 0
             if local.failing and end - start > capacity:
@@ -106,10 +139,14 @@ class NativeDestSize:
                 state = local.hc_state
                 if state is None:
                     # malloc'd by ctypes: aligned enough for liblz4's state (it asks for pointer alignment).
-                    state = local.hc_state = ctypes.create_string_buffer(self.lib.LZ4_sizeofStateHC())
-                n = self.lib.LZ4_compress_HC_destSize(
-                    state, local.address + start, out, local.consumed_p, capacity, self.level
-                )
+                    state = local.hc_state = ctypes.create_string_buffer(lib.state_size)
+                    if self.reuse_state:
+                        lib.hc_init(state, len(state))
+                if self.reuse_state:
+                    lib.hc_reset(state, self.level)
+                    n = lib.hc_next(state, local.address + start, out, local.consumed_p, capacity)
+                else:
+                    n = lib.hc(state, local.address + start, out, local.consumed_p, capacity, self.level)
             local.failing = local.consumed.value <= capacity
         used = local.consumed.value
         if n <= 0 or used <= 0:
@@ -125,7 +162,7 @@ class NativeDestSize:
         LZ4HC would have shrunk by a hair where fast LZ4 could not (4 KiB more on /usr/share).
         """
         wanted = local.consumed.value
-        n: int = self.lib.LZ4_compress_destSize(local.address + start, local.out, local.consumed_p, capacity)
+        n: int = self.lib.fast(local.address + start, local.out, local.consumed_p, capacity)
         if local.consumed.value <= capacity:
             return n
         local.consumed.value = wanted
