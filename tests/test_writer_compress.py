@@ -18,7 +18,7 @@ from erofsgen.errors import InvalidInputError
 from erofsgen.format.constants import CompressionAlgorithm, DataLayout, FeatureIncompat, LclusterType
 from erofsgen.format.zmap import LCLUSTER_INDEX
 from erofsgen.model import BytesData, Directory, File, Metadata, PathData, StreamData
-from erofsgen.writer import WriteOptions, datastage, lz4dest, write_image
+from erofsgen.writer import WriteOptions, datastage, lz4dest, plan_image, write_image
 from erofsgen.writer.compressed import full_indexes, lcluster_entries
 from tests.support.erofs_utils import ErofsUtils
 from tests.support.kernel import MountImage
@@ -234,6 +234,42 @@ def test_bytes_do_not_depend_on_worker_timing(
         write_image(_tree(files), image, WriteOptions(compression="lz4hc", build_time_ns=0))
         outputs.append(image.read_bytes())
     assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize("budget", [0, 3 * BS])
+def test_pclusters_through_the_spool_give_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes], budget: int
+) -> None:
+    """Streamed files' pclusters wait in memory or, past the budget, in the spool: same image."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    args = ["pack", "--quiet", "-T0", "-zlz4hc", "-Eztailpacking", str(src)]
+    assert cli_main([*args, str(tmp_path / "memory")]) == 0
+    spooled: list[None] = []
+    spool_write = datastage._spool_write
+    monkeypatch.setattr(datastage, "STREAM_BUDGET", budget)
+    monkeypatch.setattr(datastage, "job_hook", lambda i: time.sleep(0.05 if i == 0 else 0))
+    monkeypatch.setattr(datastage, "_spool_write", lambda *a: spooled.append(spool_write(*a)))
+    assert cli_main([*args, str(tmp_path / "spool")]) == 0
+    assert len(spooled) > 1
+    assert (tmp_path / "memory").read_bytes() == (tmp_path / "spool").read_bytes()
+
+
+def test_compressed_files_take_the_first_data_blocks_in_inode_order(files: dict[str, bytes]) -> None:
+    layout = plan_image(_tree(files), WriteOptions(compression="lz4hc"))
+    streamed = sorted((p for p in layout.inodes if p.streamed), key=lambda p: p.ino)
+    assert [p.node for p in streamed] == [p.node for p in sorted(layout.inodes, key=lambda p: p.ino)
+                                          if p.size > BS]  # fmt: skip
+    block = layout.data_start
+    for plan in streamed:
+        if plan.nblocks:
+            assert plan.startblk == block
+            block += plan.nblocks
+    others = [p.startblk for p in layout.inodes if p.nblocks and not p.streamed]
+    assert all(start >= block for start in others)
+    assert any(p.layout in COMPRESSED for p in streamed) and any(p.layout not in COMPRESSED for p in streamed)
 
 
 def test_bytes_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ def write_image(
                 Emitter(fd, options, progress) as emitter,
             ):
                 emitter.start(draft)
-                layout = finish_plan(draft)
+                layout = finish_plan(draft, emitter.write_streamed)
                 if chunks is not None:
                     target = options.blob_device
                     chunks.start_copy(fd if blob_fd < 0 else blob_fd, os.fspath(target or output))

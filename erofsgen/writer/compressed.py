@@ -47,9 +47,37 @@ _INDEX_PACK = LCLUSTER_INDEX.struct.pack
 _HEADER = MAP_HEADER.pack(MapHeaderRec(0, 0, 0, 0, 0))  # only its length matters
 _FULL_INDEX_GAP = bytes(8)  # the reserved bytes between the map header and the entries
 FLUSH_BYTES = 1 << 20  # pclusters are written to the spool in pieces of about this size
+_HEAD1 = int(LclusterType.HEAD1)
+_PLAIN = int(LclusterType.PLAIN)
+_ZEROS = memoryview(bytes(1 << 20))  # padding up to a whole pcluster (at most 1 MiB)
 
 Reader = Callable[[int], bytes]  # the next n bytes of the file (fewer only at its end)
 SpoolWriter = Callable[[int, bytes, int], None]  # (spool descriptor, data, offset)
+
+
+class OutputBudget:
+    """How many bytes of pclusters the workers may keep in memory until they are written.
+
+    Streamed files' pclusters wait in memory for the emitter (which writes them in file order)
+    instead of making a round trip through the spool; past the budget (the emitter fell behind,
+    or a large file waits for a slow one before it) they go to the spool. Which way a piece goes
+    depends on timing; the image's bytes do not.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+        self.lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self.lock:
+            if n > self.left:
+                return False
+            self.left -= n
+            return True
+
+    def give(self, n: int) -> None:
+        with self.lock:
+            self.left += n
 
 
 class CompressedData(Stored):
@@ -59,14 +87,18 @@ class CompressedData(Stored):
         "_size",
         "algorithm",
         "blocks",
+        "budget",
         "compact",
         "compressed",
         "fragments",
         "heads",
         "inline",
+        "job",
+        "kept",
         "max_extent",
         "nblocks",
         "pcluster",
+        "pieces",
         "plain",
         "spool_fd",
         "spool_offset",
@@ -75,6 +107,7 @@ class CompressedData(Stored):
         "tail_raw",
         "tail_spool",
         "tail_start",
+        "written",
         "ztail",
     )
     file_data = True
@@ -118,10 +151,42 @@ class CompressedData(Stored):
         self.fragments = 0
         self.tail_start = -1
         self.tail_spool = -1
+        # Streamed files (plan.place_streamed): the pclusters in order, each piece kept in memory
+        # (bytes) while `budget` allows, else spooled (its length, at the next spool offset).
+        self.budget: OutputBudget | None = None
+        self.pieces: list[bytes | int] = []
+        self.job = -1  # the data stage's job that cuts this file, once handed to a worker
+        self.written = False  # the blocks are in the image already: write() gives `kept` only
+        self.kept = b""  # then, the record's bytes after the xattr body (or a plain file's tail)
 
     @property
     def size(self) -> int:
         return self._size
+
+    def put(self, chunk: bytes, at: int, spool_write: SpoolWriter) -> None:
+        """Output bytes from `at` (relative to the reserved room): in memory if the budget allows."""
+        budget = self.budget
+        if budget is None:
+            spool_write(self.spool_fd, chunk, self.spool_offset + at)
+        elif budget.take(len(chunk)):
+            self.pieces.append(chunk)
+        else:
+            spool_write(self.spool_fd, chunk, self.spool_offset + at)
+            self.pieces.append(len(chunk))
+
+    def release(self) -> None:
+        """Drop the pieces kept in memory (they are written, or not needed)."""
+        if self.budget is not None:
+            self.budget.give(sum(len(p) for p in self.pieces if isinstance(p, bytes)))
+        self.pieces = []
+
+    def written_with(self, kept: bytes) -> None:
+        """The blocks are in the image and `kept` is all write() will return: drop the rest."""
+        self.release()
+        self.kept = kept
+        self.written = True
+        self.tail = self.tail_raw = b""
+        self.starts, self.heads, self.nblocks = array("Q"), bytearray(), array("H")
 
     def index_bytes(self, plan: PlannedInode, block_size: int) -> int:
         """Record bytes after the xattr body: padding to 8, map header, then the index."""
@@ -170,16 +235,31 @@ class CompressedData(Stored):
     def write(
         self, fd: int, plan: PlannedInode, block_size: int, stop: threading.Event | None = None
     ) -> bytes:
+        if self.written:  # by the streamed writer, which also made the record's part
+            return self.kept
         if not self.compressed:
             return self.plain.write(fd, plan, block_size, stop)
         startblk = plan.startblk if plan.nblocks else 0  # no blocks at all: an inline tail only
         copy_range(self.spool_fd, self.spool_offset, fd, startblk * block_size, self.blocks * block_size)
+        block = self.tail_block(block_size)
+        if block:
+            os.pwrite(fd, block, (startblk + self.blocks) * block_size)
+        return self.record(plan, block_size)
+
+    def tail_block(self, block_size: int) -> bytes:
+        """The block after the pclusters holding a tail that did not go inline, or b"" if none."""
+        if self.tail and not self.inline:
+            return self._tail_block(block_size)[1]
+        return b""
+
+    def record(self, plan: PlannedInode, block_size: int) -> bytes:
+        """What follows the xattr body in the record: padding, map header, index, inline pcluster."""
+        startblk = plan.startblk if plan.nblocks else 0
         heads, nblocks = self.heads, self.nblocks
         if self.tail and not self.inline:
             heads, nblocks = bytearray(heads), array("H", nblocks)
-            heads[-1], block = self._tail_block(block_size)
+            heads[-1] = self._tail_block(block_size)[0]
             nblocks[-1] = 1
-            os.pwrite(fd, block, (startblk + self.blocks) * block_size)
         inode_end = plan.core_size + len(plan.xattr_body)
         pad = bytes(-inode_end % 8)
         big = self.pcluster > block_size
@@ -341,19 +421,22 @@ def compress_file(
     written = 0
     starts, heads, nblocks = form.starts, form.heads, form.nblocks
     tail = form.fragments  # with fragments, ztail is off (fragments.py)
+    ztail = form.ztail
+    is_set = abort.is_set
     while pos < size:
-        if abort.is_set():
+        if is_set():
             return
-        if tail == 2 or (tail and size - pos <= capacity):
+        left = size - pos
+        if tail == 2 or (tail and left <= capacity):
             break  # the rest is the fragment
-        want = min(window, size - pos)
+        want = window if left > window else left
         if len(buffer) - off < want:
-            more = read(min(4 * reach, size - pos) - (len(buffer) - off))
+            more = read(min(4 * reach, left) - (len(buffer) - off))
             buffer = buffer[off:] + more
             off = 0
             if len(buffer) < want:
                 raise AssertionError("the reader ended before the file's size")
-        last = form.ztail and want == size - pos  # this extent may reach EOF: a tail candidate
+        last = ztail and want == left  # this extent may reach EOF: a tail candidate
         stream, used = compress(buffer, off, off + want, capacity) if want > block_size or last else (b"", 0)
         if last and used == want and len(stream) < block_size:
             _keep_tail(form, buffer[off : off + want], stream, pos, block_size)
@@ -361,30 +444,30 @@ def compress_file(
         if last and used == want and len(stream) % block_size:
             stream, used = _shorter_for_tail(compress, buffer, off, want, stream, used, block_size)
         blocks = -(-len(stream) // block_size)
-        if tail and used == size - pos and used > blocks * block_size:
+        if tail and used == left and used > blocks * block_size:
             break  # the final compressed extent: its data goes to the packed inode instead
         if used > blocks * block_size:
             starts.append(pos)
-            heads.append(LclusterType.HEAD1)
+            heads.append(_HEAD1)
             nblocks.append(blocks)
-            out += bytes(blocks * block_size - len(stream))
+            out += _ZEROS[: blocks * block_size - len(stream)]
             out += stream
         else:  # no block saved: the data it covered is stored raw, a block per extent
-            raw = min(max(1, used // block_size) * block_size, size - pos)
+            raw = min(max(1, used // block_size) * block_size, left)
             if last and raw < block_size:
                 _keep_tail(form, buffer[off : off + raw], b"", pos, block_size)
                 break
             for at in range(pos, pos + raw, block_size):
                 starts.append(at)
-                heads.append(LclusterType.PLAIN)
+                heads.append(_PLAIN)
                 nblocks.append(1)
             out += buffer[off : off + raw]
-            out += bytes(-raw % block_size)
+            out += _ZEROS[: -raw % block_size]
             used = raw
         off += used
         pos += used
         if len(out) >= FLUSH_BYTES:
-            spool_write(form.spool_fd, bytes(out), form.spool_offset + written)
+            form.put(bytes(out), written, spool_write)
             written += len(out)
             out.clear()
     if tail and pos < size:
@@ -402,11 +485,11 @@ def compress_file(
             out += more
             left -= len(more)
             if len(out) >= FLUSH_BYTES:
-                spool_write(form.spool_fd, bytes(out), form.spool_offset + written)
+                form.put(bytes(out), written, spool_write)
                 written += len(out)
                 out.clear()
     if out:
-        spool_write(form.spool_fd, bytes(out), form.spool_offset + written)
+        form.put(bytes(out), written, spool_write)
     form.blocks = sum(nblocks)
     form.compressed = bool(form.tail) or form.tail_start >= 0 or any(h == LclusterType.HEAD1 for h in heads)
 

@@ -24,7 +24,7 @@ from ..errors import InvalidInputError
 from ..model import BytesData, DataSource, Device, Directory, File, Node, StreamData, Symlink
 from .chunks import ChunkedData, ChunkSession, hash_chunks
 from .codecs import dest_size_compressor
-from .compressed import CompressedData, compress_file, spool_reader
+from .compressed import CompressedData, OutputBudget, compress_file, spool_reader
 from .dedupe import share_pclusters
 from .dirs import shape_directory
 from .filecopy import FileReader
@@ -56,6 +56,8 @@ BATCH_BYTES = 8 << 20
 COMPRESS_BATCH_BYTES = 1 << 20  # a compressed file this large is a job of its own
 SPOOL_CHUNK = 1 << 20
 PACKED_SEGMENT = 16 << 20  # the packed inode's data is compressed in parallel pieces this large
+# Streamed files' pclusters kept in memory until the emitter writes them (compressed.OutputBudget).
+STREAM_BUDGET = 32 << 20
 # Tests set this to delay or reorder worker jobs; it is called with the job's index.
 job_hook: Callable[[int], None] | None = None
 
@@ -88,6 +90,12 @@ class DataStage:
         self.dedupe = dedupe  # identical pclusters are shared (dedupe.py)
         self.extended: list[tuple[FragmentedData, PlannedInode]] = []  # forms of the two above
         self.shared_pclusters = False  # set by finish_compression
+        # Without fragments and dedupe a compressed file's blocks depend on that file alone: it
+        # is placed and written as soon as it is cut, in file order (plan.place_streamed).
+        self.streaming = compressor is not None and not fragments and not dedupe
+        self.budget = OutputBudget(STREAM_BUDGET) if self.streaming else None
+        self.batch_forms: list[CompressedData] = []  # compressed files in the batch
+        self.waited = 0  # jobs before this one have finished (wait_for)
         self.batch: list[tuple[Callable[..., None], tuple[object, ...]]] = []  # jobs not yet handed over
         self.batch_work = 0.0  # how full the batch is: it goes to a worker at 1
         self.jobs: list[Future[None]] = []
@@ -169,11 +177,13 @@ class DataStage:
                 max_extent=self.max_extent_bytes,
                 algorithm=compressor.algorithm,
             )
+            form.budget = self.budget
         args = (data, plan, form, raw, compressor, self.block_size)
         if raw < 0 and size < COMPRESS_BATCH_BYTES:
+            self.batch_forms.append(form)
             self._defer(size / COMPRESS_BATCH_BYTES, _compress, args)
         else:
-            self._submit(_compress, *args)
+            form.job = self._submit(_compress, *args)
         return form
 
     def _chunked(self, data: DataSource, plan: PlannedInode, chunks: ChunkSession) -> ChunkedData:
@@ -199,7 +209,10 @@ class DataStage:
             batch = self.batch
             self.batch = []
             self.batch_work = 0.0
-            self._submit(_run_batch, batch)
+            job = self._submit(_run_batch, batch)
+            for form in self.batch_forms:
+                form.job = job
+            self.batch_forms = []
 
     def _reserve(self, size: int) -> tuple[int, int]:
         """Room for `size` bytes in the spool: its descriptor and the offset."""
@@ -210,19 +223,30 @@ class DataStage:
         self.spool_end += size
         return self.spool.fileno(), offset
 
-    def _submit(self, job: Callable[..., None], *args: object) -> None:
+    def _submit(self, job: Callable[..., None], *args: object) -> int:
+        """Hand a job to the workers; returns its index."""
         if self.batch and job is not _run_batch:
             self._flush_batch()  # jobs stay in submission order
         if self.executor is None:
             self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="erofsgen-data")
         index = len(self.jobs)
         self.jobs.append(self.executor.submit(self._run, index, job, args))
+        return index
 
     def _run(self, index: int, job: Callable[..., None], args: tuple[object, ...]) -> None:
         if job_hook is not None:
             job_hook(index)
         if not self.abort.is_set():
             job(*args, self.abort)
+
+    def wait_for(self, form: CompressedData) -> None:
+        """Wait until `form` is cut; raise the first failure of the jobs up to its own, in order."""
+        if form.job < 0:
+            self._flush_batch()
+        jobs = self.jobs
+        while self.waited <= form.job:
+            jobs[self.waited].result()
+            self.waited += 1
 
     def settle(self) -> None:
         """Wait for every examined kind; raise the first failure in submission order."""

@@ -41,10 +41,11 @@ def _hash_range(
 class ContentDigest:
     """Hashes the data area from `data_start` as the copier and then the emitter report progress.
 
-    `early_end` is where the copier's part ends and the emitter's begins.
+    `early_end` is where the copier's part ends and the emitter's begins; None while the front
+    part still grows (streamed files), until `end_early` says where it ends.
     """
 
-    def __init__(self, fd: int, data_start: int, early_end: int) -> None:
+    def __init__(self, fd: int, data_start: int, early_end: int | None) -> None:
         self.fd = fd
         self.data = hashlib.sha256()
         self.start = data_start
@@ -52,7 +53,7 @@ class ContentDigest:
         self.limit = data_start
         self.early_limit = data_start
         self.early_end = early_end
-        self.late_limit = early_end
+        self.late_limit = data_start if early_end is None else early_end
         self.closed = False
         self.aborted = threading.Event()
         self.error: BaseException | None = None
@@ -72,9 +73,16 @@ class ContentDigest:
             self.late_limit = max(self.late_limit, upto)
             self._update()
 
+    def end_early(self, early_end: int) -> None:
+        """The front part (advance_early's) ends at `early_end`."""
+        with self.cond:
+            self.early_end = early_end
+            self.late_limit = max(self.late_limit, early_end)
+            self._update()
+
     def _update(self) -> None:
         limit = self.early_limit
-        if limit >= self.early_end:
+        if self.early_end is not None and limit >= self.early_end:
             limit = max(limit, self.late_limit)
         if limit > self.limit:
             self.limit = limit
@@ -118,6 +126,7 @@ class ContentDigest:
 
         The data area is [data_start, data_end); the metadata is what lies around it.
         """
+        assert self.early_end is not None
         self.advance_early(self.early_end)
         self.advance(data_end)
         self.close()

@@ -1,7 +1,8 @@
 """The emitting pass: turns a Layout into bytes at the offsets the plan chose.
 
 The early files' data is copied by the copier thread from the moment their blocks are placed
-(before planning); inode records and header areas go through one `MetadataWriter` in offset
+(before planning), or the streamed (compressed) files' by `StreamedWriter` as each is placed;
+inode records and header areas go through one `MetadataWriter` in offset
 order, each area checked against its plan; every other inode's data is written by its stored
 form as its record is, so the data after the early files is written in address order.
 """
@@ -23,8 +24,10 @@ from ..format.inode import INODE_COMPACT, INODE_EXTENDED, xattr_icount
 from ..format.superblock import CHECKSUM_OFFSET, SUPERBLOCK, SuperBlockRec, checksum_length, sb_checksum
 from ..model import full_mode
 from .codecs import codec
+from .compressed import CompressedData
 from .copier import Copier
 from .digest import ContentDigest
+from .filecopy import copy_range
 from .header import Area, MetadataWriter, write_final
 from .lz4dest import LZ4_MAX_DISTANCE
 from .options import ProgressCallback, WriteOptions
@@ -39,6 +42,8 @@ EXTENDED_PACK = INODE_EXTENDED.struct.pack
 COMPACT_RESERVED = bytes(4)
 _COMPRESSED = (DataLayout.COMPRESSED_FULL, DataLayout.COMPRESSED_COMPACT)
 EXTENDED_RESERVED = bytes(16)
+GATHER_BYTES = 1 << 20  # streamed pclusters are written in pwritev calls of about this much
+GATHER_PIECES = 512  # and at most this many buffers (IOV_MAX is 1024)
 
 
 class Emitter:
@@ -61,6 +66,7 @@ class Emitter:
         self.digest: ContentDigest | None = None
         self.copier: Copier | None = None
         self.chunks: ChunkSession | None = None
+        self.streamed: StreamedWriter | None = None
 
     def __enter__(self) -> Emitter:
         return self
@@ -82,15 +88,26 @@ class Emitter:
         # The early files' area in full, before anything is copied: the digest worker may read
         # any range below the copier's watermark, and a partial last block must read as zeros.
         os.ftruncate(self.fd, draft.early_end * bs)
+        streaming = draft.streamed is not None  # its files follow the early ones (there are none)
         if self.options.uuid is None:
-            self.digest = ContentDigest(self.fd, draft.data_start * bs, draft.early_end * bs)
+            early_end = None if streaming else draft.early_end * bs
+            self.digest = ContentDigest(self.fd, draft.data_start * bs, early_end)
         if draft.early:
             copied = self.digest.advance_early if self.digest is not None else None
             self.copier = Copier(draft.early, self.fd, bs, copied)
+        if streaming:
+            self.streamed = StreamedWriter(self.fd, bs, draft.early_end * bs, self.digest)
+
+    def write_streamed(self, plan: PlannedInode) -> None:
+        """A streamed file's blocks, placed just now (plan.place_streamed)."""
+        assert self.streamed is not None
+        self.streamed.write(plan)
 
     def emit(self, layout: Layout) -> uuid.UUID:
         """Write every area, record and the remaining data blocks, then the superblock; return the UUID."""
         self.layout = layout
+        if self.streamed is not None:
+            self.streamed.finish(layout.data_start * self.bs)
         self.total = layout.total_data
         self.meta.data_area = (layout.data_start * self.bs, layout.meta_start * self.bs)
         # Full size up front: the digest worker may read any final range; holes read as zeros.
@@ -120,7 +137,7 @@ class Emitter:
                 meta.write_area(pending.pop())
                 next_area = pending[-1].offset if pending else -1
             meta.write(plan.offset, self.inode_record(plan))
-            if plan.nblocks and plan.early < 0 and digest is not None:
+            if plan.nblocks and plan.early < 0 and not plan.streamed and digest is not None:
                 digest.advance((plan.startblk + plan.nblocks) * bs)
         while pending:
             meta.write_area(pending.pop())
@@ -239,3 +256,98 @@ class Emitter:
             end = area.offset + checksum_length(self.bs)
             head = os.pread(self.fd, end, 0)
             os.pwrite(self.fd, sb_checksum(head, self.bs).to_bytes(4, "little"), CHECKSUM_OFFSET)
+
+
+class StreamedWriter:
+    """Writes the streamed files' blocks in the order they are placed, one after another.
+
+    Pclusters kept in memory are gathered into large pwritev calls; spooled ones are copied in
+    the kernel; a file that stays plain copies itself and keeps its inline tail for its record.
+    The digest is told how far the data is final after each write.
+    """
+
+    def __init__(self, fd: int, block_size: int, start: int, digest: ContentDigest | None) -> None:
+        self.fd = fd
+        self.bs = block_size
+        self.digest = digest
+        self.buffers: list[bytes] = []  # gathered, to be written from `at`
+        self.at = start
+        self.pending = 0  # bytes in `buffers`
+        self.end = start  # the end of the last file written, in bytes
+        self.size = start  # the image file's size as far as writes made it
+
+    def write(self, plan: PlannedInode) -> None:
+        form = plan.data
+        assert isinstance(form, CompressedData)
+        bs = self.bs
+        if plan.nblocks:
+            at = plan.startblk * bs
+            if form.compressed:
+                spooled = 0  # where the next piece lies in the file's room in the spool
+                for piece in form.pieces:
+                    if isinstance(piece, bytes):
+                        self._gather(at, piece)
+                        at += len(piece)
+                        spooled += len(piece)
+                    else:
+                        self._flush()
+                        copy_range(form.spool_fd, form.spool_offset + spooled, self.fd, at, piece)
+                        at += piece
+                        spooled += piece
+                        self.size = max(self.size, at)
+                block = form.tail_block(bs)
+                if block:
+                    self._gather(at, block)
+            else:
+                self._flush()
+                self.size = max(self.size, at + plan.size - plan.tail_size)
+            self.end = (plan.startblk + plan.nblocks) * bs
+        # The record's part is made now too, while the main thread would wait for the workers.
+        form.written_with(form.record(plan, bs) if form.compressed else form.plain.write(self.fd, plan, bs))
+        if self.pending >= GATHER_BYTES:
+            self._flush()
+
+    def _gather(self, at: int, piece: bytes) -> None:
+        if self.pending and self.at + self.pending != at:
+            self._flush()
+        if not self.pending:
+            self.at = at
+        self.buffers.append(piece)
+        self.pending += len(piece)
+        if len(self.buffers) >= GATHER_PIECES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write what is gathered; then the data below it is final."""
+        if self.pending:
+            views = [memoryview(b) for b in self.buffers]
+            at = self.at
+            while views:
+                n = os.pwritev(self.fd, views, at)
+                at += n
+                while views and n >= len(views[0]):
+                    n -= len(views[0])
+                    views.pop(0)
+                if n:
+                    views[0] = views[0][n:]
+            self.size = max(self.size, at)
+            self.at = at
+            self.buffers = []
+            self.pending = 0
+        self._final(self.at if self.at > self.end else self.end)
+
+    def _final(self, upto: int) -> None:
+        if self.digest is None:
+            return
+        if self.size < upto:  # a plain file's last block ends short: it must read as zeros
+            os.ftruncate(self.fd, upto)
+            self.size = upto
+        self.digest.advance_early(upto)
+
+    def finish(self, data_start: int) -> None:
+        """Everything is written: the front part of the data area ends here."""
+        self._flush()
+        end = max(self.end, data_start)
+        self._final(end)
+        if self.digest is not None:
+            self.digest.end_early(end)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import InvalidInputError
@@ -27,7 +28,7 @@ from ..format.inode import INODE_COMPACT, INODE_EXTENDED, i_format
 from ..format.superblock import SUPERBLOCK
 from ..model import Directory, File, Metadata, Node, full_mode
 from .chunks import ChunkSession, chunk_session
-from .compressed import compression_configs
+from .compressed import CompressedData, compression_configs
 from .datastage import DataStage, stage_compressor
 from .header import Area
 from .options import MAX_LONG_PREFIXES, WriteOptions
@@ -76,6 +77,7 @@ class PlannedInode:
     offset: int = 0
     startblk: int = EROFS_NULL_ADDR
     early: int = -1  # index among the files whose blocks were placed before planning, else -1
+    streamed: bool = False  # its blocks are placed (and written) as soon as it is cut
     extra: int = 0  # record bytes after the xattr body, before any inline tail (chunk index)
 
     @property
@@ -226,16 +228,19 @@ class Draft:
     shared: SharedArea
     data_start: int  # first data block: the one after the root's record
     early: list[PlannedInode]  # in block order, from data_start
-    early_end: int  # first block after them
+    early_end: int  # first block after them (after the streamed files too, once they are placed)
     root_offset: int  # the root's record: after the superblock and the device table
     packed: PlannedInode | None = None  # the packed inode (fragments), also in `inodes`
+    streamed: list[PlannedInode] | None = None  # compressed files still to place, in inode order
 
 
 def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draft:
     """Collect and check the tree, shape every inode and place the early files' blocks.
 
     Files of at least EARLY_MIN_BLOCKS plain blocks (path-backed or re-readable) are early: their
-    blocks follow the root's record in inode order. Every error about the tree that planning
+    blocks follow the root's record in inode order. Compressed files, unless fragments or dedupe
+    make them depend on each other, are left to `place_streamed` instead (there are no early
+    files then: every file over a block is compressed). Every error about the tree that planning
     can find, but for streams of the wrong length, is raised here. With chunking, the data stage
     settles here and every chunk is placed: the device table, before the root's record, must
     know how many devices there are.
@@ -260,19 +265,28 @@ def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draf
                 f"{len(stage.chunks.devices)} blob devices leave no room for the root inode"
             )
     packed: PlannedInode | None = None
-    if stage.compressor is not None:
-        # A compressed file's shape is its compressed size; fragments and shared pclusters are
-        # settled once every file is cut.
-        packed_data = stage.finish_compression()
-        if packed_data is not None:
-            packed = packed_inode(packed_data, len(inodes) + 1, build_time_ns, policy)
-            inodes.append(packed)
-    shape_inodes(inodes, bs, policy, root_offset)
+    streamed: list[PlannedInode] | None = None
+    if stage.streaming:
+        # Each compressed file is shaped and placed once it is cut (place_streamed), so its
+        # blocks can be written while the others are still being compressed.
+        streamed = [p for p in inodes if type(p.data) is CompressedData]
+        for plan in streamed:
+            plan.streamed = True
+        shape_inodes([p for p in inodes if not p.streamed], bs, policy, root_offset)
+    else:
+        if stage.compressor is not None:
+            # A compressed file's shape is its compressed size; fragments and shared pclusters
+            # are settled once every file is cut.
+            packed_data = stage.finish_compression()
+            if packed_data is not None:
+                packed = packed_inode(packed_data, len(inodes) + 1, build_time_ns, policy)
+                inodes.append(packed)
+        shape_inodes(inodes, bs, policy, root_offset)
     data_start = -(-(root_offset + inodes[0].record_size) // bs)
     early: list[PlannedInode] = []
     block = data_start
     min_blocks = EARLY_MIN_BLOCKS
-    for plan in inodes:
+    for plan in inodes if streamed is None else ():  # streamed files come first instead
         if plan.nblocks >= min_blocks and type(plan.data) is PlainData:
             plan.early = len(early)
             plan.startblk = block
@@ -280,8 +294,36 @@ def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draf
             early.append(plan)
     return Draft(
         options, policy, stage, inodes, build_time_ns, encoder, shared, data_start, early, block, root_offset,
-        packed,
+        packed, streamed,
     )  # fmt: skip
+
+
+def place_streamed(draft: Draft, write: Callable[[PlannedInode], None] | None = None) -> None:
+    """Shape and place the compressed files in inode order from `early_end`, each as soon as the
+    data stage has cut it, and hand it to `write` (the emitter's), so compressed data reaches
+    the image while later files are still being compressed. Failures of the data stage come in
+    its submission order."""
+    streamed = draft.streamed
+    if streamed is None:
+        return
+    draft.streamed = None
+    stage = draft.stage
+    bs = draft.options.block_size
+    may_inline = draft.policy.may_inline
+    block = draft.early_end
+    for plan in streamed:
+        form = plan.data
+        assert isinstance(form, CompressedData)
+        stage.wait_for(form)
+        form.shape(plan, bs, may_inline(form))
+        if plan.nblocks:
+            plan.startblk = block
+            block += plan.nblocks
+        if write is not None:
+            write(plan)
+        else:
+            form.release()
+    draft.early_end = block
 
 
 def packed_inode(data: Stored, ino: int, build_time_ns: int, policy: LayoutPolicy) -> PlannedInode:
@@ -335,8 +377,10 @@ def plan_image(root: Directory, options: WriteOptions, stage: DataStage | None =
     return finish_plan(begin_plan(root, options, stage))
 
 
-def finish_plan(draft: Draft) -> Layout:
+def finish_plan(draft: Draft, write: Callable[[PlannedInode], None] | None = None) -> Layout:
     """Place the rest: the other data blocks and the metadata, behind the early files.
+
+    Streamed files are placed first, right after the early files, and handed to `write`.
 
     Block 0 holds the superblock, the root's record (so its nid fits 16 bits) and small records;
     the data follows from `data_start` (the early files, then the rest in metadata order); the
@@ -344,8 +388,9 @@ def finish_plan(draft: Draft) -> Layout:
     """
     options, inodes, shared = draft.options, draft.inodes, draft.shared
     bs = options.block_size
+    place_streamed(draft, write)
     draft.stage.settle()  # streams consumed in full: their errors come before any placement
-    chunk_start = draft.early_end + sum(p.nblocks for p in inodes if p.early < 0)
+    chunk_start = draft.early_end + sum(p.nblocks for p in inodes if p.early < 0 and not p.streamed)
     chunks = draft.stage.chunks
     meta_start = chunk_start
     if chunks is not None and chunks.in_image:
@@ -385,7 +430,7 @@ def finish_plan(draft: Draft) -> Layout:
     inodes.sort(key=lambda p: p.offset)
     block = draft.early_end
     for plan in inodes:
-        if plan.nblocks and plan.early < 0:
+        if plan.nblocks and plan.early < 0 and not plan.streamed:
             plan.startblk = block
             block += plan.nblocks
     blocks = -(-max(packed.end, areas[-1].end) // bs)
