@@ -3,6 +3,7 @@
 
 Usage: tools/bench_pack.py [SOURCE] [--runs N] [--keep DIR] [--options "-T 0 ..."]
                            [--tiny N] [--mkfs PATH]... [--baseline DIR] [--compression [ALG,...]]
+                           [--scaling]
 SOURCE defaults to /usr/share. `--tiny N` packs a generated tree of N tiny files in nested
 directories instead (made once, kept under /var/tmp). Every tool writes an image with the same
 options; the page cache is warmed by a first run of each, then the tools run in turn, round
@@ -11,6 +12,10 @@ against every mkfs.erofs given (the first is the one on PATH unless --mkfs is us
 figures, MB/s (bytes of regular files in SOURCE / median wall time) and the image sizes.
 The erofsgen measured is the one Python imports (run with PYTHONPATH=$PWD for a checkout);
 `--baseline DIR` adds the erofsgen of checkout DIR as one more reference (before/after a change).
+
+`--scaling` first measures how LZ4HC throughput grows from one thread to every cpu on a sample
+of SOURCE: the bound it prints is what any multi-threaded writer can reach against a one-thread
+mkfs.erofs doing the same LZ4HC work on this machine.
 
 `--compression` runs that comparison once per algorithm, `-z ALG` added to `--options` (e.g.
 `--options "-C 65536"`): every algorithm in ALGORITHMS, or those listed (`lz4hc,lz4hc,12`). An
@@ -34,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,6 +170,47 @@ def summarize(measured: list[Measured], tree: Survey) -> None:
             head = " " * len(head)
 
 
+def lz4hc_scaling(source: str, threads: int, sample: int = 96 << 20) -> None:
+    """How LZ4HC throughput grows from 1 to `threads` threads here, on up to `sample` bytes of
+    SOURCE's files: a writer doing the same LZ4HC work as a one-thread mkfs.erofs on `threads`
+    cores cannot take less than 1/(that factor) of its time, whatever else it does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from erofsgen.writer.lz4dest import dest_size_compressor
+
+    files: list[bytes] = []
+    total = 0
+    for directory, _dirs, names in os.walk(source):
+        for name in sorted(names):
+            path = os.path.join(directory, name)
+            if total < sample and os.path.isfile(path) and not os.path.islink(path):
+                with open(path, "rb") as f:
+                    data = f.read(sample - total)
+                files.append(data)
+                total += len(data)
+    compress = dest_size_compressor("lz4hc", None)
+
+    def work(part: list[bytes]) -> None:
+        for data in part:
+            pos = 0
+            while pos < len(data):
+                pos += compress(data, pos, min(len(data), pos + (1 << 20)), 4096)[1]
+
+    def rate(n: int) -> float:
+        parts = [files[i::n] for i in range(n)]
+        start = time.perf_counter()
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(work, parts))
+        return total / MB / (time.perf_counter() - start)
+
+    one, many = rate(1), rate(threads)
+    print(
+        f"LZ4HC (level 9, 4 KiB pclusters) on {total / MB:.0f} MB of {source}: {one:.0f} MB/s on 1 thread,"
+        f" {many:.0f} MB/s on {threads} ({many / one:.2f}x): the same LZ4HC work on {threads} threads"
+        f" takes at least {one / many:.2f}x the time it takes on one"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("source", nargs="?", default="/usr/share")
@@ -182,6 +229,11 @@ def main() -> int:
         metavar="ALG,...",
         help=f"one comparison per algorithm (default: {', '.join(ALGORITHMS)}); ALG may carry a level",
     )
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="first measure how LZ4HC scales from 1 thread to every cpu",
+    )
     args = parser.parse_args()
     default_mkfs = shutil.which("mkfs.erofs")
     if not args.mkfs and default_mkfs is None:
@@ -195,6 +247,8 @@ def main() -> int:
     print(
         f"source {source}: {tree.inodes} inodes, {tree.data_bytes} bytes of file data; {os.cpu_count()} cpus"
     )
+    if args.scaling:
+        lz4hc_scaling(source, os.cpu_count() or 1)
     ours = Tool("erofsgen", [sys.executable, "-m", "erofsgen", "pack", "--quiet"], image_first=False)
     references = [
         Tool(f"mkfs.erofs {tool_version([mkfs, '-V']).split()[-1]}", [mkfs, "--quiet"], image_first=True)
