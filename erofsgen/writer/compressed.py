@@ -180,6 +180,11 @@ class CompressedData(Stored):
             self.budget.give(sum(len(p) for p in self.pieces if isinstance(p, bytes)))
         self.pieces = []
 
+    def holds_raw(self) -> bool:
+        """Whether the pieces are the file's data itself, block-padded: every extent is PLAIN and
+        nothing was kept apart as a tail (so they can stand in for the plain file's blocks)."""
+        return bool(self.pieces) and not self.tail and _HEAD1 not in self.heads
+
     def written_with(self, kept: bytes) -> None:
         """The blocks are in the image and `kept` is all write() will return: drop the rest."""
         self.release()

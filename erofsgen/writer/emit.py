@@ -262,7 +262,8 @@ class StreamedWriter:
     """Writes the streamed files' blocks in the order they are placed, one after another.
 
     Pclusters kept in memory are gathered into large pwritev calls; spooled ones are copied in
-    the kernel; a file that stays plain copies itself and keeps its inline tail for its record.
+    the kernel; a file that stays plain is written from its raw pieces (or copies itself) and
+    keeps its inline tail for its record.
     The digest is told how far the data is final after each write.
     """
 
@@ -280,32 +281,67 @@ class StreamedWriter:
         form = plan.data
         assert isinstance(form, CompressedData)
         bs = self.bs
-        if plan.nblocks:
-            at = plan.startblk * bs
-            if form.compressed:
-                spooled = 0  # where the next piece lies in the file's room in the spool
-                for piece in form.pieces:
-                    if isinstance(piece, bytes):
-                        self._gather(at, piece)
-                        at += len(piece)
-                        spooled += len(piece)
-                    else:
-                        self._flush()
-                        copy_range(form.spool_fd, form.spool_offset + spooled, self.fd, at, piece)
-                        at += piece
-                        spooled += piece
-                        self.size = max(self.size, at)
+        at = plan.startblk * bs
+        if form.compressed:
+            if plan.nblocks:
+                self._write_pieces(form, at, form.blocks * bs)
                 block = form.tail_block(bs)
                 if block:
-                    self._gather(at, block)
-            else:
-                self._flush()
+                    self._gather(at + form.blocks * bs, block)
+            kept = form.record(plan, bs)  # made now, while the main thread would wait for the workers
+        elif form.holds_raw():
+            # Stored plain, and the workers' pieces are its blocks already (raw, block-padded):
+            # no second read of the source.
+            full = plan.nblocks * bs
+            if full:
+                self._write_pieces(form, at, full)
+            kept = self._piece_bytes(form, full, plan.tail_size)
+        else:
+            self._flush()
+            kept = form.plain.write(self.fd, plan, bs)
+            if plan.nblocks:
                 self.size = max(self.size, at + plan.size - plan.tail_size)
+        if plan.nblocks:
             self.end = (plan.startblk + plan.nblocks) * bs
-        # The record's part is made now too, while the main thread would wait for the workers.
-        form.written_with(form.record(plan, bs) if form.compressed else form.plain.write(self.fd, plan, bs))
+        form.written_with(kept)
         if self.pending >= GATHER_BYTES:
             self._flush()
+
+    def _write_pieces(self, form: CompressedData, at: int, length: int) -> None:
+        """The first `length` bytes of `form`'s pieces, to the image from `at`."""
+        pos = 0
+        for piece in form.pieces:
+            if pos >= length:
+                break
+            n = len(piece) if isinstance(piece, bytes) else piece
+            take = min(n, length - pos)
+            if isinstance(piece, bytes):
+                self._gather(at + pos, piece if take == n else piece[:take])
+            else:  # spooled at the same offset of the file's room in the spool
+                self._flush()
+                copy_range(form.spool_fd, form.spool_offset + pos, self.fd, at + pos, take)
+                self.size = max(self.size, at + pos + take)
+            pos += n
+
+    @staticmethod
+    def _piece_bytes(form: CompressedData, start: int, length: int) -> bytes:
+        """Bytes [start, start + length) of `form`'s pieces."""
+        out = []
+        pos = 0
+        end = start + length
+        for piece in form.pieces:
+            n = len(piece) if isinstance(piece, bytes) else piece
+            lo, hi = max(start, pos), min(end, pos + n)
+            if lo < hi:
+                if isinstance(piece, bytes):
+                    out.append(piece[lo - pos : hi - pos])
+                else:
+                    out.append(os.pread(form.spool_fd, hi - lo, form.spool_offset + lo))
+            pos += n
+        data = b"".join(out)
+        if len(data) != length:
+            raise AssertionError("the spool is shorter than the data written to it")
+        return data
 
     def _gather(self, at: int, piece: bytes) -> None:
         if self.pending and self.at + self.pending != at:
