@@ -31,8 +31,11 @@ def source_tree(root: Path, files: int = 4, size: int = 256 * 1024) -> Path:
 @pytest.mark.parametrize(
     ("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGTERM", "SIGHUP"]
 )
+@pytest.mark.parametrize(
+    ("options", "pause_at"), [([], "pwrite"), (["-zlz4hc"], "pwritev")], ids=["plain", "compressed"]
+)
 def test_signal_during_pack_leaves_nothing_and_keeps_the_old_image(
-    signum: signal.Signals, status: int, tmp_path: Path
+    signum: signal.Signals, status: int, options: list[str], pause_at: str, tmp_path: Path
 ) -> None:
     source = source_tree(tmp_path / "src")
     out_dir = tmp_path / "out"
@@ -40,8 +43,8 @@ def test_signal_during_pack_leaves_nothing_and_keeps_the_old_image(
     image = out_dir / "img.erofs"
     image.write_bytes(OLD_IMAGE)
     # Paused in the main thread's first write to the image: the temporary image exists, the
-    # copier and the digest threads run.
-    child = PausedCommand("pwrite", ["pack", "--quiet", str(source), str(image)])
+    # copier (or, compressed, the workers) and the digest threads run.
+    child = PausedCommand(pause_at, ["pack", "--quiet", *options, str(source), str(image)])
     child.wait_paused()
     assert open_temporary_files(child.proc.pid, out_dir), "no temporary file"
     child.proc.send_signal(signum)
