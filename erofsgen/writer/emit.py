@@ -67,6 +67,7 @@ class Emitter:
         self.copier: Copier | None = None
         self.chunks: ChunkSession | None = None
         self.streamed: StreamedWriter | None = None
+        self._compression_used: tuple[bool, bool] | None = None
 
     def __enter__(self) -> Emitter:
         return self
@@ -172,6 +173,20 @@ class Emitter:
             )  # fmt: skip
         return core + body + tail
 
+    def compression_used(self) -> tuple[bool, bool]:
+        """Whether any inode is compressed, and whether any has an inline pcluster (one pass over
+        the inodes, made once: the superblock is encoded twice)."""
+        if self._compression_used is None:
+            compressed = inline = False
+            for plan in self.layout.inodes:
+                if plan.layout in _COMPRESSED:
+                    compressed = True
+                    if plan.tail_size:
+                        inline = True
+                        break
+            self._compression_used = (compressed, inline)
+        return self._compression_used
+
     def superblock(self, image_uuid: uuid.UUID) -> SuperBlockRec:
         layout = self.layout
         options = self.options
@@ -186,11 +201,12 @@ class Emitter:
         if devices:
             incompat |= FeatureIncompat.DEVICE_TABLE
         u1 = 0
-        if any(p.layout in _COMPRESSED for p in layout.inodes):
+        compressed, inline_pcluster = self.compression_used()
+        if compressed:
             # LZ4 streams right-aligned in their pclusters; u1 is lz4_max_distance without COMPR_CFGS.
             incompat |= FeatureIncompat.ZERO_PADDING
             u1 = LZ4_MAX_DISTANCE
-        if any(p.tail_size and p.layout in _COMPRESSED for p in layout.inodes):
+        if inline_pcluster:
             incompat |= FeatureIncompat.ZTAILPACKING  # an inline pcluster after some index
         if layout.area("compression configs") is not None:
             # Big pclusters or another algorithm than LZ4: its record after the superblock; u1 is
