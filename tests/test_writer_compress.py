@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 import time
 from pathlib import Path
@@ -262,6 +263,23 @@ def test_pclusters_through_the_spool_give_the_same_bytes(
     with open_image(tmp_path / "spool") as img:
         for name, data in files.items():
             assert img.read_bytes(name) == data
+
+
+def test_planning_alone_leaves_the_pclusters_in_the_spool(files: dict[str, bytes]) -> None:
+    """plan_image with the caller's stage: its forms' pieces are where an emitter would read them."""
+    options = WriteOptions(compression="lz4hc")
+    with datastage.DataStage(BS, compressor=datastage.stage_compressor(options)) as stage:
+        layout = plan_image(_tree(files), options, stage)
+        forms = [p.data for p in layout.inodes if p.streamed]
+        assert forms and all(isinstance(piece, int) for f in forms for piece in f.pieces)  # type: ignore[attr-defined]
+        assert stage.budget is not None and stage.budget.left == datastage.STREAM_BUDGET
+        text = next(p for p in layout.inodes if p.name == b"text")
+        assert text.layout is DataLayout.COMPRESSED_COMPACT
+        spool = stage.spool
+        assert spool is not None
+        first = os.pread(spool.fileno(), BS, text.data.spool_offset)  # type: ignore[attr-defined]
+        stream = first.lstrip(b"\0")
+        assert lz4.block.decompress(stream, uncompressed_size=BS * 4)[:100] == files["text"][:100]
 
 
 def test_compressed_files_take_the_first_data_blocks_in_inode_order(files: dict[str, bytes]) -> None:

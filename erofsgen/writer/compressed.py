@@ -20,6 +20,7 @@ from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..errors import InvalidInputError
 from ..format.constants import (
     Z_EROFS_LI_D0_CBLKCNT,
     CompressionAlgorithm,
@@ -179,6 +180,18 @@ class CompressedData(Stored):
         if self.budget is not None:
             self.budget.give(sum(len(p) for p in self.pieces if isinstance(p, bytes)))
         self.pieces = []
+
+    def spill(self, spool_write: SpoolWriter) -> None:
+        """Move the pieces kept in memory to the spool (where the emitter reads unstreamed forms)."""
+        at = 0
+        for i, piece in enumerate(self.pieces):
+            if isinstance(piece, bytes):
+                spool_write(self.spool_fd, piece, self.spool_offset + at)
+                self.pieces[i] = len(piece)
+                if self.budget is not None:
+                    self.budget.give(len(piece))
+                piece = len(piece)
+            at += piece
 
     def holds_raw(self) -> bool:
         """Whether the pieces are the file's data itself, block-padded: every extent is PLAIN and
@@ -545,7 +558,10 @@ def spool_reader(fd: int, offset: int) -> Reader:
 
     def read(n: int) -> bytes:
         nonlocal pos
-        data = os.pread(fd, n, pos)
+        try:
+            data = os.pread(fd, n, pos)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read the spool of streamed data: {exc.strerror}") from None
         pos += len(data)
         return data
 

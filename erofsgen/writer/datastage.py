@@ -239,6 +239,10 @@ class DataStage:
         if not self.abort.is_set():
             job(*args, self.abort)
 
+    def spill(self, form: CompressedData) -> None:
+        """Move `form`'s pieces from memory to the spool: it is planned but not streamed."""
+        form.spill(_spool_write)
+
     def wait_for(self, form: CompressedData) -> None:
         """Wait until `form` is cut; raise the first failure of the jobs up to its own, in order."""
         if form.job < 0:

@@ -138,7 +138,10 @@ class FileReader:
         """Fail if the file grew while it was copied (where growth can be told)."""
         if self.owned_fd:
             assert self.fd is not None
-            grown = os.fstat(self.fd).st_size != self.expected
+            try:
+                grown = os.fstat(self.fd).st_size != self.expected
+            except OSError as exc:
+                raise self.error(f"cannot stat: {exc.strerror}") from None
         elif self.file is not None and self.fd is None:
             grown = bool(self.file.read(1))  # windows and in-memory data end where they should
         else:

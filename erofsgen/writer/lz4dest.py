@@ -76,7 +76,7 @@ def _native() -> _Liblz4 | None:
         hc_next = lib.LZ4_compress_HC_continue_destSize
     except AttributeError:
         return _Liblz4(fast, hc, sizeof_hc())
-    init.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    init.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     init.restype = ctypes.c_void_p
     reset.argtypes = [ctypes.c_void_p, ctypes.c_int]
     reset.restype = None
@@ -94,6 +94,7 @@ class _ThreadBuffers(threading.local):
         self.out = ctypes.create_string_buffer(0)  # grown to the largest capacity asked for
         self.view = memoryview(self.out)  # copies the output out faster than ctypes would
         self.hc_state: ctypes.Array[ctypes.c_char] | None = None
+        self.reused = False  # hc_state was initialised for reuse (LZ4_initStreamHC accepted it)
         self.data: bytes | None = None  # the input last seen, kept alive while its address is
         self.address = 0
         # LZ4HC's last window in this input buffer did not shrink. Per buffer, not per thread:
@@ -140,9 +141,8 @@ class NativeDestSize:
                 if state is None:
                     # malloc'd by ctypes: aligned enough for liblz4's state (it asks for pointer alignment).
                     state = local.hc_state = ctypes.create_string_buffer(lib.state_size)
-                    if self.reuse_state:
-                        lib.hc_init(state, len(state))
-                if self.reuse_state:
+                    local.reused = self.reuse_state and lib.hc_init(state, len(state)) is not None
+                if local.reused:
                     lib.hc_reset(state, self.level)
                     n = lib.hc_next(state, local.address + start, out, local.consumed_p, capacity)
                 else:

@@ -319,10 +319,12 @@ def place_streamed(draft: Draft, write: Callable[[PlannedInode], None] | None = 
         if plan.nblocks:
             plan.startblk = block
             block += plan.nblocks
+            if block > MAX_BLOCKS:
+                raise InvalidInputError(f"the image needs over {MAX_BLOCKS} blocks, the 32-bit limit")
         if write is not None:
             write(plan)
         else:
-            form.release()
+            stage.spill(form)  # planning only: the pieces stay where an emitter would find them
     draft.early_end = block
 
 
