@@ -2,9 +2,9 @@
 
 The early files' data is copied by the copier thread from the moment their blocks are placed
 (before planning), or the streamed (compressed) files' by `StreamedWriter` as each is placed;
-inode records and header areas go through one `MetadataWriter` in offset
-order, each area checked against its plan; every other inode's data is written by its stored
-form as its record is, so the data after the early files is written in address order.
+inode records and header areas go through one `MetadataWriter` in offset order, each area
+checked against its plan; every other inode's data is written by its stored form as its record
+is, so the data after the early (or streamed) files is written in address order.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class Emitter:
         # The early files' area in full, before anything is copied: the digest worker may read
         # any range below the copier's watermark, and a partial last block must read as zeros.
         os.ftruncate(self.fd, draft.early_end * bs)
-        streaming = draft.streamed is not None  # its files follow the early ones (there are none)
+        streaming = draft.streamed is not None  # they take the front of the data area (no early files)
         if self.options.uuid is None:
             early_end = None if streaming else draft.early_end * bs
             self.digest = ContentDigest(self.fd, draft.data_start * bs, early_end)

@@ -241,7 +241,8 @@ def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draf
     blocks follow the root's record in inode order. Compressed files, unless fragments or dedupe
     make them depend on each other, are left to `place_streamed` instead (there are no early
     files then: every file over a block is compressed). Every error about the tree that planning
-    can find, but for streams of the wrong length, is raised here. With chunking, the data stage
+    can find, but for streams of the wrong length and files that fail while being compressed
+    (reported as the data stage reaches them), is raised here. With chunking, the data stage
     settles here and every chunk is placed: the device table, before the root's record, must
     know how many devices there are.
     """
