@@ -125,6 +125,24 @@ def test_files_round_trip_through_reader_and_kernel(
     assert image.stat().st_size < sum(len(d) for d in files.values()) // 3
 
 
+def test_extreme_lzma_presets_round_trip_through_the_kernel(
+    tmp_path: Path, files: dict[str, bytes], kernel_mount: MountImage
+) -> None:
+    """-zlzma,100+N is preset N with LZMA_PRESET_EXTREME, as mkfs.erofs spells it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for file_name, data in files.items():
+        (src / file_name).write_bytes(data)
+    images = {}
+    for level in ("9", "109"):
+        images[level] = tmp_path / f"img{level}"
+        assert cli_main(["pack", "--quiet", "-T0", f"-zlzma,{level}", str(src), str(images[level])]) == 0
+    assert images["109"].read_bytes() != images["9"].read_bytes()  # another encoder setting
+    with kernel_mount(images["109"]) as mnt:
+        for file_name, data in files.items():
+            assert (mnt / file_name).read_bytes() == data, file_name
+
+
 @pytest.mark.parametrize("spelling", ["-zzstd,level=19", "-zdeflate,level=1", "-zlzma,level=0"])
 def test_workers_and_level_spellings_give_the_same_bytes(tmp_path: Path, spelling: str) -> None:
     rng = random.Random(23)
@@ -193,8 +211,10 @@ def test_any_file_round_trips_through_the_kernel(
         ({"compression": "zstd", "compression_level": 0}, r"level 0 is not valid for zstd \(1 to 22\)"),
         ({"compression": "zstd", "compression_level": 23}, r"level 23 is not valid for zstd \(1 to 22\)"),
         ({"compression": "deflate", "compression_level": 10}, r"not valid for deflate \(0 to 9\)"),
-        ({"compression": "lzma", "compression_level": -1}, r"not valid for lzma \(0 to 9\)"),
-        ({"compression": "lzma", "compression_level": 100}, r"not valid for lzma \(0 to 9\)"),
+        ({"compression": "lzma", "compression_level": -1}, r"not valid for lzma \(0 to 9, or 100 to 109"),
+        ({"compression": "lzma", "compression_level": 10}, r"not valid for lzma \(0 to 9, or 100 to 109"),
+        ({"compression": "lzma", "compression_level": 110}, r"not valid for lzma \(0 to 9, or 100 to 109"),
+        ({"compression": "deflate", "compression_level": 100}, r"not valid for deflate \(0 to 9\)$"),
         ({"compression": "xz"}, r"'xz' is not supported \(only lz4, lz4hc, zstd, deflate, lzma\)"),
     ],
 )

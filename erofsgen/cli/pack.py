@@ -253,8 +253,8 @@ def _add_compression_options(parser: argparse.ArgumentParser) -> None:
         type=_compression,
         metavar="ALG[,LEVEL]",
         help="compress regular files with lz4, lz4hc (LEVEL 0..12, default 9), zstd (1..22, default 3), "
-        "deflate (0..9, default 6) or lzma (MicroLZMA, 0..9, default 6), e.g. -zlz4hc,12 or -zzstd,level=19; "
-        "zstd, deflate and lzma need Linux 6.10, 6.6 and 5.16",
+        "deflate (0..9, default 6) or lzma (MicroLZMA, 0..9, default 6; 100..109: extreme), "
+        "e.g. -zlz4hc,12 or -zzstd,level=19; zstd, deflate and lzma need Linux 6.10, 6.6 and 5.16",
     )
     parser.add_argument(
         "-C",

@@ -24,6 +24,7 @@ ZSTD_MAX_WINDOW = 1 << 20  # Z_EROFS_ZSTD_MAX_DICT_SIZE: windowlog - 10 must be 
 LZMA_MAX_DICT = 8 << 20  # Z_EROFS_LZMA_MAX_DICT_SIZE
 LZMA_MIN_DICT = 4096  # the kernel refuses smaller dictionaries
 DEFLATE_WINDOW_BITS = 15  # raw deflate with zlib's largest window, as every kernel decodes
+EXTREME = 100  # lzma level 100 + N: preset N with LZMA_PRESET_EXTREME, mkfs.erofs's spelling
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class Codec:
     algorithm: CompressionAlgorithm
     levels: tuple[int, int] | None  # the valid range; None: takes no level
     default_level: int | None
+    extreme: bool = False  # 100 + each level is that level's extreme preset (lzma, as mkfs.erofs)
 
 
 CODECS: dict[str, Codec] = {
@@ -42,7 +44,7 @@ CODECS: dict[str, Codec] = {
         Codec("lz4hc", CompressionAlgorithm.LZ4, (0, 12), 9),  # LZ4HC_CLEVEL_DEFAULT
         Codec("zstd", CompressionAlgorithm.ZSTD, (1, 22), 3),  # ZSTD_CLEVEL_DEFAULT
         Codec("deflate", CompressionAlgorithm.DEFLATE, (0, 9), 6),  # zlib's default level
-        Codec("lzma", CompressionAlgorithm.LZMA, (0, 9), 6),  # LZMA_PRESET_DEFAULT
+        Codec("lzma", CompressionAlgorithm.LZMA, (0, 9), 6, extreme=True),  # LZMA_PRESET_DEFAULT
     )
 }
 
@@ -62,8 +64,10 @@ def check_level(name: str, level: int | None) -> None:
     if entry.levels is None:
         raise InvalidInputError(f"compression level {level} is not valid for {name} ({name} takes no level)")
     low, high = entry.levels
-    if not low <= level <= high:
-        raise InvalidInputError(f"compression level {level} is not valid for {name} ({low} to {high})")
+    if low <= level <= high or (entry.extreme and low + EXTREME <= level <= high + EXTREME):
+        return
+    extreme = f", or {low + EXTREME} to {high + EXTREME} for extreme presets" if entry.extreme else ""
+    raise InvalidInputError(f"compression level {level} is not valid for {name} ({low} to {high}{extreme})")
 
 
 def max_extent(block_size: int) -> int:

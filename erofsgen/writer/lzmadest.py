@@ -16,8 +16,10 @@ from functools import cache
 
 from ..errors import InvalidInputError
 from ..format.constants import CompressionAlgorithm
+from .codecs import EXTREME
 
 LZMA_OK = 0
+LZMA_PRESET_EXTREME = 1 << 31  # or'ed into a preset: slower, a little smaller
 LZMA_STREAM_END = 1
 LZMA_FINISH = 3
 # lzma_options_lzma is about 112 bytes; dict_size is its first member (uint32_t). It is filled
@@ -98,7 +100,8 @@ class _ThreadStream:
 
 
 class MicroLzmaDestSize:
-    """MicroLZMA at preset `level` with a dictionary of `dict_size` bytes."""
+    """MicroLZMA at preset `level` with a dictionary of `dict_size` bytes (level 100 + N: preset N,
+    extreme)."""
 
     algorithm = CompressionAlgorithm.LZMA
     max_ratio = 1 << 20  # no useful bound: the extent limit of compress_file applies
@@ -106,7 +109,8 @@ class MicroLzmaDestSize:
     def __init__(self, lib: ctypes.CDLL, level: int, dict_size: int) -> None:
         self.lib = lib
         self.options = ctypes.create_string_buffer(_OPTIONS_BYTES)
-        if lib.lzma_lzma_preset(self.options, level):
+        preset = level - EXTREME | LZMA_PRESET_EXTREME if level >= EXTREME else level
+        if lib.lzma_lzma_preset(self.options, preset):
             raise InvalidInputError(f"liblzma has no preset {level}")
         ctypes.c_uint32.from_buffer(self.options).value = dict_size
         self.local = threading.local()
