@@ -78,7 +78,6 @@ def test_unsupported_mkfs_option_is_named(option: str, src: Path, capsys: pytest
         (["--clean=1"], "--clean"),
         (["--offset", "4096"], "--offset"),
         (["-E", "xattr-name-filter"], "-E xattr-name-filter"),
-        (["-Enosbcrc,fragments=4096"], "-E fragments=4096"),
         (["-E", "all-fragments,dedupe,xattr-name-filter"], "-E xattr-name-filter"),
     ],
 )

@@ -23,7 +23,14 @@ import pytest
 from erofsgen import open_image
 from erofsgen.cli import main as cli_main
 from erofsgen.errors import InvalidInputError
-from erofsgen.format.constants import DataLayout, FeatureIncompat, FileType, LclusterType, MapAdvise
+from erofsgen.format.constants import (
+    CompressionAlgorithm,
+    DataLayout,
+    FeatureIncompat,
+    FileType,
+    LclusterType,
+    MapAdvise,
+)
 from erofsgen.format.zmap import LCLUSTER_INDEX, MAP_HEADER
 from erofsgen.model import BytesData, Directory, File, Metadata, PathData, StreamData
 from erofsgen.reader import Image
@@ -106,6 +113,9 @@ OPTION_SETS = [
     ("-zlz4hc", "-C65536", "-Ededupe"),
     ("-zlz4hc", "-Efragments,legacy-compress"),
     ("-zlz4hc", "-b1024", "-Efragments,dedupe"),
+    ("-zlz4hc", "-Efragments=65536"),
+    ("-zlz4", "-C16384", "-Eall-fragments=4096"),
+    ("-zzstd", "-Efragments=131072,dedupe"),
 ]
 
 
@@ -230,6 +240,49 @@ def test_options_need_compression() -> None:
         with pytest.raises(InvalidInputError, match="long xattr prefixes cannot be combined with fragments"):
             WriteOptions(compression="lz4", fragments=True, **prefixes)
     assert WriteOptions(compression="lz4", dedupe=True, auto_xattr_prefixes=True).dedupe  # no packed inode
+    with pytest.raises(InvalidInputError, match="packed inode needs fragments or all-fragments"):
+        WriteOptions(compression="lz4", dedupe=True, packed_pcluster_size=8192)
+
+
+@pytest.mark.parametrize("extended", ["-Efragments=65536", "-Eall-fragments=65536"])
+def test_the_packed_inode_takes_its_own_pcluster_size(tmp_path: Path, source: Path, extended: str) -> None:
+    """-E fragments=SIZE: the packed inode's pclusters up to SIZE, the files' one block; the LZ4
+    config announces the larger."""
+    image = tmp_path / "img"
+    _pack(source, image, "-zlz4hc", extended)
+    with open_image(image) as img:
+        sb = img.superblock
+        assert sb.feature_incompat & FeatureIncompat.COMPR_CFGS
+        assert sb.compression_configs[CompressionAlgorithm.LZ4]["max_pclusterblks"] == 16
+        packed = _extents_nid(img, sb.packed_nid)
+        assert max(e.plen for e in packed) > BS and all(e.plen <= 16 * BS for e in packed)
+        for path in ("large", "copies/text0"):
+            assert all(e.plen <= BS for e in _extents(img, path) if not e.fragment), path
+        for path, data in _regular(source).items():
+            assert img.read_bytes(path) == data, path
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        (
+            "-Efragments=6000",
+            "the packed inode's pcluster size 6000 is not a multiple of the block size 4096",
+        ),
+        ("-Eall-fragments=2097152", "the packed inode's pcluster size 2097152 is over 1048576 bytes"),
+        ("-Efragments=64k", "-E fragments=64k: the size must be a number of bytes"),
+    ],
+)
+def test_bad_packed_pcluster_sizes_are_refused(
+    tmp_path: Path, source: Path, capsys: pytest.CaptureFixture[str], argument: str, message: str
+) -> None:
+    try:  # a malformed size is a usage error (argparse exits), a bad one an option error
+        code = cli_main(["pack", "--quiet", "-zlz4hc", argument, str(source), str(tmp_path / "img")])
+    except SystemExit as exc:
+        code = exc.code  # type: ignore[assignment]
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "img").exists()
 
 
 @pytest.mark.parametrize(

@@ -68,8 +68,8 @@ NOT_YET_SUPPORTED = (
     "--ungzip",
     "--zfeature-bits",
 )
-# -E options whose "=VALUE" form is not supported yet (fragments=SIZE: the packed inode's pclusters).
-EXTENDED_VALUE_NOT_YET_SUPPORTED = ("fragments",)
+# -E options that take "=VALUE": fragments=SIZE and all-fragments=SIZE, the packed inode's pclusters.
+EXTENDED_WITH_SIZE = ("fragments", "all-fragments")
 # mkfs.erofs -E options likewise (the name before any "=").
 EXTENDED_NOT_YET_SUPPORTED = ("xattr-name-filter",)
 # The parser's arguments, for --composefs to refuse those it cannot take.
@@ -90,9 +90,7 @@ def register(subparsers: Any) -> None:
         epilog="mkfs.erofs options not supported yet: "
         + ", ".join(NOT_YET_SUPPORTED)
         + "; -E "
-        + ", ".join(
-            [*EXTENDED_NOT_YET_SUPPORTED, *(f"{name}=..." for name in EXTENDED_VALUE_NOT_YET_SUPPORTED)]
-        )
+        + ", ".join(EXTENDED_NOT_YET_SUPPORTED)
         + ".",
     )
     parser.add_argument(
@@ -169,8 +167,7 @@ class _ExtendedAction(argparse.Action):
         self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
     ) -> None:
         for opt in values:
-            name, valued, _ = opt.partition("=")
-            if name in EXTENDED_NOT_YET_SUPPORTED or (valued and name in EXTENDED_VALUE_NOT_YET_SUPPORTED):
+            if opt.partition("=")[0] in EXTENDED_NOT_YET_SUPPORTED:
                 _not_yet_supported(parser, f"-E {opt}")
         setattr(namespace, self.dest, [*getattr(namespace, self.dest), values])
 
@@ -493,7 +490,7 @@ def _is_stdout(image: str) -> bool:
 
 def write_options(args: argparse.Namespace, build_time_ns: int | None) -> WriteOptions:
     """The WriteOptions the parsed arguments ask for."""
-    extended = {opt for group in args.extended for opt in group}
+    extended, packed_pcluster_size = _packed_pcluster_size([opt for group in args.extended for opt in group])
     return WriteOptions(
         block_size=args.block_size or (512 if args.tar == "i" else 4096),
         build_time_ns=build_time_ns,
@@ -519,6 +516,7 @@ def write_options(args: argparse.Namespace, build_time_ns: int | None) -> WriteO
         fragments="fragments" in extended or "all-fragments" in extended,
         all_fragments="all-fragments" in extended,
         dedupe="dedupe" in extended,
+        packed_pcluster_size=packed_pcluster_size,
         workers=args.workers,
     )
 
@@ -588,12 +586,25 @@ def _uuid(text: str) -> uuid.UUID:
 def _extended(text: str) -> list[str]:
     opts = [opt for opt in text.split(",") if opt]
     for opt in opts:
-        name = opt.split("=", 1)[0]
-        if (
-            opt not in EXTENDED_OPTIONS
-            and name not in EXTENDED_NOT_YET_SUPPORTED + EXTENDED_VALUE_NOT_YET_SUPPORTED
-        ):
+        name, valued, value = opt.partition("=")
+        if valued and name in EXTENDED_WITH_SIZE:
+            if not value.isdigit():
+                raise argparse.ArgumentTypeError(f"-E {name}={value}: the size must be a number of bytes")
+        elif opt not in EXTENDED_OPTIONS and name not in EXTENDED_NOT_YET_SUPPORTED:
             raise argparse.ArgumentTypeError(
                 f"unknown extended option {opt!r} (known: {', '.join(EXTENDED_OPTIONS)})"
             )
     return opts
+
+
+def _packed_pcluster_size(extended: list[str]) -> tuple[set[str], int | None]:
+    """-E fragments=SIZE / all-fragments=SIZE: the options without their sizes, and the size
+    (the last one given)."""
+    size = None
+    plain = set()
+    for opt in extended:
+        name, valued, value = opt.partition("=")
+        if valued and name in EXTENDED_WITH_SIZE:
+            size = int(value)
+        plain.add(name)
+    return plain, size

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..errors import ImageWriteError, InvalidInputError
 from ..model import Directory, gc_paused
 from .chunks import chunk_session
-from .datastage import DataStage, stage_compressor
+from .datastage import stage_for
 from .emit import Emitter
 from .options import InodeFormat, ProgressCallback, WriteOptions
 from .output import atomic_output
@@ -75,23 +75,7 @@ def write_image(
         raise InvalidInputError("the image cannot be written over the archive it indexes", os.fspath(output))
     # The stage's workers and spool live until the data is in the image; a chunk session holds
     # its stores' locks until then too.
-    compressor = stage_compressor(options)
-    with (
-        gc_paused(),
-        chunk_session(options) as chunks,
-        DataStage(
-            options.block_size,
-            options.workers,
-            chunks=chunks,
-            compressor=compressor,
-            compact_indexes=options.compact_indexes,
-            pcluster_size=options.pcluster_size,
-            ztailpacking=options.ztailpacking,
-            max_extent_bytes=options.max_extent_bytes,
-            fragments=options.fragment_mode,
-            dedupe=options.dedupe,
-        ) as stage,
-    ):
+    with gc_paused(), chunk_session(options) as chunks, stage_for(options, chunks) as stage:
         draft = begin_plan(root, options, stage)
         layout: Layout | None = None
         try:

@@ -77,6 +77,7 @@ class DataStage:
         max_extent_bytes: int | None = None,
         fragments: int = 0,
         dedupe: bool = False,
+        packed_pcluster_size: int | None = None,
     ) -> None:
         self.block_size = block_size
         self.workers = workers or WORKERS
@@ -87,6 +88,7 @@ class DataStage:
         self.ztailpacking = ztailpacking  # compressed files' last pclusters may go inline
         self.max_extent_bytes = max_extent_bytes
         self.fragments = fragments  # 1: file tails go to the packed inode, 2: whole files
+        self.packed_pcluster = packed_pcluster_size or self.pcluster_size  # the packed inode's
         self.dedupe = dedupe  # identical pclusters are shared (dedupe.py)
         self.extended: list[tuple[FragmentedData, PlannedInode]] = []  # forms of the two above
         self.shared_pclusters = False  # set by finish_compression
@@ -283,14 +285,14 @@ class DataStage:
             length = min(PACKED_SEGMENT, size - start)
             at = self._reserve(-(-length // bs) * bs)[1]
             part = CompressedData(
-                NO_DATA, length, fd, at, compact=True, pcluster=self.pcluster_size, algorithm=algorithm
+                NO_DATA, length, fd, at, compact=True, pcluster=self.packed_pcluster, algorithm=algorithm
             )
             self._submit(_compress_spooled, part, raw + start, self.compressor, bs)
             parts.append((start, part))
         self.settle()
         packed = CompressedData(
             SpooledData(fd, raw, size), size, fd, self._reserve(-(-size // bs) * bs)[1],
-            compact=self.compact_indexes, pcluster=self.pcluster_size, algorithm=algorithm,
+            compact=self.compact_indexes, pcluster=self.packed_pcluster, algorithm=algorithm,
         )  # fmt: skip
         join_segments(packed, parts, bs)
         return packed
@@ -360,11 +362,28 @@ def _compress_spooled(
 
 
 def stage_compressor(options: WriteOptions) -> DestSizeCompressor | None:
-    """The compressor the options ask for, if any."""
+    """The compressor the options ask for, if any (its window fits the largest pcluster)."""
     if options.compression is None:
         return None
     return dest_size_compressor(
-        options.compression, options.compression_level, options.pcluster_bytes, options.block_size
+        options.compression, options.compression_level, options.max_pcluster_bytes, options.block_size
+    )
+
+
+def stage_for(options: WriteOptions, chunks: ChunkSession | None) -> DataStage:
+    """The data stage `options` ask for."""
+    return DataStage(
+        options.block_size,
+        options.workers,
+        chunks=chunks,
+        compressor=stage_compressor(options),
+        compact_indexes=options.compact_indexes,
+        pcluster_size=options.pcluster_size,
+        ztailpacking=options.ztailpacking,
+        max_extent_bytes=options.max_extent_bytes,
+        fragments=options.fragment_mode,
+        dedupe=options.dedupe,
+        packed_pcluster_size=options.packed_pcluster_size,
     )
 
 

@@ -88,6 +88,8 @@ class WriteOptions:
     fragments: bool = False
     all_fragments: bool = False
     dedupe: bool = False
+    # The packed inode's largest pcluster (mkfs -E fragments=SIZE); None: `pcluster_size`'s.
+    packed_pcluster_size: int | None = None
     # Threads that read, hash and compress files before planning (None: 2). The image's bytes
     # do not depend on it.
     workers: int | None = None
@@ -122,17 +124,22 @@ class WriteOptions:
                 )
             if self.fragments or self.all_fragments or self.dedupe:
                 raise InvalidInputError("fragments, all-fragments and dedupe need a compression algorithm")
+        packed = self.packed_pcluster_size
+        if packed is not None and not (self.fragments or self.all_fragments):
+            raise InvalidInputError("a pcluster size for the packed inode needs fragments or all-fragments")
+        if algorithm is None:
             return
         if extent is not None and extent < self.block_size:
             # Shorter extents would put two heads in one lcluster, which the index cannot hold.
             raise InvalidInputError(f"max extent bytes {extent} is below the block size {self.block_size}")
         check_level(algorithm, level)
-        if pcluster is not None and (pcluster <= 0 or pcluster % self.block_size):
-            raise InvalidInputError(
-                f"pcluster size {pcluster} is not a multiple of the block size {self.block_size}"
-            )
-        if pcluster is not None and pcluster > MAX_PCLUSTER_SIZE:
-            raise InvalidInputError(f"pcluster size {pcluster} is over {MAX_PCLUSTER_SIZE} bytes")
+        for what, size in (("pcluster size", pcluster), ("the packed inode's pcluster size", packed)):
+            if size is not None and (size <= 0 or size % self.block_size):
+                raise InvalidInputError(
+                    f"{what} {size} is not a multiple of the block size {self.block_size}"
+                )
+            if size is not None and size > MAX_PCLUSTER_SIZE:
+                raise InvalidInputError(f"{what} {size} is over {MAX_PCLUSTER_SIZE} bytes")
         if self.chunk_size is not None:
             raise InvalidInputError("compressed files cannot be chunked too: give one of the two")
         if (self.fragments or self.all_fragments) and (self.xattr_prefixes or self.auto_xattr_prefixes):
@@ -197,6 +204,7 @@ class WriteOptions:
             "fragments": (bool,),
             "all_fragments": (bool,),
             "dedupe": (bool,),
+            "packed_pcluster_size": (int, type(None)),
             "workers": (int, type(None)),
         }
         for name, types in expected.items():
@@ -213,8 +221,20 @@ class WriteOptions:
 
     @property
     def pcluster_bytes(self) -> int:
-        """The largest pcluster: the given size, or one block."""
+        """The largest pcluster of a file: the given size, or one block."""
         return self.pcluster_size or self.block_size
+
+    @property
+    def packed_pcluster_bytes(self) -> int:
+        """The largest pcluster of the packed inode (fragments)."""
+        return self.packed_pcluster_size or self.pcluster_bytes
+
+    @property
+    def max_pcluster_bytes(self) -> int:
+        """The largest pcluster in the image: what its compression config records announce."""
+        if self.fragment_mode:
+            return max(self.pcluster_bytes, self.packed_pcluster_bytes)
+        return self.pcluster_bytes
 
     @property
     def fragment_mode(self) -> int:

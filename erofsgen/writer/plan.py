@@ -29,7 +29,7 @@ from ..format.superblock import SUPERBLOCK
 from ..model import Directory, File, Metadata, Node, full_mode
 from .chunks import ChunkSession, chunk_session
 from .compressed import CompressedData, compression_configs
-from .datastage import DataStage, stage_compressor
+from .datastage import DataStage, stage_for
 from .header import Area
 from .options import MAX_LONG_PREFIXES, WriteOptions
 from .placement import pack_records
@@ -255,7 +255,7 @@ def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draf
     encoder, shared = plan_xattrs(inodes, options, policy)
     policy.choose_cores(inodes, build_time_ns)
     root_offset = ROOT_OFFSET
-    configs = compression_configs(options.compression, options.pcluster_bytes, bs)
+    configs = compression_configs(options.compression, options.max_pcluster_bytes, bs)
     root_offset += -(-len(configs) // EROFS_INODE_SLOT_SIZE) * EROFS_INODE_SLOT_SIZE
     if stage.chunks is not None:
         stage.settle()
@@ -361,21 +361,7 @@ def plan_image(root: Directory, options: WriteOptions, stage: DataStage | None =
     one, a stage is used and closed here (planning only).
     """
     if stage is None:
-        with (
-            chunk_session(options) as chunks,
-            DataStage(
-                options.block_size,
-                chunks=chunks,
-                compressor=stage_compressor(options),
-                compact_indexes=options.compact_indexes,
-                pcluster_size=options.pcluster_size,
-                ztailpacking=options.ztailpacking,
-                max_extent_bytes=options.max_extent_bytes,
-                fragments=options.fragment_mode,
-                dedupe=options.dedupe,
-                workers=options.workers,
-            ) as own,
-        ):
+        with chunk_session(options) as chunks, stage_for(options, chunks) as own:
             return plan_image(root, options, own)
     return finish_plan(begin_plan(root, options, stage))
 
@@ -404,7 +390,7 @@ def finish_plan(draft: Draft, write: Callable[[PlannedInode], None] | None = Non
     front = (root_offset + root.record_size, min(draft.data_start, root_offset // bs + 1) * bs)
     first = meta_start * bs
     areas = [Area("superblock", EROFS_SUPER_OFFSET, SUPERBLOCK.size)]
-    configs = compression_configs(options.compression, options.pcluster_bytes, bs)
+    configs = compression_configs(options.compression, options.max_pcluster_bytes, bs)
     if configs:  # chunks, hence a device table, and compression exclude each other
         areas.append(Area("compression configs", ROOT_OFFSET, len(configs), configs))
     elif root_offset > DEVICE_TABLE_OFFSET:
