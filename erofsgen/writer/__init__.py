@@ -20,7 +20,7 @@ from .chunks import chunk_session
 from .datastage import stage_for
 from .emit import Emitter
 from .options import InodeFormat, ProgressCallback, WriteOptions
-from .output import atomic_output
+from .output import atomic_output, builds_in_place
 from .plan import Layout, begin_plan, finish_plan, plan_image
 
 __all__ = ["ImageSummary", "InodeFormat", "Layout", "WriteOptions", "plan_image", "write_image"]
@@ -81,10 +81,12 @@ def write_image(
         try:
             # Opened before the layout is final: the early files are copied while it is planned.
             # A blob device is renamed into place just before the image, once both are complete.
+            # An image synced where it is built has its data written back as it is finished.
+            writeback = sync and builds_in_place(output)
             with (
                 atomic_output(output, sync=sync) as fd,
                 _blob_device(options, sync) as blob_fd,
-                Emitter(fd, options, progress) as emitter,
+                Emitter(fd, options, progress, writeback=writeback) as emitter,
             ):
                 emitter.start(draft)
                 layout = finish_plan(draft, emitter.write_streamed)

@@ -32,6 +32,7 @@ from .header import Area, MetadataWriter, write_final
 from .lz4dest import LZ4_MAX_DISTANCE
 from .options import ProgressCallback, WriteOptions
 from .plan import DEVICE_TABLE_OFFSET, Draft, Layout, PlannedInode
+from .writeback import Writeback
 
 if TYPE_CHECKING:
     from .chunks import ChunkSession
@@ -55,9 +56,12 @@ class Emitter:
 
     layout: Layout  # set by emit()
 
-    def __init__(self, fd: int, options: WriteOptions, progress: ProgressCallback | None) -> None:
+    def __init__(
+        self, fd: int, options: WriteOptions, progress: ProgressCallback | None, *, writeback: bool = False
+    ) -> None:
         self.fd = fd
         self.options = options
+        self.writeback = writeback  # the image will be synced in place: start its writes early
         self.bs = options.block_size
         self.meta = MetadataWriter(fd)  # told where the data area is once it is planned
         self.progress = progress
@@ -97,7 +101,9 @@ class Emitter:
             copied = self.digest.advance_early if self.digest is not None else None
             self.copier = Copier(draft.early, self.fd, bs, copied)
         if streaming:
-            self.streamed = StreamedWriter(self.fd, bs, draft.early_end * bs, self.digest)
+            start = draft.early_end * bs
+            writeback = Writeback(self.fd, start) if self.writeback else None
+            self.streamed = StreamedWriter(self.fd, bs, start, self.digest, writeback)
 
     def write_streamed(self, plan: PlannedInode) -> None:
         """A streamed file's blocks, placed just now (plan.place_streamed)."""
@@ -283,10 +289,18 @@ class StreamedWriter:
     The digest is told how far the data is final after each write.
     """
 
-    def __init__(self, fd: int, block_size: int, start: int, digest: ContentDigest | None) -> None:
+    def __init__(
+        self,
+        fd: int,
+        block_size: int,
+        start: int,
+        digest: ContentDigest | None,
+        writeback: Writeback | None = None,
+    ) -> None:
         self.fd = fd
         self.bs = block_size
         self.digest = digest
+        self.writeback = writeback
         self.buffers: list[bytes] = []  # gathered, to be written from `at`
         self.at = start
         self.pending = 0  # bytes in `buffers`
@@ -389,6 +403,8 @@ class StreamedWriter:
         self._final(self.at if self.at > self.end else self.end)
 
     def _final(self, upto: int) -> None:
+        if self.writeback is not None:
+            self.writeback.finished(upto)
         if self.digest is None:
             return
         if self.size < upto:  # a plain file's last block ends short: it must read as zeros

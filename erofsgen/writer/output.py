@@ -61,6 +61,13 @@ def atomic_output(
             yield fd
 
 
+def builds_in_place(path: str | os.PathLike[str]) -> bool:
+    """Whether atomic_output's descriptor for `path` becomes the image file itself (a regular
+    file, renamed into place) rather than a temporary file streamed into a device or FIFO."""
+    found = _inspect(os.fspath(path))
+    return found is None or stat.S_ISREG(found.st_mode)
+
+
 def _inspect(shown: str) -> os.stat_result | None:
     """What `shown` names, following symlinks: None if nothing (yet); refuses what cannot be one."""
     if not shown:
