@@ -2,8 +2,8 @@
 
 Modules: validate (what can be stored), datastage + stored (each inode's stored form, read at
 most once), policy (producer-specific layout choices), plan + placement + xattrs + dirs (the
-layout), header (planned areas and the metadata writer), emit + copier + filecopy + digest (the
-bytes).
+layout), header (planned areas and the metadata writer), emit + copier + filecopy + digest +
+writeback (the bytes).
 """
 
 from __future__ import annotations
