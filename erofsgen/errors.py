@@ -13,6 +13,7 @@ class InvalidInputError(ErofsgenError, ValueError):
     """The caller's input (a tree, a path, an option) cannot be turned into an image."""
 
     def __init__(self, message: str, path: str | None = None) -> None:
+        self.message = message  # without the path
         self.path = path
         super().__init__(f"{path}: {message}" if path is not None else message)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
 import subprocess
@@ -364,7 +365,7 @@ def test_synced_image_is_written_back_as_its_data_is_finished(
     options = WriteOptions(uuid=uuid.UUID(int=0), compression="lz4hc")
     write_image(root, tmp_path / "synced.img", options)
     assert len(calls) >= 2
-    for (at, n), (next_at, _) in zip(calls, calls[1:], strict=False):
+    for (at, n), (next_at, _) in itertools.pairwise(calls):
         assert n >= 8192 and next_at == at + n  # in order, nothing handed over twice
     synced = (tmp_path / "synced.img").read_bytes()
     assert calls[-1][0] + calls[-1][1] <= len(synced)

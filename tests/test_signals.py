@@ -32,7 +32,7 @@ def source_tree(root: Path, files: int = 4, size: int = 256 * 1024) -> Path:
     ("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGTERM", "SIGHUP"]
 )
 @pytest.mark.parametrize(
-    ("options", "pause_at"), [([], "pwrite"), (["-zlz4hc"], "pwritev")], ids=["plain", "compressed"]
+    ("options", "pause_at"), [([], "pwrite"), (["-zlz4hc"], "copy_file_range")], ids=["plain", "compressed"]
 )
 def test_signal_during_pack_leaves_nothing_and_keeps_the_old_image(
     signum: signal.Signals, status: int, options: list[str], pause_at: str, tmp_path: Path
@@ -43,16 +43,28 @@ def test_signal_during_pack_leaves_nothing_and_keeps_the_old_image(
     image = out_dir / "img.erofs"
     image.write_bytes(OLD_IMAGE)
     # Paused in the main thread's first write to the image: the temporary image exists, the
-    # copier (or, compressed, the workers) and the digest threads run.
+    # copier (or, compressed, the workers and their compression processes) and the digest
+    # threads run.
     child = PausedCommand(pause_at, ["pack", "--quiet", *options, str(source), str(image)])
     child.wait_paused()
     assert open_temporary_files(child.proc.pid, out_dir), "no temporary file"
+    forked = child_processes(child.proc.pid)
+    assert len(forked) == (len(os.sched_getaffinity(0)) if options else 0)
     child.proc.send_signal(signum)
     code, err = child.finish()
     assert code == status, err
     assert err == f"erofsgen: error: terminated by {signum.name}\n"
     assert sorted(p.name for p in out_dir.iterdir()) == ["img.erofs"]
     assert image.read_bytes() == OLD_IMAGE
+    assert not [pid for pid in forked if Path(f"/proc/{pid}").exists()], "a compression process outlived pack"
+
+
+def child_processes(pid: int) -> list[int]:
+    return [
+        int(c)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for c in (task / "children").read_text().split()
+    ]
 
 
 @pytest.mark.parametrize(

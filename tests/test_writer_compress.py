@@ -245,7 +245,9 @@ def test_pclusters_through_the_spool_give_the_same_bytes(
     """Streamed files' pclusters wait in memory or, past the budget, in the spool: same image.
 
     Without ztailpacking the incompressible file is written from its raw pieces, spooled or not.
+    (The threads' path: processes put every pclusters in the spool.)
     """
+    monkeypatch.setattr(datastage, "USE_PROCESSES", False)
     src = tmp_path / "src"
     src.mkdir()
     for name, data in files.items():

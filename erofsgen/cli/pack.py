@@ -272,7 +272,8 @@ def _add_compression_options(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=_workers,
         metavar="N",
-        help="threads that read and compress files (default 2); the image is the same for any N",
+        help="workers that read and compress files: processes where they can be forked, else threads "
+        "(default: every usable cpu for compression, 2 threads otherwise); the image is the same for any N",
     )
 
 

@@ -54,6 +54,8 @@ _ZEROS = memoryview(bytes(1 << 20))  # padding up to a whole pcluster (at most 1
 
 Reader = Callable[[int], bytes]  # the next n bytes of the file (fewer only at its end)
 SpoolWriter = Callable[[int, bytes, int], None]  # (spool descriptor, data, offset)
+# A cut file's extents (starts, heads, nblocks as bytes), blocks, compressed, tail, tail_raw, pieces.
+CutState = tuple[bytes, bytes, bytes, int, bool, bytes, bytes, list[bytes | int]]
 
 
 class OutputBudget:
@@ -192,6 +194,20 @@ class CompressedData(Stored):
                     self.budget.give(len(piece))
                 piece = len(piece)
             at += piece
+
+    def cut_state(self) -> CutState:
+        """What compress_file decided, for a form in another process (processes.py)."""
+        return (
+            self.starts.tobytes(), bytes(self.heads), self.nblocks.tobytes(), self.blocks,
+            self.compressed, self.tail, self.tail_raw, self.pieces,
+        )  # fmt: skip
+
+    def take_cut(self, state: CutState) -> None:
+        """Become the form another process cut (its pieces are in this form's spool room)."""
+        starts, heads, nblocks, self.blocks, self.compressed, self.tail, self.tail_raw, self.pieces = state
+        self.starts.frombytes(starts)
+        self.heads += heads
+        self.nblocks.frombytes(nblocks)
 
     def holds_raw(self) -> bool:
         """Whether the pieces are the file's data itself, block-padded: every extent is PLAIN and
@@ -550,6 +566,18 @@ def _shorter_for_tail(
     if rest_took == rest and len(rest_stream) < block_size:
         return shorter, took
     return stream, used
+
+
+def spool_write(fd: int, chunk: bytes, offset: int) -> None:
+    """A write to the spool; its failures are the build's, not the source's."""
+    view = memoryview(chunk)
+    while view:
+        try:
+            n = os.pwrite(fd, view, offset)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot write the spool of streamed data: {exc.strerror}") from None
+        view = view[n:]
+        offset += n
 
 
 def spool_reader(fd: int, offset: int) -> Reader:

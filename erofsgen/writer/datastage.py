@@ -21,15 +21,28 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import InvalidInputError
-from ..model import BytesData, DataSource, Device, Directory, File, Node, StreamData, Symlink
+from ..model import (
+    BytesData,
+    DataSource,
+    Device,
+    Directory,
+    EntryData,
+    File,
+    Node,
+    PathData,
+    StreamData,
+    Symlink,
+)
 from .chunks import ChunkedData, ChunkSession, hash_chunks
 from .codecs import dest_size_compressor
-from .compressed import CompressedData, OutputBudget, compress_file, spool_reader
+from .compressed import CompressedData, OutputBudget, compress_file, spool_reader, spool_write
 from .dedupe import share_pclusters
 from .dirs import shape_directory
 from .filecopy import FileReader
 from .fragments import FragmentedData, FragmentTable, join_segments
 from .lz4dest import DestSizeCompressor
+from .processes import CompressionProcesses, FormSettings, Job
+from .processes import available as processes_available
 from .stored import (
     NO_DATA,
     DeviceNumber,
@@ -46,7 +59,7 @@ if TYPE_CHECKING:
     from .options import WriteOptions
     from .plan import PlannedInode
 
-WORKERS = 2  # threads for examined kinds; their work releases the GIL (I/O, hashing, compression)
+WORKERS = 2  # threads for examined kinds (more only contend for the GIL); compression processes: every cpu
 # Chunked and small compressed files are handed to the workers in batches: one job per file
 # costs more in thread hand-overs than hashing a small file takes. A batch ends at BATCH_FILES
 # files or at about BATCH_BYTES of hashing's worth of work (compressing a byte costs far more:
@@ -58,6 +71,8 @@ SPOOL_CHUNK = 1 << 20
 PACKED_SEGMENT = 16 << 20  # the packed inode's data is compressed in parallel pieces this large
 # Streamed files' pclusters kept in memory until the emitter writes them (compressed.OutputBudget).
 STREAM_BUDGET = 32 << 20
+_spool_write = spool_write  # the threads' writes to the spool; tests wrap it
+USE_PROCESSES = True  # tests turn it off to run the threads' path
 # Tests set this to delay or reorder worker jobs; it is called with the job's index.
 job_hook: Callable[[int], None] | None = None
 
@@ -81,6 +96,7 @@ class DataStage:
     ) -> None:
         self.block_size = block_size
         self.workers = workers or WORKERS
+        self.chosen_workers = workers  # None: compression processes take every usable cpu
         self.chunks = chunks  # regular files of a block or more are chunked into it
         self.compressor = compressor  # regular files over a block are compressed with it
         self.compact_indexes = compact_indexes
@@ -105,6 +121,9 @@ class DataStage:
         self.spool: BinaryIO | None = None
         self.spool_end = 0
         self.abort = threading.Event()
+        # Streamed path-backed files are cut in forked processes where that is safe (processes.py).
+        self.use_processes = self.streaming and USE_PROCESSES
+        self.processes: CompressionProcesses | None = None
 
     def __enter__(self) -> DataStage:
         return self
@@ -180,13 +199,36 @@ class DataStage:
                 algorithm=compressor.algorithm,
             )
             form.budget = self.budget
-        args = (data, plan, form, raw, compressor, self.block_size)
+        job: Callable[..., None] = _compress
+        args: tuple[object, ...] = (data, plan, form, raw, compressor, self.block_size)
+        processes = self._processes(data, form)
+        if processes is not None:
+            assert isinstance(data, EntryData | PathData)
+            job, args = _cut_elsewhere, (processes, [(form, (data.path, size, plan.path, form.spool_offset))])
         if raw < 0 and size < COMPRESS_BATCH_BYTES:
             self.batch_forms.append(form)
-            self._defer(size / COMPRESS_BATCH_BYTES, _compress, args)
+            self._defer(size / COMPRESS_BATCH_BYTES, job, args)
         else:
-            form.job = self._submit(_compress, *args)
+            form.job = self._submit(job, *args)
         return form
+
+    def _processes(self, data: DataSource, form: CompressedData) -> CompressionProcesses | None:
+        """The processes that cut `form`, forked at the first file they can take; None: threads."""
+        if self.processes is None:
+            if not self.use_processes or form.budget is None or type(data) not in (EntryData, PathData):
+                return None
+            self.use_processes = False  # one try: later files go where the first went
+            if not processes_available():
+                return None
+            assert self.compressor is not None
+            spool_fd = self._reserve(0)[0]  # inherited by the processes
+            settings = FormSettings(form.compact, form.pcluster, form.ztail, form.max_extent, form.algorithm)
+            count = self.chosen_workers or usable_cpus()
+            self.processes = CompressionProcesses(count, self.compressor, settings, self.block_size, spool_fd)
+            self.workers = count  # a thread per process waits on it
+        elif type(data) not in (EntryData, PathData):
+            return None
+        return self.processes
 
     def _chunked(self, data: DataSource, plan: PlannedInode, chunks: ChunkSession) -> ChunkedData:
         form = chunks.form(data, plan)
@@ -300,9 +342,14 @@ class DataStage:
     def close(self) -> None:
         """Stop the workers (pending jobs are dropped) and release the spool."""
         self.abort.set()
+        if self.processes is not None and not all(job.done() for job in self.jobs):
+            self.processes.kill()  # their work is dropped: the threads waiting on them go too
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
             self.executor = None
+        if self.processes is not None:
+            self.processes.close()
+            self.processes = None
         if self.spool is not None:
             self.spool.close()
             self.spool = None
@@ -361,6 +408,14 @@ def _compress_spooled(
     compress_file(form, spool_reader(form.spool_fd, raw), compressor, block_size, _spool_write, abort)
 
 
+def usable_cpus() -> int:
+    """The cpus this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def stage_compressor(options: WriteOptions) -> DestSizeCompressor | None:
     """The compressor the options ask for, if any (its window fits the largest pcluster)."""
     if options.compression is None:
@@ -388,11 +443,35 @@ def stage_for(options: WriteOptions, chunks: ChunkSession | None) -> DataStage:
 
 
 def _run_batch(jobs: list[tuple[Callable[..., None], tuple[object, ...]]], abort: threading.Event) -> None:
-    """Small jobs in their order; the first failure ends the batch (and is the build's)."""
-    for job, args in jobs:
+    """Small jobs in their order; the first failure ends the batch (and is the build's).
+
+    Consecutive files for the processes go to one of them as one request.
+    """
+    i = 0
+    while i < len(jobs):
         if abort.is_set():
             return
+        job, args = jobs[i]
+        i += 1
+        if job is _cut_elsewhere:
+            processes, forms = args
+            assert isinstance(forms, list)
+            forms = list(forms)
+            while i < len(jobs) and jobs[i][0] is _cut_elsewhere:
+                more = jobs[i][1][1]
+                assert isinstance(more, list)
+                forms += more
+                i += 1
+            args = (processes, forms)
         job(*args, abort)
+
+
+def _cut_elsewhere(
+    processes: CompressionProcesses, forms: list[tuple[CompressedData, Job]], abort: threading.Event
+) -> None:
+    """Path-backed files, cut in one of the processes."""
+    if not abort.is_set():
+        processes.cut(forms)
 
 
 def _spool_and_hash(
@@ -407,15 +486,3 @@ def _spool_and_hash(
     _consume_stream(data, plan, spool_fd, offset, abort)
     if not abort.is_set():
         hash_chunks(form, abort)
-
-
-def _spool_write(fd: int, chunk: bytes, offset: int) -> None:
-    """A write to the spool; its failures are the build's, not the stream's."""
-    view = memoryview(chunk)
-    while view:
-        try:
-            n = os.pwrite(fd, view, offset)
-        except OSError as exc:
-            raise InvalidInputError(f"cannot write the spool of streamed data: {exc.strerror}") from None
-        view = view[n:]
-        offset += n

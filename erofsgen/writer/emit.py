@@ -32,7 +32,7 @@ from .header import Area, MetadataWriter, write_final
 from .lz4dest import LZ4_MAX_DISTANCE
 from .options import ProgressCallback, WriteOptions
 from .plan import DEVICE_TABLE_OFFSET, Draft, Layout, PlannedInode
-from .writeback import Writeback
+from .writeback import Writeback, punch_hole
 
 if TYPE_CHECKING:
     from .chunks import ChunkSession
@@ -280,6 +280,10 @@ class Emitter:
             os.pwrite(self.fd, sb_checksum(head, self.bs).to_bytes(4, "little"), CHECKSUM_OFFSET)
 
 
+def _piece_length(piece: bytes | int) -> int:
+    return len(piece) if isinstance(piece, bytes) else piece
+
+
 class StreamedWriter:
     """Writes the streamed files' blocks in the order they are placed, one after another.
 
@@ -333,6 +337,8 @@ class StreamedWriter:
                 self.size = max(self.size, at + plan.size - plan.tail_size)
         if plan.nblocks:
             self.end = (plan.startblk + plan.nblocks) * bs
+        if any(isinstance(piece, int) for piece in form.pieces):  # the spool's copy is not needed
+            punch_hole(form.spool_fd, form.spool_offset, sum(_piece_length(p) for p in form.pieces))
         form.written_with(kept)
         if self.pending >= GATHER_BYTES:
             self._flush()
@@ -343,7 +349,7 @@ class StreamedWriter:
         for piece in form.pieces:
             if pos >= length:
                 break
-            n = len(piece) if isinstance(piece, bytes) else piece
+            n = _piece_length(piece)
             take = min(n, length - pos)
             if isinstance(piece, bytes):
                 self._gather(at + pos, piece if take == n else piece[:take])
@@ -360,7 +366,7 @@ class StreamedWriter:
         pos = 0
         end = start + length
         for piece in form.pieces:
-            n = len(piece) if isinstance(piece, bytes) else piece
+            n = _piece_length(piece)
             lo, hi = max(start, pos), min(end, pos + n)
             if lo < hi:
                 if isinstance(piece, bytes):

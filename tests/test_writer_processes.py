@@ -1,0 +1,234 @@
+"""Compression in forked processes: the threads' bytes, errors that name the file, no process left."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from erofsgen import open_image
+from erofsgen.cli import main as cli_main
+from erofsgen.errors import ErofsgenError, InvalidInputError
+from erofsgen.sources.directory import tree_from_directory
+from erofsgen.writer import WriteOptions, datastage, processes, write_image
+from tests.support.pause import PausedCommand
+from tests.support.textdata import compressible_text
+
+BS = 4096
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Files for several batches and jobs of their own: text, random data, sizes at block edges."""
+    root = tmp_path_factory.mktemp("src")
+    rng = random.Random(3)
+    for i in range(150):
+        size = rng.choice([BS - 1, BS + 1, 3 * BS, 20_000, 70_000])
+        data = compressible_text(size, i) if i % 3 else rng.randbytes(size)
+        (root / f"f{i:03}").write_bytes(data)
+    (root / "sub").mkdir()
+    (root / "sub" / "large").write_bytes(compressible_text(3 << 20, 99))
+    (root / "sub" / "mixed").write_bytes(
+        rng.randbytes(30_000) + bytes(100_000) + compressible_text(50_000, 7)
+    )
+    return root
+
+
+class Forks:
+    """Every CompressionProcesses made, and how many batches each cut."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.made: list[processes.CompressionProcesses] = []
+        self.counts: list[int] = []  # processes forked by each
+        self.batches = 0
+        made, cut = processes.CompressionProcesses.__init__, processes.CompressionProcesses.cut
+
+        def init(pool: processes.CompressionProcesses, *args: object, **kwargs: object) -> None:
+            made(pool, *args, **kwargs)  # type: ignore[arg-type]
+            self.made.append(pool)
+            self.counts.append(len(pool.processes))
+
+        def counted(pool: processes.CompressionProcesses, forms: list[object]) -> None:
+            self.batches += 1
+            cut(pool, forms)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(processes.CompressionProcesses, "__init__", init)
+        monkeypatch.setattr(processes.CompressionProcesses, "cut", counted)
+
+
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> Forks:
+    return Forks(monkeypatch)
+
+
+def children() -> list[int]:
+    """This process's child processes."""
+    tasks = Path(f"/proc/{os.getpid()}/task")
+    return [int(c) for task in tasks.iterdir() for c in (task / "children").read_text().split()]
+
+
+@pytest.fixture(autouse=True)
+def no_process_left() -> Iterator[None]:
+    before = set(children())
+    yield
+    assert set(children()) == before, "a compression process outlived the build"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        WriteOptions(compression="lz4hc", build_time_ns=0),
+        WriteOptions(compression="lz4", ztailpacking=True, build_time_ns=0),
+        WriteOptions(compression="lz4hc", pcluster_size=65536, workers=3, build_time_ns=0),
+        WriteOptions(compression="zstd", pcluster_size=16384, max_extent_bytes=20_000, build_time_ns=0),
+        WriteOptions(compression="lzma", ztailpacking=True, workers=1, build_time_ns=0),
+        WriteOptions(compression="deflate", compact_indexes=False, build_time_ns=0),
+    ],
+    ids=["lz4hc", "lz4-ztail", "lz4hc-C64k-3", "zstd-C16k-extent", "lzma-ztail-1", "deflate-full"],
+)
+def test_processes_cut_what_threads_cut(
+    source: Path, tmp_path: Path, forks: Forks, monkeypatch: pytest.MonkeyPatch, options: WriteOptions
+) -> None:
+    tree = tree_from_directory(source)
+    write_image(tree, tmp_path / "processes.img", options)
+    assert len(forks.made) == 1 and forks.batches > 1
+    assert forks.counts == [options.workers or datastage.usable_cpus()]
+    monkeypatch.setattr(datastage, "USE_PROCESSES", False)
+    write_image(tree, tmp_path / "threads.img", options)
+    assert len(forks.made) == 1
+    assert (tmp_path / "processes.img").read_bytes() == (tmp_path / "threads.img").read_bytes()
+    with open_image(tmp_path / "processes.img") as image:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                assert image.read_bytes(str(path.relative_to(source))) == path.read_bytes()
+
+
+def test_no_fork_beside_another_thread(source: Path, tmp_path: Path, forks: Forks) -> None:
+    """A fork copies only the calling thread (and whatever locks the others hold): threads then."""
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        write_image(tree_from_directory(source), tmp_path / "a.img", WriteOptions(compression="lz4"))
+    finally:
+        release.set()
+        other.join()
+    assert forks.made == []
+    with open_image(tmp_path / "a.img") as image:
+        assert image.read_bytes("sub/mixed") == (source / "sub" / "mixed").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p.unlink(), "cannot read"),
+        (lambda p: p.write_bytes(p.read_bytes() + b"more"), "file changed size while packing"),
+        (lambda p: p.write_bytes(b"short" * 10_000), "file shrank while packing"),
+    ],
+    ids=["vanished", "grew", "shrank"],
+)
+def test_a_changed_file_is_named_and_nothing_is_left(
+    source: Path, tmp_path: Path, forks: Forks, change: object, message: str
+) -> None:
+    copy = tmp_path / "src"
+    copy.mkdir()
+    for path in source.iterdir():
+        if path.is_file():
+            (copy / path.name).write_bytes(path.read_bytes())
+    (copy / "big").write_bytes(compressible_text(200_000, 5))
+    tree = tree_from_directory(copy)
+    change(copy / "big")  # type: ignore[operator]
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InvalidInputError, match=message) as caught:
+        write_image(tree, out / "a.img", WriteOptions(compression="lz4hc"))
+    assert caught.value.path == "/big"
+    assert forks.batches and list(out.iterdir()) == []
+
+
+def test_a_killed_process_fails_the_build_clearly(
+    source: Path, tmp_path: Path, forks: Forks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def kill_them(index: int) -> None:
+        if index == 3:
+            os.kill(forks.made[0].processes[0].pid, signal.SIGKILL)
+            os.kill(forks.made[0].processes[1].pid, signal.SIGKILL)
+
+    monkeypatch.setattr(datastage, "job_hook", kill_them)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ErofsgenError, match=r"a compression process \(\d+\) stopped unexpectedly"):
+        write_image(tree_from_directory(source), out / "a.img", WriteOptions(compression="lz4hc", workers=2))
+    assert list(out.iterdir()) == []
+
+
+def test_cli_error_in_a_process_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "src"
+    copy.mkdir()
+    (copy / "a").write_bytes(compressible_text(50_000, 1))
+    (copy / "b").write_bytes(compressible_text(50_000, 2))
+    forked = datastage.DataStage._processes
+
+    def then_remove_b(stage: datastage.DataStage, *args: object) -> object:
+        pool = forked(stage, *args)  # type: ignore[arg-type]
+        (copy / "b").unlink(missing_ok=True)  # after the scan, before b is read
+        return pool
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(datastage.DataStage, "_processes", then_remove_b)
+        status = cli_main(["pack", "--quiet", "-zlz4hc", str(copy), str(tmp_path / "a.img")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err == f"erofsgen: error: /b: cannot read {copy / 'b'}: No such file or directory\n"
+    assert not (tmp_path / "a.img").exists()
+
+
+def test_killed_writer_takes_its_processes_with_it(tmp_path: Path) -> None:
+    """SIGKILL leaves no cleanup to the writer: its processes die with it (PR_SET_PDEATHSIG)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        (src / f"f{i}").write_bytes(os.urandom(300_000))
+    child = PausedCommand(
+        "copy_file_range", ["pack", "--quiet", "-zlz4hc", str(src), str(tmp_path / "a.img")]
+    )
+    child.wait_paused()
+    tasks = Path(f"/proc/{child.proc.pid}/task")
+    forked = [int(c) for task in tasks.iterdir() for c in (task / "children").read_text().split()]
+    assert forked
+    child.proc.kill()
+    child.finish()
+    deadline = time.monotonic() + 30  # bounded wait for a state, not a timing assertion
+    while any(Path(f"/proc/{pid}").exists() for pid in forked):
+        assert time.monotonic() < deadline, "a compression process outlived its writer"
+        time.sleep(0.05)
+    assert [p.name for p in tmp_path.iterdir()] == ["src"]
+
+
+def test_spool_room_is_freed_once_in_the_image(
+    source: Path, tmp_path: Path, forks: Forks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the processes put in the spool is punched out once written: nothing stays there."""
+    from erofsgen.writer import emit, writeback
+
+    punched: list[tuple[int, int]] = []
+    left: list[int] = []
+
+    def punch(fd: int, offset: int, length: int) -> None:
+        writeback.punch_hole(fd, offset, length)
+        punched.append((offset, length))
+        left.append(os.fstat(fd).st_blocks)
+
+    monkeypatch.setattr(emit, "punch_hole", punch)
+    write_image(tree_from_directory(source), tmp_path / "a.img", WriteOptions(compression="lz4hc"))
+    assert forks.made and len(punched) > 100
+    ranges = sorted(punched)
+    assert all(a + n <= b for (a, n), (b, _) in itertools.pairwise(ranges))
+    assert left[-1] == 0
