@@ -33,6 +33,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
         size = rng.choice([BS - 1, BS + 1, 3 * BS, 20_000, 70_000])
         data = compressible_text(size, i) if i % 3 else rng.randbytes(size)
         (root / f"f{i:03}").write_bytes(data)
+    for i in range(20):
+        (root / f"s{i:02}").write_bytes(compressible_text(1 + 150 * i, i))  # held whole in the record
     (root / "sub").mkdir()
     (root / "sub" / "large").write_bytes(compressible_text(3 << 20, 99))
     (root / "sub" / "mixed").write_bytes(
@@ -232,3 +234,32 @@ def test_spool_room_is_freed_once_in_the_image(
     ranges = sorted(punched)
     assert all(a + n <= b for (a, n), (b, _) in itertools.pairwise(ranges))
     assert left[-1] == 0
+
+
+def test_small_files_are_read_ahead_while_the_others_are_cut(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files held whole in their records are read by the copier thread during compression."""
+    from erofsgen.writer import copier
+
+    read_ahead: list[int] = []
+    monkeypatch.setattr(copier, "file_hook", read_ahead.append)
+    write_image(tree_from_directory(source), tmp_path / "a.img", WriteOptions(compression="lz4hc"))
+    small = [p for p in source.iterdir() if p.is_file() and 0 < p.stat().st_size <= 3000]
+    assert small and len(read_ahead) == len(small)
+    with open_image(tmp_path / "a.img") as image:
+        for path in small:
+            assert image.read_bytes(path.name) == path.read_bytes()
+
+
+def test_a_small_file_gone_before_its_read_ahead_is_named(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(compressible_text(100_000, 1))
+    (src / "small").write_bytes(b"a line\n" * 20)
+    tree = tree_from_directory(src)
+    (src / "small").unlink()
+    with pytest.raises(InvalidInputError, match="cannot read") as caught:
+        write_image(tree, tmp_path / "a.img", WriteOptions(compression="lz4hc"))
+    assert caught.value.path == "/small"
+    assert not (tmp_path / "a.img").exists()

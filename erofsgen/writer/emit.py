@@ -98,7 +98,8 @@ class Emitter:
             early_end = None if streaming else draft.early_end * bs
             self.digest = ContentDigest(self.fd, draft.data_start * bs, early_end)
         if draft.early:
-            copied = self.digest.advance_early if self.digest is not None else None
+            # Streaming, the copier only reads tails: the streamed writer reports the data.
+            copied = self.digest.advance_early if self.digest is not None and not streaming else None
             self.copier = Copier(draft.early, self.fd, bs, copied)
         if streaming:
             start = draft.early_end * bs

@@ -76,7 +76,7 @@ class PlannedInode:
     nblocks: int = 0  # whole data blocks
     offset: int = 0
     startblk: int = EROFS_NULL_ADDR
-    early: int = -1  # index among the files whose blocks were placed before planning, else -1
+    early: int = -1  # index among the files the copier reads before their records (Draft.early)
     streamed: bool = False  # its blocks are placed (and written) as soon as it is cut
     extra: int = 0  # record bytes after the xattr body, before any inline tail (chunk index)
 
@@ -227,7 +227,8 @@ class Draft:
     encoder: NameEncoder
     shared: SharedArea
     data_start: int  # first data block: the one after the root's record
-    early: list[PlannedInode]  # in block order, from data_start
+    # In block order, from data_start; when streaming, files with an inline tail and no block.
+    early: list[PlannedInode]
     early_end: int  # first block after them (after the streamed files too, once they are placed)
     root_offset: int  # the root's record: after the superblock and the device table
     packed: PlannedInode | None = None  # the packed inode (fragments), also in `inodes`
@@ -287,12 +288,21 @@ def begin_plan(root: Directory, options: WriteOptions, stage: DataStage) -> Draf
     early: list[PlannedInode] = []
     block = data_start
     min_blocks = EARLY_MIN_BLOCKS
-    for plan in inodes if streamed is None else ():  # streamed files come first instead
-        if plan.nblocks >= min_blocks and type(plan.data) is PlainData:
-            plan.early = len(early)
-            plan.startblk = block
-            block += plan.nblocks
-            early.append(plan)
+    if streamed is None:
+        for plan in inodes:
+            if plan.nblocks >= min_blocks and type(plan.data) is PlainData:
+                plan.early = len(early)
+                plan.startblk = block
+                block += plan.nblocks
+                early.append(plan)
+    else:
+        # The streamed files come first instead. The files held whole in their records are
+        # read ahead (by the copier, while the others are cut), so writing the records later
+        # reads nothing.
+        for plan in inodes:
+            if not plan.nblocks and plan.tail_size and type(plan.data) is PlainData:
+                plan.early = len(early)
+                early.append(plan)
     return Draft(
         options, policy, stage, inodes, build_time_ns, encoder, shared, data_start, early, block, root_offset,
         packed, streamed,
