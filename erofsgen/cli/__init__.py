@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import errno
+import gc
 import importlib
 import os
 import signal
@@ -161,8 +162,12 @@ def console_main() -> NoReturn:
 
     A large pack leaves millions of objects that Python would free one at a time on the way out
     (a third of a second for /usr/share); by the time main returns every file is closed and
-    every thread joined, so only the standard streams need flushing.
+    every thread joined, so only the standard streams need flushing. For the same reason the
+    cyclic collector stays off: the writer pauses it while it builds, and once on again its
+    first pass would walk every object made meanwhile (60 ms for /usr/share) just before the
+    exit frees them all; the reading commands make no cycles worth collecting.
     """
+    gc.disable()
     status = main()
     for stream in (sys.stdout, sys.stderr):
         try:
