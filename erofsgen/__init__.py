@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .sources import ImageBuilder, tree_from_directory
     from .sources.tar_tree import tree_from_layers, tree_from_tar
     from .transform import TreeOverrides, apply_overrides
-    from .writer import ImageSummary, write_image
+    from .writer import ImageSummary, cutting_ahead, write_image
     from .writer.options import InodeFormat, WriteOptions
 
 __version__ = "0.1.0"
@@ -80,6 +80,7 @@ _LAZY = {
     "TreeOverrides": ".transform",
     "apply_overrides": ".transform",
     "ImageSummary": ".writer",
+    "cutting_ahead": ".writer",
     "write_image": ".writer",
     "InodeFormat": ".writer.options",
     "WriteOptions": ".writer.options",
@@ -122,6 +123,7 @@ __all__ = [
     "WriteOptions",
     "__version__",
     "apply_overrides",
+    "cutting_ahead",
     "is_erofs",
     "mkcomposefs",
     "open_image",

@@ -45,7 +45,13 @@ def fake_writer(monkeypatch: pytest.MonkeyPatch) -> Capture:
     capture = Capture()
 
     def write_image(
-        root: Directory, output: Any, options: WriteOptions, *, progress: Any = None, sync: bool = True
+        root: Directory,
+        output: Any,
+        options: WriteOptions,
+        *,
+        progress: Any = None,
+        sync: bool = True,
+        stage: Any = None,
     ) -> Any:
         capture.calls.append((root, output, options))
         if progress is not None:

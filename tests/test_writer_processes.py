@@ -16,8 +16,9 @@ import pytest
 from erofsgen import open_image
 from erofsgen.cli import main as cli_main
 from erofsgen.errors import ErofsgenError, InvalidInputError
+from erofsgen.model import Directory, EntryData
 from erofsgen.sources.directory import tree_from_directory
-from erofsgen.writer import WriteOptions, datastage, processes, write_image
+from erofsgen.writer import WriteOptions, cutting_ahead, datastage, processes, write_image
 from tests.support.pause import PausedCommand
 from tests.support.textdata import compressible_text
 
@@ -176,15 +177,15 @@ def test_cli_error_in_a_process_is_one_line(tmp_path: Path, capsys: pytest.Captu
     copy.mkdir()
     (copy / "a").write_bytes(compressible_text(50_000, 1))
     (copy / "b").write_bytes(compressible_text(50_000, 2))
-    forked = datastage.DataStage._processes
+    cut_ahead = datastage.DataStage.cut_ahead
 
-    def then_remove_b(stage: datastage.DataStage, *args: object) -> object:
-        pool = forked(stage, *args)  # type: ignore[arg-type]
-        (copy / "b").unlink(missing_ok=True)  # after the scan, before b is read
-        return pool
+    def remove_b_first(stage: datastage.DataStage, data: EntryData) -> None:
+        if data.name == b"b":
+            os.unlink(data.path)  # found by the scan, gone before it is read
+        cut_ahead(stage, data)
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(datastage.DataStage, "_processes", then_remove_b)
+        m.setattr(datastage.DataStage, "cut_ahead", remove_b_first)
         status = cli_main(["pack", "--quiet", "-zlz4hc", str(copy), str(tmp_path / "a.img")])
     err = capsys.readouterr().err
     assert status == 2
@@ -263,3 +264,108 @@ def test_a_small_file_gone_before_its_read_ahead_is_named(tmp_path: Path) -> Non
         write_image(tree, tmp_path / "a.img", WriteOptions(compression="lz4hc"))
     assert caught.value.path == "/small"
     assert not (tmp_path / "a.img").exists()
+
+
+def scan_cutting_ahead(
+    source: Path, stage: datastage.DataStage | None, seen: list[bytes] | None = None
+) -> Directory:
+    def found(data: EntryData) -> None:
+        if seen is not None:
+            seen.append(data.path)
+        if stage is not None:
+            stage.cut_ahead(data)
+
+    return tree_from_directory(source, on_file=found)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        WriteOptions(compression="lz4hc", build_time_ns=0),
+        WriteOptions(compression="lzma", ztailpacking=True, pcluster_size=16384, build_time_ns=0),
+    ],
+    ids=["lz4hc", "lzma-ztail-C16k"],
+)
+def test_files_cut_during_the_scan_give_the_same_bytes(
+    source: Path, tmp_path: Path, forks: Forks, monkeypatch: pytest.MonkeyPatch, options: WriteOptions
+) -> None:
+    claimed: list[int] = []
+    claim = datastage.DataStage._claim
+
+    def counted(stage: datastage.DataStage, *args: object) -> object:
+        claimed.append(1)
+        return claim(stage, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(datastage.DataStage, "_claim", counted)
+    with cutting_ahead(options) as stage:
+        assert stage is not None
+        tree = scan_cutting_ahead(source, stage)
+        assert forks.batches  # cut while the scan went on
+        write_image(tree, tmp_path / "ahead.img", options, stage=stage)
+    write_image(tree_from_directory(source), tmp_path / "after.img", options)
+    assert (tmp_path / "ahead.img").read_bytes() == (tmp_path / "after.img").read_bytes()
+    assert len(claimed) == sum(1 for p in source.rglob("*") if p.is_file() and p.stat().st_size > BS)
+
+
+def test_the_scan_finds_files_in_inode_order(source: Path) -> None:
+    """Breadth first, names bytewise: the order the writer numbers inodes in."""
+    seen: list[bytes] = []
+    scan_cutting_ahead(source, None, seen)
+    expected = []
+    level = [source]
+    while level:
+        below = []
+        for directory in level:
+            for entry in sorted(os.listdir(os.fsencode(directory))):
+                path = os.path.join(os.fsencode(directory), entry)
+                if os.path.isdir(path):
+                    below.append(Path(os.fsdecode(path)))
+                else:
+                    expected.append(path)
+        level = below
+    assert seen == expected
+
+
+def test_a_file_cut_ahead_fails_only_if_the_writer_reaches_it(source: Path, tmp_path: Path) -> None:
+    """Its error names its image path when it is in the tree; left out, it costs nothing."""
+    copy = tmp_path / "src"
+    (copy / "sub").mkdir(parents=True)
+    (copy / "sub" / "gone").write_bytes(compressible_text(80_000, 1))
+    (copy / "kept").write_bytes(compressible_text(80_000, 2))
+    options = WriteOptions(compression="lz4hc")
+
+    def scan(stage: datastage.DataStage) -> Directory:
+        def found(data: EntryData) -> None:
+            if data.name == b"gone":
+                os.unlink(data.path)  # gone before its cut
+            stage.cut_ahead(data)
+
+        return tree_from_directory(copy, on_file=found)
+
+    with cutting_ahead(options) as stage:
+        assert stage is not None
+        tree = scan(stage)
+        with pytest.raises(InvalidInputError, match="cannot read") as caught:
+            write_image(tree, tmp_path / "a.img", options, stage=stage)
+    assert caught.value.path == "/sub/gone" and not (tmp_path / "a.img").exists()
+    (copy / "sub" / "gone").write_bytes(b"back")
+    with cutting_ahead(options) as stage:
+        assert stage is not None
+        tree = scan(stage)
+        sub = tree.children[b"sub"]
+        assert isinstance(sub, Directory)
+        del sub.children[b"gone"]
+        write_image(tree, tmp_path / "b.img", options, stage=stage)
+    with open_image(tmp_path / "b.img") as image:
+        assert image.listdir("/sub") == [] and image.read_bytes("kept") == (copy / "kept").read_bytes()
+
+
+def test_a_stage_serves_the_options_it_was_made_for(source: Path, tmp_path: Path) -> None:
+    other = WriteOptions(compression="lz4")
+    with (
+        cutting_ahead(WriteOptions(compression="lz4")) as stage,
+        pytest.raises(InvalidInputError, match="other"),
+    ):
+        write_image(tree_from_directory(source), tmp_path / "a.img", other, stage=stage)
+    with cutting_ahead(WriteOptions(compression="lz4", fragments=True)) as none:
+        assert none is None

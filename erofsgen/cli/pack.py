@@ -381,7 +381,7 @@ def run(args: argparse.Namespace) -> int:
     build_time_ns, mtime_ns, clamp_ns = _times(args, os.environ)
     options = write_options(args, build_time_ns)
     overrides = tree_overrides(args, mtime_ns, clamp_ns)
-    from ..writer import write_image
+    from ..writer import cutting_ahead, write_image
 
     # An image written to standard output must not get the summary mixed into it.
     summary_stream = sys.stderr if _is_stdout(args.image) else sys.stdout
@@ -390,7 +390,8 @@ def run(args: argparse.Namespace) -> int:
         what = "a directory" if os.path.isdir(args.sources[0]) else "missing"
         raise InvalidInputError(f"--tar={args.tar} needs a tar archive; this is {what}", path=args.sources[0])
     source = "" if archives else source_directory(args.sources[0], args.image)
-    with Progress(quiet=args.quiet) as progress:
+    # Files found by the scan of a directory are compressed while it goes on.
+    with Progress(quiet=args.quiet) as progress, cutting_ahead(options) as stage:
         if archives:
             root = archive_tree(args, archives, progress.scanned)
         else:
@@ -402,9 +403,12 @@ def run(args: argparse.Namespace) -> int:
                 exclude_regexes=args.exclude_regex,
                 read_xattrs=options.xattrs,
                 on_progress=progress.scanned,
+                on_file=stage.cut_ahead if stage is not None else None,
             )
         apply_overrides(root, overrides)
-        summary = write_image(root, args.image, options, progress=progress.written, sync=args.sync)
+        summary = write_image(
+            root, args.image, options, progress=progress.written, sync=args.sync, stage=stage
+        )
     if not args.quiet:
         print(
             f"{args.image}: {summary.inodes} inodes, {summary.blocks} blocks of {summary.block_size} bytes, "

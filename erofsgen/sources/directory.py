@@ -16,6 +16,7 @@ import errno
 import os
 import re
 import stat
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from ..errors import InvalidInputError
@@ -39,13 +40,16 @@ def tree_from_directory(
     exclude_regexes: Iterable[str | bytes | re.Pattern[bytes]] = (),
     read_xattrs: bool = True,
     on_progress: ScanProgress | None = None,
+    on_file: Callable[[EntryData], None] | None = None,
 ) -> Directory:
     """Walk the directory at `path` into a tree whose root carries the directory's own metadata.
 
     `exclude_paths` are paths relative to `path` (a leading ``/`` is allowed) matched exactly;
     `exclude_regexes` are searched (`re.search`) in the relative path. An excluded directory is
     skipped whole. Unreadable entries and a source that is not a directory raise
-    `InvalidInputError` naming the path.
+    `InvalidInputError` naming the path. The walk is breadth first, names in bytewise order
+    (the writer's inode order); `on_file` is given each regular file's data as it is found
+    (once per inode), so a writer can start on it while the walk goes on.
     """
     root_path = os.fsencode(path)
     st = _lstat(root_path)
@@ -56,6 +60,7 @@ def tree_from_directory(
         regexes=_compile_regexes(exclude_regexes),
         read_xattrs=read_xattrs,
         on_progress=on_progress,
+        on_file=on_file,
     )
     root = Directory(walker.metadata(root_path, st))
     with gc_paused():
@@ -95,6 +100,7 @@ class _Walker:
         "_links",
         "count",
         "excluded",
+        "on_file",
         "on_progress",
         "read_xattrs",
         "regexes",
@@ -107,11 +113,13 @@ class _Walker:
         regexes: tuple[re.Pattern[bytes], ...],
         read_xattrs: bool,
         on_progress: ScanProgress | None,
+        on_file: Callable[[EntryData], None] | None = None,
     ) -> None:
         self.excluded = excluded
         self.regexes = regexes
         self.read_xattrs = read_xattrs
         self.on_progress = on_progress
+        self.on_file = on_file
         self.count = 0
         self._links: dict[tuple[int, int], Node] = {}
         self._ints: dict[int, int] = {}
@@ -125,28 +133,29 @@ class _Walker:
 
         Each directory's path is built once, with its trailing slash, and shared by the data
         sources of its files; entries' own paths are made only while they are looked at.
+        Breadth first with sorted names: files are found in the writer's inode order.
         """
-        stack: list[tuple[bytes, bytes, Directory]] = [(root_path, b"", root)]
+        queue: deque[tuple[bytes, bytes, Directory]] = deque([(root_path, b"", root)])
         filtering = self._filtering
-        while stack:
-            dir_path, rel_dir, directory = stack.pop()
+        while queue:
+            dir_path, rel_dir, directory = queue.popleft()
             prefix = dir_path if dir_path.endswith(b"/") else dir_path + b"/"
             children = directory.children
             try:
                 with os.scandir(dir_path) as entries:
-                    for entry in entries:
-                        name = entry.name
-                        rel = b""  # only exclusions need the relative path
-                        if filtering:
-                            rel = rel_dir + b"/" + name if rel_dir else name
-                            if self._is_excluded(rel):
-                                continue
-                        node = self._node(prefix, name)
-                        children[name] = node
-                        if type(node) is Directory:
-                            stack.append((prefix + name, rel, node))
+                    names = sorted(entry.name for entry in entries)
             except OSError as exc:
                 raise _error("cannot read directory", dir_path, exc) from None
+            for name in names:
+                rel = b""  # only exclusions need the relative path
+                if filtering:
+                    rel = rel_dir + b"/" + name if rel_dir else name
+                    if self._is_excluded(rel):
+                        continue
+                node = self._node(prefix, name)
+                children[name] = node
+                if type(node) is Directory:
+                    queue.append((prefix + name, rel, node))
 
     def _is_excluded(self, rel: bytes) -> bool:
         return rel in self.excluded or any(regex.search(rel) for regex in self.regexes)
@@ -174,7 +183,10 @@ class _Walker:
         if kind == stat.S_IFREG:
             if self._check_read and not self._readable(path, st):
                 raise InvalidInputError("cannot read file: permission denied", path=os.fsdecode(path))
-            return File(meta, EntryData(prefix, name, st.st_size))
+            data = EntryData(prefix, name, st.st_size)
+            if self.on_file is not None:
+                self.on_file(data)
+            return File(meta, data)
         if kind == stat.S_IFLNK:
             try:
                 return Symlink(meta, os.readlink(path))

@@ -12,18 +12,27 @@ import contextlib
 import errno
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import ImageWriteError, InvalidInputError
 from ..model import Directory, gc_paused
-from .chunks import chunk_session
-from .datastage import stage_for
+from .chunks import ChunkSession, chunk_session
+from .datastage import DataStage, stage_for
 from .emit import Emitter
 from .options import InodeFormat, ProgressCallback, WriteOptions
 from .output import atomic_output, builds_in_place
 from .plan import Layout, begin_plan, finish_plan, plan_image
 
-__all__ = ["ImageSummary", "InodeFormat", "Layout", "WriteOptions", "plan_image", "write_image"]
+__all__ = [
+    "ImageSummary",
+    "InodeFormat",
+    "Layout",
+    "WriteOptions",
+    "cutting_ahead",
+    "plan_image",
+    "write_image",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +59,7 @@ def write_image(
     *,
     progress: ProgressCallback | None = None,
     sync: bool = True,
+    stage: DataStage | None = None,
 ) -> ImageSummary:
     """Write `root` as an EROFS image at `output`.
 
@@ -60,6 +70,9 @@ def write_image(
     A symlink's target is replaced, not the link. A block or character device or
     a FIFO is written in place instead, from offset 0, once the image is complete. A failure to
     write (a full disk, a read-only file system) is an ImageWriteError naming `output`.
+
+    `stage` is one from `cutting_ahead(options)` (with the same options) that the directory
+    scan of `root` fed; it stays the caller's to close.
     """
     if not isinstance(root, Directory):
         raise InvalidInputError(f"the root of an image must be a Directory, not {type(root).__name__}")
@@ -73,9 +86,11 @@ def write_image(
         raise InvalidInputError("the blob device cannot be the image itself", os.fspath(output))
     if options.tar_index is not None and _same_file(options.tar_index, output):
         raise InvalidInputError("the image cannot be written over the archive it indexes", os.fspath(output))
+    if stage is not None and stage.options is not options:
+        raise InvalidInputError("the data stage was made for other options")
     # The stage's workers and spool live until the data is in the image; a chunk session holds
     # its stores' locks until then too.
-    with gc_paused(), chunk_session(options) as chunks, stage_for(options, chunks) as stage:
+    with gc_paused(), chunk_session(options) as chunks, _stage(stage, options, chunks) as stage:
         draft = begin_plan(root, options, stage)
         layout: Layout | None = None
         try:
@@ -108,6 +123,27 @@ def write_image(
         root_nid=layout.root.nid,
         build_time_ns=layout.build_time_ns,
     )
+
+
+@contextlib.contextmanager
+def cutting_ahead(options: WriteOptions) -> Iterator[DataStage | None]:
+    """A data stage that starts compressing files as a directory scan finds them (pass its
+    `cut_ahead` as `tree_from_directory`'s `on_file`, then the stage to `write_image`), or None
+    when `options` do not compress files one by one (no compression, fragments, dedupe)."""
+    if options.compression is None or options.fragment_mode or options.dedupe:
+        yield None
+        return
+    with stage_for(options, None) as stage:
+        yield stage
+
+
+def _stage(
+    stage: DataStage | None, options: WriteOptions, chunks: ChunkSession | None
+) -> contextlib.AbstractContextManager[DataStage]:
+    """The caller's stage (left open), else a new one for this image."""
+    if stage is not None:
+        return contextlib.nullcontext(stage)
+    return stage_for(options, chunks)
 
 
 def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:

@@ -43,6 +43,7 @@ from .stored import Stored
 
 if TYPE_CHECKING:
     from .plan import PlannedInode
+    from .processes import CutAhead
 
 _INDEX_PACK = LCLUSTER_INDEX.struct.pack
 _HEADER = MAP_HEADER.pack(MapHeaderRec(0, 0, 0, 0, 0))  # only its length matters
@@ -88,6 +89,7 @@ class CompressedData(Stored):
 
     __slots__ = (
         "_size",
+        "ahead",
         "algorithm",
         "blocks",
         "budget",
@@ -159,6 +161,7 @@ class CompressedData(Stored):
         self.budget: OutputBudget | None = None
         self.pieces: list[bytes | int] = []
         self.job = -1  # the data stage's job that cuts this file, once handed to a worker
+        self.ahead: CutAhead | None = None  # its cut, when it began during the scan
         self.written = False  # the blocks are in the image already: write() gives `kept` only
         self.kept = b""  # then, the record's bytes after the xattr body (or a plain file's tail)
 

@@ -41,7 +41,7 @@ from .dirs import shape_directory
 from .filecopy import FileReader
 from .fragments import FragmentedData, FragmentTable, join_segments
 from .lz4dest import DestSizeCompressor
-from .processes import CompressionProcesses, FormSettings, Job
+from .processes import CompressionProcesses, CutAhead, FormSettings, Job
 from .processes import available as processes_available
 from .stored import (
     NO_DATA,
@@ -112,7 +112,7 @@ class DataStage:
         # is placed and written as soon as it is cut, in file order (plan.place_streamed).
         self.streaming = compressor is not None and not fragments and not dedupe
         self.budget = OutputBudget(STREAM_BUDGET) if self.streaming else None
-        self.batch_forms: list[CompressedData] = []  # compressed files in the batch
+        self.batch_forms: list[CompressedData | CutAhead] = []  # compressed files in the batch
         self.waited = 0  # jobs before this one have finished (wait_for)
         self.batch: list[tuple[Callable[..., None], tuple[object, ...]]] = []  # jobs not yet handed over
         self.batch_work = 0.0  # how full the batch is: it goes to a worker at 1
@@ -124,6 +124,8 @@ class DataStage:
         # Streamed path-backed files are cut in forked processes where that is safe (processes.py).
         self.use_processes = self.streaming and USE_PROCESSES
         self.processes: CompressionProcesses | None = None
+        self.ahead: dict[int, tuple[EntryData, CutAhead]] = {}  # files cut during the scan, by id
+        self.options: WriteOptions | None = None  # what stage_for made it from
 
     def __enter__(self) -> DataStage:
         return self
@@ -166,6 +168,10 @@ class DataStage:
     def _compressed(self, data: DataSource, plan: PlannedInode, compressor: DestSizeCompressor) -> Stored:
         size = data.size
         plain: Stored
+        if self.ahead:
+            found = self.ahead.pop(id(data), None)
+            if found is not None and found[0] is data:
+                return self._claim(data, plan, found[1])
         raw = -1  # a stream's spool offset: it is compressed from there, and kept there if plain
         if isinstance(data, StreamData):
             _fd, raw = self._reserve(size)
@@ -213,22 +219,66 @@ class DataStage:
         return form
 
     def _processes(self, data: DataSource, form: CompressedData) -> CompressionProcesses | None:
-        """The processes that cut `form`, forked at the first file they can take; None: threads."""
-        if self.processes is None:
-            if not self.use_processes or form.budget is None or type(data) not in (EntryData, PathData):
-                return None
-            self.use_processes = False  # one try: later files go where the first went
-            if not processes_available():
-                return None
-            assert self.compressor is not None
-            spool_fd = self._reserve(0)[0]  # inherited by the processes
-            settings = FormSettings(form.compact, form.pcluster, form.ztail, form.max_extent, form.algorithm)
-            count = self.chosen_workers or usable_cpus()
-            self.processes = CompressionProcesses(count, self.compressor, settings, self.block_size, spool_fd)
-            self.workers = count  # a thread per process waits on it
-        elif type(data) not in (EntryData, PathData):
+        """The processes that cut `form`, if any (streamed and path-backed); None: threads."""
+        if form.budget is None or type(data) not in (EntryData, PathData):
             return None
+        return self._start_processes()
+
+    def _start_processes(self) -> CompressionProcesses | None:
+        """The compression processes, forked at the first file they can take, if they can be."""
+        if self.processes is None and self.use_processes:
+            self.use_processes = False  # one try: later files go where the first went
+            if processes_available():
+                assert self.compressor is not None
+                spool_fd = self._reserve(0)[0]  # inherited by the processes
+                settings = FormSettings(
+                    self.compact_indexes, self.pcluster_size, self.ztailpacking, self.max_extent_bytes,
+                    self.compressor.algorithm,
+                )  # fmt: skip
+                count = self.chosen_workers or usable_cpus()
+                self.processes = CompressionProcesses(
+                    count, self.compressor, settings, self.block_size, spool_fd
+                )
+                self.workers = count  # a thread per process waits on it
         return self.processes
+
+    def cut_ahead(self, data: EntryData) -> None:
+        """Start cutting a file as the directory scan finds it, before planning asks for it, so
+        the scan overlaps the compression (`tree_from_directory(on_file=...)`). Only where the
+        processes cut files; the scan finds files in inode order, so they are cut in that order.
+        A file the tree then leaves out only costs its work; a failure counts only if the
+        writer reaches the file."""
+        size = data.size
+        if size <= self.block_size:
+            return  # not compressed (or, with ztailpacking, small work: left to planning)
+        processes = self._start_processes()
+        if processes is None:
+            return
+        offset = self._reserve(-(-size // self.block_size) * self.block_size)[1]
+        ahead = CutAhead(offset)
+        self.ahead[id(data)] = (data, ahead)
+        args = (processes, [(ahead, (data.path, size, b"", offset))])
+        if size < COMPRESS_BATCH_BYTES:
+            self.batch_forms.append(ahead)
+            self._defer(size / COMPRESS_BATCH_BYTES, _cut_elsewhere, args)
+        else:
+            ahead.job = self._submit(_cut_elsewhere, *args)
+
+    def _claim(self, data: DataSource, plan: PlannedInode, ahead: CutAhead) -> CompressedData:
+        """The form of a file cut ahead: its pclusters are in the room reserved then."""
+        assert self.spool is not None and self.compressor is not None
+        form = CompressedData(
+            PlainData(data), data.size, self.spool.fileno(), ahead.offset, compact=self.compact_indexes,
+            pcluster=self.pcluster_size, ztail=self.ztailpacking, max_extent=self.max_extent_bytes,
+            algorithm=self.compressor.algorithm,
+        )  # fmt: skip
+        form.budget = self.budget
+        if ahead.job < 0:
+            self._flush_batch()  # the scan is over: its last batch goes now
+        form.job = ahead.job
+        form.ahead = ahead
+        ahead.path = show(plan.path)
+        return form
 
     def _chunked(self, data: DataSource, plan: PlannedInode, chunks: ChunkSession) -> ChunkedData:
         form = chunks.form(data, plan)
@@ -295,6 +345,9 @@ class DataStage:
         while self.waited <= form.job:
             jobs[self.waited].result()
             self.waited += 1
+        if form.ahead is not None:
+            ahead, form.ahead = form.ahead, None
+            ahead.claim(form)
 
     def settle(self) -> None:
         """Wait for every examined kind; raise the first failure in submission order."""
@@ -427,7 +480,7 @@ def stage_compressor(options: WriteOptions) -> DestSizeCompressor | None:
 
 def stage_for(options: WriteOptions, chunks: ChunkSession | None) -> DataStage:
     """The data stage `options` ask for."""
-    return DataStage(
+    stage = DataStage(
         options.block_size,
         options.workers,
         chunks=chunks,
@@ -440,6 +493,8 @@ def stage_for(options: WriteOptions, chunks: ChunkSession | None) -> DataStage:
         dedupe=options.dedupe,
         packed_pcluster_size=options.packed_pcluster_size,
     )
+    stage.options = options
+    return stage
 
 
 def _run_batch(jobs: list[tuple[Callable[..., None], tuple[object, ...]]], abort: threading.Event) -> None:
@@ -467,7 +522,9 @@ def _run_batch(jobs: list[tuple[Callable[..., None], tuple[object, ...]]], abort
 
 
 def _cut_elsewhere(
-    processes: CompressionProcesses, forms: list[tuple[CompressedData, Job]], abort: threading.Event
+    processes: CompressionProcesses,
+    forms: list[tuple[CompressedData | CutAhead, Job]],
+    abort: threading.Event,
 ) -> None:
     """Path-backed files, cut in one of the processes."""
     if not abort.is_set():

@@ -113,23 +113,24 @@ class CompressionProcesses:
         os.close(replies_write)
         return _Process(pid, requests_write, replies_read)
 
-    def cut(self, forms: list[tuple[CompressedData, Job]]) -> None:
-        """Cut the files in order, in one process; raise the first failure, as the threads would."""
+    def cut(self, items: list[tuple[CompressedData | CutAhead, Job]]) -> None:
+        """Cut the files in order, in one process. A form's failure is raised (the first, as the
+        threads would); a file cut ahead keeps its own until the writer asks for the file."""
         process = self.idle.get()
         try:
-            _send(process.requests, [job for _form, job in forms])
+            _send(process.requests, [job for _target, job in items])
             replies: list[Reply] = _receive(process.replies)
         except (OSError, EOFError):
             raise ErofsgenError(f"a compression process ({process.pid}) stopped unexpectedly") from None
         finally:
             self.idle.put(process)
-        for (form, _job), (kind, value) in zip(forms, replies, strict=False):
-            if kind == "cut":
-                form.take_cut(value)
-            elif kind == "invalid":
-                raise InvalidInputError(*value)
+        for (target, _job), reply in zip(items, replies, strict=True):
+            if isinstance(target, CutAhead):
+                target.reply = reply
+            elif reply[0] == "cut":
+                target.take_cut(reply[1])
             else:
-                raise ErofsgenError(f"compression failed: {value}")
+                raise _failure(reply)
 
     def kill(self) -> None:
         """Stop every process at once (the build failed): a thread waiting on one sees its end."""
@@ -145,6 +146,37 @@ class CompressionProcesses:
             os.waitpid(process.pid, 0)
             os.close(process.replies)
         self.processes = []
+
+
+class CutAhead:
+    """A file given to the processes while the directory is still being scanned, before the
+    writer asks for it (DataStage.cut_ahead): its room in the spool, its job, then its cut."""
+
+    __slots__ = ("job", "offset", "path", "reply")
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        self.job = -1  # the data stage's job that cuts it, once handed over
+        self.reply: Reply | None = None  # set by the thread that waited on the process
+        self.path = ""  # the file's path in the image, once the writer asks for it
+
+    def claim(self, form: CompressedData) -> None:
+        """Give `form` (whose spool room is this one's) the cut, or raise its failure."""
+        assert self.reply is not None, "claimed before its job finished"
+        kind, value = self.reply
+        if kind == "cut":
+            form.take_cut(value)
+            return
+        if kind == "invalid":
+            raise InvalidInputError(value[0], self.path)  # the scan did not know the image path
+        raise _failure(self.reply)
+
+
+def _failure(reply: Reply) -> ErofsgenError:
+    kind, value = reply
+    if kind == "invalid":
+        return InvalidInputError(*value)
+    return ErofsgenError(f"compression failed: {value}")
 
 
 class _Server:
@@ -169,13 +201,9 @@ class _Server:
                 jobs: list[Job] = _receive(requests)
             except EOFError:
                 return
-            out: list[Reply] = []
-            for job in jobs:
-                reply = self._cut(job, never)
-                out.append(reply)
-                if reply[0] != "cut":
-                    break
-            _send(replies, out)
+            # Every file gets its reply: a failure is the build's only if the writer reaches
+            # that file (a file cut ahead may be left out of the image after all).
+            _send(replies, [self._cut(job, never) for job in jobs])
 
     def _cut(self, job: Job, never: threading.Event) -> Reply:
         path, size, image_path, offset = job
