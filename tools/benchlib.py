@@ -1,8 +1,12 @@
 """Shared helpers for the benchmarks: run commands, measure wall time and peak RSS, print ratios.
 
-Peak RSS and CPU time come from the kernel's rusage of each finished child (os.wait4), wall
-time from a monotonic clock around it. Commands run alternately (A B A B ..., or A B C A B C ... with more
-references) so drift affects all of them; ratios are taken per round and their median printed.
+CPU time comes from the kernel's rusage of each finished child (os.wait4), which includes the
+processes it reaped, wall time from a monotonic clock around it. Peak RSS is the larger of the
+kernel's figure (one process) and the sum of the resident sets of the command and its child
+processes, sampled every 10 ms: a writer that forks workers is charged for all of them (shared
+pages count once per process, so the sum errs high). Commands run alternately (A B A B ..., or
+A B C A B C ... with more references) so drift affects all of them; ratios are taken per round
+and their median printed.
 The load average before and after is printed too: a busy machine makes every figure noisy.
 """
 
@@ -14,6 +18,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +38,15 @@ Command = tuple[str, Sequence[str]]
 def run_once(argv: Sequence[str], env: dict[str, str] | None = None) -> Run:
     start = time.monotonic()
     proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    done = threading.Event()
+    peak = [0]
+    sampler = threading.Thread(target=_sample_tree_rss, args=(proc.pid, done, peak))
+    sampler.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        done.set()
+        sampler.join()
     wall = time.monotonic() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
@@ -41,7 +54,28 @@ def run_once(argv: Sequence[str], env: dict[str, str] | None = None) -> Run:
         proc.stderr.close()
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}): {shlex.join(argv)}\n{err}")
-    return Run(wall, usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
+    return Run(wall, max(usage.ru_maxrss, peak[0]), usage.ru_utime + usage.ru_stime)
+
+
+def _sample_tree_rss(pid: int, done: threading.Event, peak: list[int]) -> None:
+    """Keep in peak[0] the largest sum of VmRSS (KiB) over `pid` and its descendants."""
+    while not done.wait(0.01):
+        total = 0
+        pids = [pid]
+        while pids:
+            current = pids.pop()
+            try:
+                with open(f"/proc/{current}/status", "rb") as status:
+                    for line in status:
+                        if line.startswith(b"VmRSS:"):
+                            total += int(line.split()[1])
+                            break
+                for task in os.listdir(f"/proc/{current}/task"):
+                    with open(f"/proc/{current}/task/{task}/children", "rb") as children:
+                        pids.extend(int(child) for child in children.read().split())
+            except (OSError, ValueError):
+                continue  # ended meanwhile
+        peak[0] = max(peak[0], total)
 
 
 def load() -> str:
