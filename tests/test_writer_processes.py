@@ -369,3 +369,29 @@ def test_a_stage_serves_the_options_it_was_made_for(source: Path, tmp_path: Path
         write_image(tree_from_directory(source), tmp_path / "a.img", other, stage=stage)
     with cutting_ahead(WriteOptions(compression="lz4", fragments=True)) as none:
         assert none is None
+
+
+def test_a_fork_that_fails_leaves_the_work_to_threads(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second fork fails (a process limit): the first process is ended, nothing leaks."""
+    real_fork = os.fork
+    forked: list[int] = []
+
+    def fork() -> int:
+        if forked:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    descriptors = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "fork", fork)
+    options = WriteOptions(compression="lz4hc", workers=2, build_time_ns=0)
+    write_image(tree_from_directory(source), tmp_path / "a.img", options)
+    assert len(forked) == 1 and not Path(f"/proc/{forked[0]}").exists()
+    assert len(os.listdir("/proc/self/fd")) == descriptors
+    monkeypatch.setattr(datastage, "USE_PROCESSES", False)
+    write_image(tree_from_directory(source), tmp_path / "b.img", options)
+    assert (tmp_path / "a.img").read_bytes() == (tmp_path / "b.img").read_bytes()

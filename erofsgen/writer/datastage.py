@@ -236,9 +236,12 @@ class DataStage:
                     self.compressor.algorithm,
                 )  # fmt: skip
                 count = self.chosen_workers or usable_cpus()
-                self.processes = CompressionProcesses(
-                    count, self.compressor, settings, self.block_size, spool_fd
-                )
+                try:
+                    self.processes = CompressionProcesses(
+                        count, self.compressor, settings, self.block_size, spool_fd
+                    )
+                except OSError:
+                    return None  # no process can be forked now (EAGAIN, ENOMEM): threads
                 self.workers = count  # a thread per process waits on it
         return self.processes
 

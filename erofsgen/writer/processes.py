@@ -90,8 +90,13 @@ class CompressionProcesses:
         self.idle: queue.SimpleQueue[_Process] = queue.SimpleQueue()
         self.processes: list[_Process] = []
         serve = _Server(compressor, settings, block_size, spool_fd)
-        for _ in range(count):
-            self.processes.append(self._fork(serve))
+        try:
+            for _ in range(count):
+                self.processes.append(self._fork(serve))
+        except BaseException:  # no more processes (EAGAIN, ENOMEM): none at all
+            self.kill()
+            self.close()
+            raise
         for process in self.processes:
             self.idle.put(process)
 
@@ -99,7 +104,12 @@ class CompressionProcesses:
         requests_read, requests_write = os.pipe()
         replies_read, replies_write = os.pipe()
         inherited = [fd for p in self.processes for fd in (p.requests, p.replies)]
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except BaseException:
+            for fd in (requests_read, requests_write, replies_read, replies_write):
+                os.close(fd)
+            raise
         if pid == 0:  # the process: never returns into the writer's code
             status = 1
             try:
