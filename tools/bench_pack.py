@@ -166,7 +166,7 @@ def summarize(measured: list[Measured], tree: Survey) -> None:
             print(f"{head}  (no mkfs.erofs here supports it)")
         for name, theirs, size in zip(m.names[1:], m.runs[1:], m.sizes[1:], strict=True):
             wall, rss, cpu = round_ratios(ours, theirs)
-            print(f"{head}  {name:19}{wall:>7.2f}{cpu:>7.2f}{rss:>7.2f}{m.sizes[0] / size:>7.3f}")
+            print(f"{head}  {name:19}{wall:>7.3f}{cpu:>7.2f}{rss:>7.2f}{m.sizes[0] / size:>7.3f}")
             head = " " * len(head)
 
 

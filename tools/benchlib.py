@@ -134,7 +134,7 @@ def report(commands: Sequence[Command], results: list[list[Run]]) -> None:
     for (name, _), rs in zip(commands[1:], results[1:], strict=True):
         wall, rss, cpu = round_ratios(first, rs)
         print(
-            f"ratio {first_name}/{name} (median per round): wall {wall:.2f}x, peak RSS {rss:.2f}x,"
+            f"ratio {first_name}/{name} (median per round): wall {wall:.3f}x, peak RSS {rss:.2f}x,"
             f" CPU time {cpu:.2f}x"
         )
 
