@@ -54,7 +54,7 @@ _PLAIN = int(LclusterType.PLAIN)
 _ZEROS = memoryview(bytes(1 << 20))  # padding up to a whole pcluster (at most 1 MiB)
 
 Reader = Callable[[int], bytes]  # the next n bytes of the file (fewer only at its end)
-SpoolWriter = Callable[[int, bytes, int], None]  # (spool descriptor, data, offset)
+SpoolWriter = Callable[[int, bytes | bytearray, int], None]  # (spool descriptor, data, offset)
 # A cut file's extents (starts, heads, nblocks as bytes), blocks, compressed, tail, tail_raw, pieces.
 CutState = tuple[bytes, bytes, bytes, int, bool, bytes, bytes, list[bytes | int]]
 
@@ -169,13 +169,14 @@ class CompressedData(Stored):
     def size(self) -> int:
         return self._size
 
-    def put(self, chunk: bytes, at: int, spool_write: SpoolWriter) -> None:
-        """Output bytes from `at` (relative to the reserved room): in memory if the budget allows."""
+    def put(self, chunk: bytearray, at: int, spool_write: SpoolWriter) -> None:
+        """Output bytes from `at` (relative to the reserved room): copied to memory if the budget
+        allows, else written to the spool (`chunk` is the caller's to reuse either way)."""
         budget = self.budget
         if budget is None:
             spool_write(self.spool_fd, chunk, self.spool_offset + at)
         elif budget.take(len(chunk)):
-            self.pieces.append(chunk)
+            self.pieces.append(bytes(chunk))
         else:
             spool_write(self.spool_fd, chunk, self.spool_offset + at)
             self.pieces.append(len(chunk))
@@ -504,7 +505,7 @@ def compress_file(
         off += used
         pos += used
         if len(out) >= FLUSH_BYTES:
-            form.put(bytes(out), written, spool_write)
+            form.put(out, written, spool_write)
             written += len(out)
             out.clear()
     if tail and pos < size:
@@ -522,11 +523,11 @@ def compress_file(
             out += more
             left -= len(more)
             if len(out) >= FLUSH_BYTES:
-                form.put(bytes(out), written, spool_write)
+                form.put(out, written, spool_write)
                 written += len(out)
                 out.clear()
     if out:
-        form.put(bytes(out), written, spool_write)
+        form.put(out, written, spool_write)
     form.blocks = sum(nblocks)
     form.compressed = bool(form.tail) or form.tail_start >= 0 or any(h == LclusterType.HEAD1 for h in heads)
 
@@ -571,7 +572,7 @@ def _shorter_for_tail(
     return stream, used
 
 
-def spool_write(fd: int, chunk: bytes, offset: int) -> None:
+def spool_write(fd: int, chunk: bytes | bytearray, offset: int) -> None:
     """A write to the spool; its failures are the build's, not the source's."""
     view = memoryview(chunk)
     while view:
