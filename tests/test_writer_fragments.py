@@ -317,7 +317,7 @@ def test_a_fragment_beyond_4_gib_switches_to_full_indexes(tmp_path: Path) -> Non
         form = FragmentedData(NO_DATA, len(data), fd, 0, compact=True, pcluster=BS, fragments=1)
         reader = io.BytesIO(data)
 
-        def spool_write(target: int, chunk: bytes, offset: int) -> None:
+        def spool_write(target: int, chunk: bytes | bytearray, offset: int) -> None:
             os.pwrite(target, chunk, offset)
 
         compress_file(
