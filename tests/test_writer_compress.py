@@ -421,3 +421,36 @@ def test_compacted_indexes_at_every_alignment_mount(
         for name, content in data.items():
             assert (mnt / name).read_bytes() == content
             assert (tmp_path / "out" / name).read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    ("head", "hc_first"),
+    [(b"\x1f\x8b\x08\x00", False), (b"\x89PNG\r\n\x1a\n", False), (b"PK\x03\x04", False), (b"", True)],
+    ids=["gzip", "png", "zip", "no-magic"],
+)
+def test_data_compressed_already_goes_through_the_fast_probe_first(head: bytes, hc_first: bool) -> None:
+    """A buffer that begins like a compressed format skips LZ4HC while fast LZ4 cannot shrink it."""
+    import dataclasses
+
+    lib = lz4dest._native()
+    assert lib is not None and lib.hc_next is not None
+    calls: list[str] = []
+
+    def counted(name: str, function: object) -> object:
+        def call(*args: object) -> object:
+            calls.append(name)
+            return function(*args)  # type: ignore[operator]
+
+        return call
+
+    wrapped = dataclasses.replace(lib, hc_next=counted("hc", lib.hc_next), hc=counted("hc", lib.hc))
+    compress = lz4dest.NativeDestSize(wrapped, 9)
+    data = head + random.Random(5).randbytes(300_000)
+    stream, used = compress(data, 0, len(data), BS)
+    assert ("hc" in calls) is hc_first
+    assert used <= BS  # stored raw either way: nothing to gain
+    text = head + _text(300_000, 2)  # a false start: LZ4HC runs once fast LZ4 can shrink it
+    calls.clear()
+    stream, used = compress(text, 0, len(text), BS)
+    assert calls == ["hc"] and used > 2 * BS
+    assert lz4.block.decompress(stream, uncompressed_size=used) == text[:used]

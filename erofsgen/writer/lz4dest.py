@@ -85,6 +85,22 @@ def _native() -> _Liblz4 | None:
     return _Liblz4(fast, hc, sizeof_hc(), init, reset, hc_next)
 
 
+# The first bytes of formats whose data is compressed already (gzip, xz, bzip2, zstd, LZ4
+# frame, zip and its kin, 7z, PNG, JPEG): LZ4HC can rarely shrink them, so a buffer that begins
+# like one goes through the fast probe first, as after a window LZ4HC could not shrink.
+COMPRESSED_MAGIC = (
+    b"\x1f\x8b",
+    b"\xfd7zXZ\x00",
+    b"BZh",
+    b"\x28\xb5\x2f\xfd",
+    b"\x04\x22\x4d\x18",
+    b"PK\x03\x04",
+    b"7z\xbc\xaf\x27\x1c",
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff",
+)
+
+
 class _ThreadBuffers(threading.local):
     """What one thread reuses from call to call (ctypes objects cost more to make than to use)."""
 
@@ -123,7 +139,9 @@ class NativeDestSize:
             # A pointer into `data` itself (no copy of the window), found once per input buffer.
             local.address = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0
             local.data = data
-            local.failing = False  # what the thread compressed before must not change the output
+            # What the thread compressed before must not change the output: the flag starts
+            # from the buffer itself, set when it begins like data compressed already.
+            local.failing = data.startswith(COMPRESSED_MAGIC)
         out = local.out
         if len(out) < capacity:
             out = local.out = ctypes.create_string_buffer(capacity)
