@@ -395,3 +395,22 @@ def test_a_fork_that_fails_leaves_the_work_to_threads(
     monkeypatch.setattr(datastage, "USE_PROCESSES", False)
     write_image(tree_from_directory(source), tmp_path / "b.img", options)
     assert (tmp_path / "a.img").read_bytes() == (tmp_path / "b.img").read_bytes()
+
+
+def test_cutting_ahead_refuses_wrong_types_and_a_second_image(source: Path, tmp_path: Path) -> None:
+    options = WriteOptions(compression="lz4hc")
+    with pytest.raises(InvalidInputError, match="options must be WriteOptions, not dict"):
+        cutting_ahead({"compression": "lz4hc"}).__enter__()  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="on_file must be callable, not int"):
+        tree_from_directory(source, on_file=3)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="stage must come from cutting_ahead"):
+        write_image(tree_from_directory(source), tmp_path / "x.img", options, stage="stage")  # type: ignore[arg-type]
+    with cutting_ahead(options) as stage:
+        assert stage is not None
+        with pytest.raises(InvalidInputError, match="EntryData or PathData, not bytes"):
+            stage.cut_ahead(b"/etc/hosts")  # type: ignore[arg-type]
+        tree = scan_cutting_ahead(source, stage)
+        write_image(tree, tmp_path / "a.img", options, stage=stage)
+        with pytest.raises(InvalidInputError, match="serves one image"):
+            write_image(tree, tmp_path / "b.img", options, stage=stage)
+    assert not (tmp_path / "b.img").exists() and not (tmp_path / "x.img").exists()

@@ -51,6 +51,8 @@ def tree_from_directory(
     (the writer's inode order); `on_file` is given each regular file's data as it is found
     (once per inode), so a writer can start on it while the walk goes on.
     """
+    if on_file is not None and not callable(on_file):
+        raise InvalidInputError(f"on_file must be callable, not {type(on_file).__name__}")
     root_path = os.fsencode(path)
     st = _lstat(root_path)
     if st.st_mode & _S_IFMT != stat.S_IFDIR:

@@ -86,8 +86,14 @@ def write_image(
         raise InvalidInputError("the blob device cannot be the image itself", os.fspath(output))
     if options.tar_index is not None and _same_file(options.tar_index, output):
         raise InvalidInputError("the image cannot be written over the archive it indexes", os.fspath(output))
-    if stage is not None and stage.options is not options:
-        raise InvalidInputError("the data stage was made for other options")
+    if stage is not None:
+        if not isinstance(stage, DataStage):
+            raise InvalidInputError(f"stage must come from cutting_ahead(), not {type(stage).__name__}")
+        if stage.options is not options:
+            raise InvalidInputError("the data stage was made for other options")
+        if stage.served:
+            raise InvalidInputError("a data stage serves one image; it has served one already")
+        stage.served = True
     # The stage's workers and spool live until the data is in the image; a chunk session holds
     # its stores' locks until then too.
     with gc_paused(), chunk_session(options) as chunks, _stage(stage, options, chunks) as stage:
@@ -130,6 +136,8 @@ def cutting_ahead(options: WriteOptions) -> Iterator[DataStage | None]:
     """A data stage that starts compressing files as a directory scan finds them (pass its
     `cut_ahead` as `tree_from_directory`'s `on_file`, then the stage to `write_image`), or None
     when `options` do not compress files one by one (no compression, fragments, dedupe)."""
+    if not isinstance(options, WriteOptions):
+        raise InvalidInputError(f"options must be WriteOptions, not {type(options).__name__}")
     if options.compression is None or options.fragment_mode or options.dedupe:
         yield None
         return

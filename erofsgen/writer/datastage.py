@@ -124,8 +124,9 @@ class DataStage:
         # Streamed path-backed files are cut in forked processes where that is safe (processes.py).
         self.use_processes = self.streaming and USE_PROCESSES
         self.processes: CompressionProcesses | None = None
-        self.ahead: dict[int, tuple[EntryData, CutAhead]] = {}  # files cut during the scan, by id
+        self.ahead: dict[int, tuple[EntryData | PathData, CutAhead]] = {}  # files cut ahead, by id
         self.options: WriteOptions | None = None  # what stage_for made it from
+        self.served = False  # write_image took it (a stage serves one image)
 
     def __enter__(self) -> DataStage:
         return self
@@ -245,14 +246,18 @@ class DataStage:
                 self.workers = count  # a thread per process waits on it
         return self.processes
 
-    def cut_ahead(self, data: EntryData) -> None:
+    def cut_ahead(self, data: EntryData | PathData) -> None:
         """Start cutting a file as the directory scan finds it, before planning asks for it, so
         the scan overlaps the compression (`tree_from_directory(on_file=...)`). Only where the
         processes cut files; the scan finds files in inode order, so they are cut in that order.
         A file the tree then leaves out only costs its work; a failure counts only if the
         writer reaches the file."""
+        if not isinstance(data, EntryData | PathData):
+            raise InvalidInputError(
+                f"cut_ahead takes a file's EntryData or PathData, not {type(data).__name__}"
+            )
         size = data.size
-        if size <= self.block_size:
+        if size <= self.block_size or self.served:
             return  # not compressed (or, with ztailpacking, small work: left to planning)
         processes = self._start_processes()
         if processes is None:
