@@ -41,9 +41,11 @@ from .stored import NO_DATA
 _LENGTH = struct.Struct("<Q")
 _PR_SET_PDEATHSIG = 1
 
-# One file to cut: its source path, size, image path (for messages) and spool offset.
+# One file to cut: its source path, size, image path (for messages; b"" when cut ahead of
+# planning, which names the file itself) and spool offset.
 Job = tuple[bytes | str, int, bytes, int]
-# What comes back for it: CompressedData.cut_state(), or a failure, which ends the batch.
+# What comes back for it: ("cut", CompressedData.cut_state()), or ("invalid", (message, path))
+# or ("error", text). Every file of a batch gets one; CompressionProcesses.cut decides.
 Reply = tuple[str, Any]
 
 
