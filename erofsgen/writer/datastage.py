@@ -194,17 +194,7 @@ class DataStage:
             )  # fmt: skip
             self.extended.append((form, plan))
         else:
-            form = CompressedData(
-                plain,
-                size,
-                fd,
-                offset,
-                compact=self.compact_indexes,
-                pcluster=self.pcluster_size,
-                ztail=self.ztailpacking,
-                max_extent=self.max_extent_bytes,
-                algorithm=compressor.algorithm,
-            )
+            form = self._settings().form(size, fd, offset, plain)
             form.budget = self.budget
         job: Callable[..., None] = _compress
         args: tuple[object, ...] = (data, plan, form, raw, compressor, self.block_size)
@@ -219,6 +209,17 @@ class DataStage:
             form.job = self._submit(job, *args)
         return form
 
+    def _settings(self) -> FormSettings:
+        """What every streamed compressed form of this stage shares, here or in a process."""
+        assert self.compressor is not None
+        return FormSettings(
+            self.compact_indexes,
+            self.pcluster_size,
+            self.ztailpacking,
+            self.max_extent_bytes,
+            self.compressor.algorithm,
+        )
+
     def _processes(self, data: DataSource, form: CompressedData) -> CompressionProcesses | None:
         """The processes that cut `form`, if any (streamed and path-backed); None: threads."""
         if form.budget is None or type(data) not in (EntryData, PathData):
@@ -232,14 +233,10 @@ class DataStage:
             if processes_available():
                 assert self.compressor is not None
                 spool_fd = self._reserve(0)[0]  # inherited by the processes
-                settings = FormSettings(
-                    self.compact_indexes, self.pcluster_size, self.ztailpacking, self.max_extent_bytes,
-                    self.compressor.algorithm,
-                )  # fmt: skip
                 count = self.chosen_workers or usable_cpus()
                 try:
                     self.processes = CompressionProcesses(
-                        count, self.compressor, settings, self.block_size, spool_fd
+                        count, self.compressor, self._settings(), self.block_size, spool_fd
                     )
                 except OSError:
                     return None  # no process can be forked now (EAGAIN, ENOMEM): threads
@@ -274,12 +271,8 @@ class DataStage:
 
     def _claim(self, data: DataSource, plan: PlannedInode, ahead: CutAhead) -> CompressedData:
         """The form of a file cut ahead: its pclusters are in the room reserved then."""
-        assert self.spool is not None and self.compressor is not None
-        form = CompressedData(
-            PlainData(data), data.size, self.spool.fileno(), ahead.offset, compact=self.compact_indexes,
-            pcluster=self.pcluster_size, ztail=self.ztailpacking, max_extent=self.max_extent_bytes,
-            algorithm=self.compressor.algorithm,
-        )  # fmt: skip
+        assert self.spool is not None
+        form = self._settings().form(data.size, self.spool.fileno(), ahead.offset, PlainData(data))
         form.budget = self.budget
         if ahead.job < 0:
             self._flush_batch()  # the scan is over: its last batch goes now

@@ -36,7 +36,7 @@ from ..model import PathData
 from .compressed import CompressedData, OutputBudget, compress_file, spool_write
 from .filecopy import FileReader
 from .lz4dest import DestSizeCompressor
-from .stored import NO_DATA
+from .stored import NO_DATA, Stored
 
 _LENGTH = struct.Struct("<Q")
 _PR_SET_PDEATHSIG = 1
@@ -64,9 +64,10 @@ class FormSettings:
     max_extent: int | None
     algorithm: CompressionAlgorithm
 
-    def form(self, size: int, spool_fd: int, offset: int) -> CompressedData:
+    def form(self, size: int, spool_fd: int, offset: int, plain: Stored = NO_DATA) -> CompressedData:
+        """A file's form, its pclusters in the spool from `offset`, `plain` if compression fails."""
         return CompressedData(
-            NO_DATA, size, spool_fd, offset, compact=self.compact, pcluster=self.pcluster,
+            plain, size, spool_fd, offset, compact=self.compact, pcluster=self.pcluster,
             ztail=self.ztail, max_extent=self.max_extent, algorithm=self.algorithm,
         )  # fmt: skip
 
